@@ -1,10 +1,146 @@
+using System.CommandLine;
+using VmNet.Host;
+using VmNet.Host.Sim;
+using VmNet.Leases;
+using VmNet.Planning;
+using VmNet.Rendering;
+using VmNet.Spec;
+
 namespace VmNet.Cli;
 
+/// <summary>The <c>vmnet</c> command line: a thin layer over spec, plan and render.</summary>
 public static class VmNetCli
 {
-    public static int Run(string[] args)
+    public static int Run(string[] args) => Run(args, Console.Out, Console.Error);
+
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        Console.WriteLine("vmnet 0.1.0");
-        return 0;
+        var root = Build(stdout);
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            foreach (var e in parsed.Errors) stderr.WriteLine($"vmnet: {e.Message}");
+            stderr.WriteLine("Run `vmnet --help` for usage.");
+            return ExitCodes.InvalidInput;
+        }
+        try
+        {
+            return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+        }
+        catch (VmNetException e)
+        {
+            stderr.WriteLine($"vmnet: {e.Message}");
+            return e.ExitCode;
+        }
+        catch (Exception e) when (Environment.GetEnvironmentVariable("VMNET_DEBUG") != "1")
+        {
+            stderr.WriteLine($"vmnet: internal error: {e.GetType().Name}: {e.Message}");
+            stderr.WriteLine("This is a bug in vmnet; rerun with VMNET_DEBUG=1 for the stack trace and report it.");
+            return ExitCodes.Failure;
+        }
+    }
+
+    private static readonly Option<string> HostRootOption = new("--host-root")
+    {
+        Description = "Root of the host's /sys, /proc and /dev (a simulated host for trials and tests) [env VMNET_HOST_ROOT]",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VMNET_HOST_ROOT") is { Length: > 0 } v ? v : "/",
+        Recursive = true,
+    };
+
+    private static readonly Option<string> StateDirOption = new("--state-dir")
+    {
+        Description = "Where leases and VM files live [env VMNET_STATE_DIR]",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VMNET_STATE_DIR") is { Length: > 0 } v ? v : StateDir.DefaultPath,
+        Recursive = true,
+    };
+
+    private static RootCommand Build(TextWriter stdout)
+    {
+        var root = new RootCommand("vmnet: VMs with SR-IOV VFs bonded active-backup in the guest, from one YAML spec.");
+        root.Options.Add(HostRootOption);
+        root.Options.Add(StateDirOption);
+        root.Subcommands.Add(UpCommand(stdout));
+        root.Subcommands.Add(ValidateCommand(stdout));
+        root.Subcommands.Add(SimCommand(stdout));
+        return root;
+    }
+
+    private static Command UpCommand(TextWriter stdout)
+    {
+        var spec = new Argument<string>("SPEC") { Description = "The VM's spec (vm.yaml)" };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan and change nothing" };
+        var json = new Option<bool>("--json") { Description = "Print the plan as JSON" };
+        var outDir = new Option<string?>("--out") { Description = "Also write the artifacts to this directory" };
+        var templates = new Option<string?>("--templates") { Description = "Read templates from this directory (files there override the embedded ones)" };
+        var cmd = new Command("up", "Reserve VFs, configure them, and start the VM") { spec, dryRun, json, outDir, templates };
+        cmd.SetAction(r =>
+        {
+            var vm = SpecLoader.LoadFile(r.GetValue(spec)!);
+            var state = new StateDir(r.GetValue(StateDirOption)!);
+            var host = new HostScanner(new HostRoot(r.GetValue(HostRootOption)!));
+            var plan = Planner.Make(vm, host, new LeaseStore(state), state);
+            var artifacts = Renderer.Render(plan, new Templates(r.GetValue(templates)));
+            if (r.GetValue(outDir) is { } dir) ArtifactWriter.Write(dir, artifacts);
+            if (!r.GetValue(dryRun))
+                throw new VmNetException("applying a plan to the host is not available in this build yet; run with --dry-run to see the plan", ExitCodes.Failure);
+            if (r.GetValue(json))
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(PlanDocument.From(plan), PlanJson.Default.PlanDocument));
+            else
+                PlanPrinter.Print(stdout, plan, r.GetValue(outDir));
+            return ExitCodes.Ok;
+        });
+        return cmd;
+    }
+
+    private static Command ValidateCommand(TextWriter stdout)
+    {
+        var spec = new Argument<string>("SPEC") { Description = "The VM's spec (vm.yaml)" };
+        var cmd = new Command("validate", "Check a spec without looking at the host") { spec };
+        cmd.SetAction(r =>
+        {
+            var vm = SpecLoader.LoadFile(r.GetValue(spec)!);
+            stdout.WriteLine($"{r.GetValue(spec)}: valid ({vm.Name}: {vm.Networks.Count} network{(vm.Networks.Count == 1 ? "" : "s")}, {vm.Networks.Sum(n => n.Ports.Count)} VFs)");
+            return ExitCodes.Ok;
+        });
+        return cmd;
+    }
+
+    private static Command SimCommand(TextWriter stdout)
+    {
+        var dir = new Argument<string>("DIR") { Description = "Directory to write the simulated host's /sys, /proc and /dev into" };
+        var shape = new Option<string>("--shape") { Description = "NIC model: connectx5 or igb", DefaultValueFactory = _ => "connectx5" };
+        shape.AcceptOnlyFromAmong("connectx5", "igb");
+        var pfs = new Option<int>("--pfs") { Description = "Number of ports (PFs)", DefaultValueFactory = _ => 2 };
+        var vfs = new Option<int>("--vfs") { Description = "VFs to create on each PF (sriov_numvfs)", DefaultValueFactory = _ => 8 };
+        var total = new Option<int?>("--total-vfs") { Description = "sriov_totalvfs (connectx5: the firmware's NUM_OF_VFS; default 16)" };
+        var mtu = new Option<int>("--mtu") { Description = "The PFs' MTU", DefaultValueFactory = _ => 1500 };
+        var example = new Option<bool>("--example") { Description = "Write the host shipped in examples/hosts/connectx5 (other options ignored)" };
+        var create = new Command("create", "Write a simulated host laid out like the kernel's sysfs") { dir, shape, pfs, vfs, total, mtu, example };
+        create.SetAction(r =>
+        {
+            if (r.GetValue(example))
+            {
+                EnsureEmpty(r.GetValue(dir)!);
+                SimHost.CreateExample(r.GetValue(dir)!);
+                stdout.WriteLine($"wrote the example host to {r.GetValue(dir)}");
+                return ExitCodes.Ok;
+            }
+            var nic = r.GetValue(shape) == "igb" ? NicShape.Igb() : NicShape.ConnectX5(r.GetValue(total) ?? 16);
+            var n = r.GetValue(vfs);
+            if (n < 0 || n > nic.TotalVfs)
+                throw new VmNetException($"--vfs must be 0..{nic.TotalVfs} for {nic.Model}, got {n}", ExitCodes.InvalidInput);
+            var target = r.GetValue(dir)!;
+            EnsureEmpty(target);
+            SimHost.Create(target, nic, r.GetValue(pfs), n, r.GetValue(mtu));
+            stdout.WriteLine($"wrote a simulated host to {target}: {r.GetValue(pfs)} x {nic.Model} ({nic.PfDriver}), {n} VFs each");
+            return ExitCodes.Ok;
+        });
+        return new Command("sim", "Simulated hosts for trials and tests") { create };
+    }
+
+    private static void EnsureEmpty(string target)
+    {
+        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
+            throw new VmNetException($"{target} is not empty; give a new directory", ExitCodes.InvalidInput);
     }
 }

@@ -1,0 +1,25 @@
+using System.Text.Json.Serialization;
+using VmNet.Planning;
+
+namespace VmNet.Cli;
+
+/// <summary>The plan as <c>vmnet up --dry-run --json</c> prints it.</summary>
+public sealed record PlanDocument(string Vm, string Backend, IReadOnlyList<PlanVf> Vfs, IReadOnlyList<string> HostChanges, PlanPaths Paths)
+{
+    public static PlanDocument From(Plan plan) => new(
+        plan.Vm.Name,
+        Spec.SpecNames.Of(plan.Vm.Backend),
+        plan.Vfs.Select(a => new PlanVf(a.Network.Name, a.Port, a.PortName, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci,
+            a.Mac, a.MacGenerated, a.Network.Vlan, a.GuestName, a.Vf.IommuGroup, a.AlreadyLeased)).ToList(),
+        plan.Steps.Select(s => s.Describe()).ToList(),
+        new PlanPaths(plan.Paths.VmDir, plan.Paths.Disk, plan.Paths.Seed, plan.Paths.SerialLog));
+}
+
+public sealed record PlanVf(string Network, int Port, string PortName, string Pf, string PfPci, int Vf, string Pci,
+    string Mac, bool MacGenerated, int? Vlan, string GuestName, int? IommuGroup, bool AlreadyLeased);
+
+public sealed record PlanPaths(string VmDir, string Disk, string Seed, string SerialLog);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true)]
+[JsonSerializable(typeof(PlanDocument))]
+internal sealed partial class PlanJson : JsonSerializerContext;

@@ -1,0 +1,151 @@
+using System.Globalization;
+
+namespace VmNet.Host.Sim;
+
+/// <summary>
+/// Writes and changes a tree laid out exactly like the kernel's <c>/sys</c>, <c>/proc</c> and <c>/dev</c> (the same
+/// files and relative symlinks) for tests and simulated hosts. The operations mirror what the kernel does: creating
+/// VFs, binding and unbinding drivers (which moves the <c>driver</c> link, the driver's device link, the VF's
+/// <c>net/</c> directory and <c>/dev/vfio/GROUP</c>).
+/// </summary>
+public sealed class SysfsTree(string root)
+{
+    public string Root { get; } = Path.GetFullPath(root);
+
+    private string P(string hostPath) => Path.Join(Root, hostPath.TrimStart('/'));
+
+    /// <summary>Where a device of bus <paramref name="bus"/> lives: behind root port 00:01.N of domain 0000.</summary>
+    public static string DevicePath(string pci) =>
+        $"/sys/devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}";
+
+    public void Write(string hostPath, string content)
+    {
+        var real = P(hostPath);
+        Directory.CreateDirectory(Path.GetDirectoryName(real)!);
+        File.WriteAllText(real, content);
+    }
+
+    public void Link(string hostPath, string target)
+    {
+        var real = P(hostPath);
+        Directory.CreateDirectory(Path.GetDirectoryName(real)!);
+        if (Path.Exists(real) || new FileInfo(real).LinkTarget is not null) File.Delete(real);
+        File.CreateSymbolicLink(real, target);
+    }
+
+    public void Remove(string hostPath)
+    {
+        var real = P(hostPath);
+        if (new FileInfo(real).LinkTarget is not null || File.Exists(real)) File.Delete(real);
+        else if (Directory.Exists(real)) Directory.Delete(real, recursive: true);
+    }
+
+    /// <summary>The host-wide parts: the PCI bus's driver files, the IOMMU, the kernel command line, /dev/vfio.</summary>
+    public void WriteBase(bool iommu = true, bool vfioModule = true, string? cmdline = null)
+    {
+        Write("/proc/cmdline", (cmdline ?? "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=/dev/nvme0n1p2 ro quiet" + (iommu ? " intel_iommu=on iommu=pt" : "")) + "\n");
+        Write("/sys/bus/pci/drivers_probe", "");
+        Write("/sys/bus/pci/drivers_autoprobe", "1\n");
+        Directory.CreateDirectory(P("/sys/kernel/iommu_groups"));
+        Directory.CreateDirectory(P("/sys/class/net"));
+        if (iommu)
+        {
+            Write("/sys/devices/virtual/iommu/dmar0/intel-iommu/version", "1:0\n");
+            Link("/sys/class/iommu/dmar0", "../../devices/virtual/iommu/dmar0");
+        }
+        else Directory.CreateDirectory(P("/sys/class/iommu"));
+        if (vfioModule)
+        {
+            Driver(VirtualFunction.VfioDriver);
+            Write("/sys/module/vfio_pci/parameters/ids", "\n");
+            Write("/dev/vfio/vfio", "");
+        }
+    }
+
+    public void Driver(string name)
+    {
+        foreach (var f in new[] { "bind", "unbind", "new_id", "remove_id", "uevent" })
+            if (!File.Exists(P($"/sys/bus/pci/drivers/{name}/{f}"))) Write($"/sys/bus/pci/drivers/{name}/{f}", "");
+        var module = name.Replace('-', '_');
+        Directory.CreateDirectory(P($"/sys/module/{module}"));
+        Link($"/sys/bus/pci/drivers/{name}/module", $"../../../../module/{module}");
+    }
+
+    /// <summary>A PCI function with its attributes, its own IOMMU group, and no driver yet.</summary>
+    public void Device(string pci, string vendor, string device, int iommuGroup, int numaNode = 0)
+    {
+        var dev = DevicePath(pci);
+        Write($"{dev}/vendor", vendor + "\n");
+        Write($"{dev}/device", device + "\n");
+        Write($"{dev}/class", "0x020000\n");
+        Write($"{dev}/numa_node", numaNode.ToString(CultureInfo.InvariantCulture) + "\n");
+        Write($"{dev}/driver_override", "(null)\n");
+        Write($"{dev}/enable", "1\n");
+        Link($"{dev}/subsystem", "../../../../bus/pci");
+        Link($"/sys/bus/pci/devices/{pci}", $"../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
+        Link($"{dev}/iommu_group", $"../../../../kernel/iommu_groups/{iommuGroup}");
+        Directory.CreateDirectory(P($"/sys/kernel/iommu_groups/{iommuGroup}/devices"));
+        Write($"/sys/kernel/iommu_groups/{iommuGroup}/type", "DMA\n");
+        Link($"/sys/kernel/iommu_groups/{iommuGroup}/devices/{pci}", $"../../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
+    }
+
+    /// <summary>Binds a driver as the kernel does: the device's <c>driver</c> link, the driver's link back, the netdev or /dev/vfio node.</summary>
+    public void Bind(string pci, string driver, string? netdev = null, string? mac = null, int mtu = 1500, bool up = false)
+    {
+        var dev = DevicePath(pci);
+        Driver(driver);
+        Link($"{dev}/driver", $"../../../../bus/pci/drivers/{driver}");
+        Link($"/sys/bus/pci/drivers/{driver}/{pci}", $"../../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
+        Write($"{dev}/uevent", $"DRIVER={driver}\nPCI_SLOT_NAME={pci}\n");
+        if (driver == VirtualFunction.VfioDriver)
+        {
+            var group = new FileInfo(P($"{dev}/iommu_group")).LinkTarget!.Split('/')[^1];
+            Write($"/dev/vfio/{group}", "");
+        }
+        else if (netdev is not null)
+        {
+            Netdev(pci, netdev, mac ?? "00:00:00:00:00:00", mtu, up);
+        }
+    }
+
+    public void Unbind(string pci)
+    {
+        var dev = DevicePath(pci);
+        var driverLink = new FileInfo(P($"{dev}/driver")).LinkTarget;
+        if (driverLink is null) return;
+        var driver = driverLink.Split('/')[^1];
+        Remove($"{dev}/driver");
+        Remove($"/sys/bus/pci/drivers/{driver}/{pci}");
+        Write($"{dev}/uevent", $"PCI_SLOT_NAME={pci}\n");
+        foreach (var net in Directory.Exists(P($"{dev}/net")) ? Directory.GetDirectories(P($"{dev}/net")) : [])
+            Remove($"/sys/class/net/{Path.GetFileName(net)}");
+        Remove($"{dev}/net");
+        if (driver == VirtualFunction.VfioDriver)
+        {
+            var group = new FileInfo(P($"{dev}/iommu_group")).LinkTarget!.Split('/')[^1];
+            Remove($"/dev/vfio/{group}");
+        }
+    }
+
+    public void Netdev(string pci, string name, string mac, int mtu, bool up)
+    {
+        var dev = DevicePath(pci);
+        var net = $"{dev}/net/{name}";
+        Write($"{net}/address", mac + "\n");
+        Write($"{net}/mtu", mtu.ToString(CultureInfo.InvariantCulture) + "\n");
+        Write($"{net}/type", "1\n");
+        Write($"{net}/addr_len", "6\n");
+        SetUp(pci, name, up);
+        Link($"{net}/device", $"../../../{pci}");
+        Link($"/sys/class/net/{name}", $"../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}/net/{name}");
+    }
+
+    /// <summary>Sets a netdev administratively up or down (IFF_UP in <c>flags</c>) with the matching operstate.</summary>
+    public void SetUp(string pci, string name, bool up)
+    {
+        var net = $"{DevicePath(pci)}/net/{name}";
+        Write($"{net}/flags", up ? "0x1003\n" : "0x1002\n");
+        Write($"{net}/operstate", up ? "up\n" : "down\n");
+        Write($"{net}/carrier", up ? "1\n" : "");
+    }
+}

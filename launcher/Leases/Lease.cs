@@ -1,0 +1,115 @@
+using System.Text.Json.Serialization;
+
+namespace VmNet.Leases;
+
+/// <summary>
+/// One leased VF. The ledger keeps one such file per VF (<c>STATE/leases/PCI.json</c>), so checking whether a VF is
+/// taken is one lookup whatever the number of leases.
+/// </summary>
+public sealed record Lease(
+    int Version,
+    string Vm,
+    string Network,
+    int Port,
+    string Pf,
+    string PfPci,
+    int Vf,
+    string Pci,
+    string Mac,
+    int? Vlan);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(Lease))]
+internal sealed partial class LeaseJson : JsonSerializerContext;
+
+/// <summary>Read access to the leases in a state directory.</summary>
+public interface ILeaseView
+{
+    /// <summary>Whether any VM holds the VF at <paramref name="pci"/>: one lookup, whatever the number of leases.</summary>
+    bool IsLeased(string pci);
+
+    /// <summary>The leases <paramref name="vm"/> holds.</summary>
+    IReadOnlyList<Lease> OfVm(string vm);
+
+    /// <summary>The VM that uses <paramref name="mac"/> on one of its VFs, or null.</summary>
+    string? MacOwner(string mac);
+}
+
+/// <summary>The state directory's paths, named once.</summary>
+public sealed class StateDir(string path)
+{
+    public const string DefaultPath = "/var/lib/vmnet";
+    public string Path { get; } = System.IO.Path.GetFullPath(path);
+    public string LeasesDir => System.IO.Path.Join(Path, "leases");
+    public string LeaseFile(string pci) => System.IO.Path.Join(LeasesDir, pci + ".json");
+    public string VmDir(string vm) => System.IO.Path.Join(Path, "vms", vm);
+    /// <summary>The VM's own index of its leases: one link per leased VF into <see cref="LeasesDir"/>.</summary>
+    public string VmLeasesDir(string vm) => System.IO.Path.Join(VmDir(vm), "vfs");
+    /// <summary>The MAC index: one file per MAC in use, holding the VM's name, so uniqueness is one lookup.</summary>
+    public string MacFile(string mac) => System.IO.Path.Join(Path, "macs", mac.Replace(':', '-'));
+}
+
+/// <summary>Leases read from the state directory, one file per VF; a corrupt file is reported, never ignored.</summary>
+public sealed class LeaseStore(StateDir state) : ILeaseView
+{
+    public StateDir State { get; } = state;
+
+    public bool IsLeased(string pci) => File.Exists(State.LeaseFile(pci));
+
+    public IReadOnlyList<Lease> OfVm(string vm)
+    {
+        var dir = State.VmLeasesDir(vm);
+        if (!Directory.Exists(dir)) return [];
+        return Directory.EnumerateFileSystemEntries(dir, "*.json").Order(StringComparer.Ordinal)
+            .Select(f => Find(System.IO.Path.GetFileNameWithoutExtension(f)))
+            .OfType<Lease>().Where(l => l.Vm == vm).ToList();
+    }
+
+    public string? MacOwner(string mac)
+    {
+        try
+        {
+            return File.ReadAllText(State.MacFile(mac)).Trim();
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return null;
+        }
+    }
+
+    public Lease? Find(string pci)
+    {
+        var file = State.LeaseFile(pci);
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(file);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return null;
+        }
+        try
+        {
+            var lease = System.Text.Json.JsonSerializer.Deserialize(bytes, LeaseJson.Default.Lease);
+            if (lease is null || lease.Pci != pci || lease.Version != 1) throw new System.Text.Json.JsonException("unexpected content");
+            return lease;
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new VmNetException(
+                $"the lease file {file} is corrupt ({e.Message}); VmNet will not guess who owns VF {pci}. " +
+                "Inspect it, then remove it only if no VM uses that VF", ExitCodes.Failure);
+        }
+    }
+
+    public IEnumerable<Lease> All()
+    {
+        if (!Directory.Exists(State.LeasesDir)) yield break;
+        foreach (var file in Directory.EnumerateFiles(State.LeasesDir, "*.json").Order(StringComparer.Ordinal))
+        {
+            if (Find(System.IO.Path.GetFileNameWithoutExtension(file)) is { } lease) yield return lease;
+        }
+    }
+}

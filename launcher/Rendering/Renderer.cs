@@ -1,0 +1,147 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using Scriban;
+using Scriban.Runtime;
+using VmNet.Planning;
+using VmNet.Spec;
+
+namespace VmNet.Rendering;
+
+/// <summary>Everything a VM needs, rendered from one plan.</summary>
+public sealed record Artifacts(
+    string DomainXml,
+    IReadOnlyList<string> QemuArgs,
+    string UserData,
+    string MetaData,
+    string NetworkConfig,
+    string AgentConfig)
+{
+    /// <summary>The files of the NoCloud seed (volume label cidata), by their name on the seed.</summary>
+    public IReadOnlyList<(string Name, string Content)> SeedFiles =>
+        [("meta-data", MetaData), ("user-data", UserData), ("network-config", NetworkConfig), ("vmnet/agent.json", AgentConfig)];
+}
+
+/// <summary>Renders the templates from a flat model made of the plan (never from the YAML types).</summary>
+public static class Renderer
+{
+    public const string XmlNamespace = "https://vmnet.dev/xmlns/vmnet/1";
+    public const string AgentPort = "org.vmnet.agent.0";
+
+    public static Artifacts Render(Plan plan, Templates templates)
+    {
+        var model = Model(plan);
+        var networkConfig = Run(templates, Templates.NetworkConfig, model);
+        var userData = Run(templates, Templates.UserData, model);
+        var agent = Run(templates, Templates.AgentConfig, model);
+        // The instance-id follows the guest configuration, so cloud-init applies a changed network on the next boot.
+        var id = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(networkConfig + "\0" + userData + "\0" + agent)))[..12];
+        ((ScriptObject)model["vm"]!).SetValue("instance_id", $"vmnet-{plan.Vm.Name}-{id}", true);
+        var metaData = Run(templates, Templates.MetaData, model);
+        var domain = Run(templates, Templates.Domain, model);
+        var argv = Run(templates, Templates.QemuArgs, model)
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd('\r')).ToList();
+        return new Artifacts(domain, argv, userData, metaData, networkConfig, agent);
+    }
+
+    private static string Run(Templates templates, string name, ScriptObject model)
+    {
+        var context = new TemplateContext { StrictVariables = true, LoopLimit = 10_000, MemberRenamer = m => m.Name };
+        var globals = new ScriptObject();
+        Filters.Register(globals);
+        context.PushGlobal(globals);
+        context.PushGlobal(model);
+        try
+        {
+            return templates.Get(name).Render(context);
+        }
+        catch (Scriban.Syntax.ScriptRuntimeException e) when (e.InnerException is TemplateValueException inner)
+        {
+            throw inner;
+        }
+        catch (Scriban.Syntax.ScriptRuntimeException e)
+        {
+            throw new VmNetException($"template {name} failed: {e.OriginalMessage} at {e.Span}", ExitCodes.InvalidInput);
+        }
+    }
+
+    /// <summary>The flat model the templates see; names in snake_case.</summary>
+    public static ScriptObject Model(Plan plan)
+    {
+        var vm = plan.Vm;
+        var members = new Dictionary<int, ScriptArray>();
+        var vfs = new ScriptArray();
+        foreach (var a in plan.Vfs)
+        {
+            var pci = a.Vf.Pci;
+            var m = Obj(
+                ("name", a.GuestName), ("mac", a.Mac), ("pci", pci), ("port", a.PortName), ("pf", a.Pf.Name),
+                ("pf_pci", a.Pf.Pci), ("vf", a.Vf.Index), ("network", a.Network.Name), ("vlan", a.Network.Vlan),
+                ("mtu", a.Network.Mtu), ("domain", pci[..4]), ("bus", pci[5..7]), ("slot", pci[8..10]), ("function", pci[11..]));
+            vfs.Add(m);
+            if (!members.TryGetValue(a.NetworkIndex, out var list)) members[a.NetworkIndex] = list = [];
+            list.Add(m);
+        }
+
+        var networks = new ScriptArray();
+        for (var i = 0; i < vm.Networks.Count; i++)
+        {
+            var n = vm.Networks[i];
+            var b = n.Bond;
+            networks.Add(Obj(
+                ("name", n.Name), ("vlan", n.Vlan), ("dhcp", n.Address.Dhcp), ("address", n.Address.ToString()),
+                ("gateway", n.Gateway), ("default_route", n.Address.IsIPv6 || n.Gateway?.Contains(':') == true ? "::/0" : "0.0.0.0/0"),
+                ("route_metric", 100 + i), ("dns", Array(n.Dns)), ("mtu", n.Mtu),
+                ("members", members.GetValueOrDefault(i) ?? []),
+                ("bond", Obj(
+                    ("mode", BondSpec.Mode), ("fail_over_mac", BondSpec.FailOverMac), ("miimon", b.Miimon),
+                    ("arp_interval", b.ArpInterval), ("arp_targets", Array(b.ArpTargets)),
+                    ("primary", n.MemberName(Math.Max(0, n.Ports.ToList().IndexOf(b.Primary)))),
+                    ("primary_reselect", SpecNames.Of(b.PrimaryReselect)), ("up_delay", b.UpDelay),
+                    ("down_delay", b.DownDelay), ("gratuitous_arp", b.GratuitousArp)))));
+        }
+
+        return Obj(
+            ("vm", Obj(
+                ("name", vm.Name), ("uuid", Uuid(vm.Name)), ("cpus", vm.Cpus), ("memory_mib", vm.MemoryMiB),
+                ("hostname", vm.Guest.Hostname), ("user", vm.Guest.User), ("ssh_keys", Array(vm.Guest.SshAuthorizedKeys)),
+                ("accel", SpecNames.Of(vm.Accel)), ("domain_type", vm.Accel == Accel.Kvm ? "kvm" : "qemu"),
+                ("backend", SpecNames.Of(vm.Backend)), ("version", Version), ("xmlns", XmlNamespace), ("instance_id", ""))),
+            ("paths", Obj(
+                ("disk", plan.Paths.Disk), ("base_image", vm.Disk.Image), ("seed", plan.Paths.Seed),
+                ("serial_log", plan.Paths.SerialLog), ("qmp_socket", plan.Paths.QmpSocket),
+                ("agent_socket", plan.Paths.AgentSocket), ("pid_file", plan.Paths.PidFile), ("vm_dir", plan.Paths.VmDir))),
+            ("agent", Obj(("port", AgentPort))),
+            ("networks", networks),
+            ("vfs", vfs));
+    }
+
+    public static string Version =>
+        typeof(Renderer).Assembly.GetName().Version is { } v ? $"{v.Major}.{v.Minor}.{v.Build}" : "0.0.0";
+
+    /// <summary>A stable UUID for the VM's name, so the domain keeps its identity across re-definitions.</summary>
+    public static string Uuid(string name)
+    {
+        var h = SHA256.HashData(Encoding.UTF8.GetBytes("vmnet-uuid/v1\0" + name));
+        h[6] = (byte)((h[6] & 0x0F) | 0x80); // version 8 (custom)
+        h[8] = (byte)((h[8] & 0x3F) | 0x80); // RFC 4122 variant
+        var x = Convert.ToHexStringLower(h.AsSpan(0, 16));
+        return $"{x[..8]}-{x[8..12]}-{x[12..16]}-{x[16..20]}-{x[20..32]}";
+    }
+
+    private static ScriptObject Obj(params (string Key, object? Value)[] members)
+    {
+        var o = new ScriptObject();
+        foreach (var (k, v) in members) o.SetValue(k, v, false);
+        return o;
+    }
+
+    private static ScriptArray Array(IEnumerable<string> items)
+    {
+        var a = new ScriptArray();
+        foreach (var i in items) a.Add(i);
+        return a;
+    }
+
+    internal static string Num(int n) => n.ToString(CultureInfo.InvariantCulture);
+}

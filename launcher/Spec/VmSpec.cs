@@ -1,0 +1,106 @@
+namespace VmNet.Spec;
+
+/// <summary>A vm.yaml after loading, defaulting and validation: every field has its final value.</summary>
+/// <remarks>
+/// Precedence of values, lowest first: the built-in defaults in <see cref="Defaults"/>, then the spec file.
+/// <c>templates/vm.reference.yaml</c> documents every key with its built-in default.
+/// </remarks>
+public sealed record VmSpec(
+    string Name,
+    int Cpus,
+    int MemoryMiB,
+    DiskSpec Disk,
+    IReadOnlyList<NetworkSpec> Networks,
+    GuestSpec Guest,
+    Backend Backend,
+    Accel Accel,
+    bool Autostart);
+
+public sealed record DiskSpec(string Image, long? SizeMiB);
+
+public sealed record NetworkSpec(
+    string Name,
+    int? Vlan,
+    int Qos,
+    VlanProtocol VlanProtocol,
+    IReadOnlyList<string> Ports,
+    GuestAddress Address,
+    string? Gateway,
+    IReadOnlyList<string> Dns,
+    int? Mtu,
+    IReadOnlyList<string>? Macs,
+    bool SpoofCheck,
+    bool Trust,
+    LinkState LinkState,
+    int? MaxTxRate,
+    int? MinTxRate,
+    BondSpec Bond)
+{
+    /// <summary>The guest's name for the member on port <paramref name="port"/>: the network name and the port index.</summary>
+    public string MemberName(int port) => $"{Name}{port}";
+}
+
+/// <summary>An address in CIDR form, or DHCP.</summary>
+public sealed record GuestAddress(bool Dhcp, string? Cidr)
+{
+    public static readonly GuestAddress DhcpAddress = new(true, null);
+    public bool IsIPv6 => Cidr?.Contains(':') == true;
+    public override string ToString() => Dhcp ? "dhcp" : Cidr!;
+}
+
+public sealed record BondSpec(
+    int Miimon,
+    int ArpInterval,
+    IReadOnlyList<string> ArpTargets,
+    string Primary,
+    PrimaryReselect PrimaryReselect,
+    int UpDelay,
+    int DownDelay,
+    int GratuitousArp)
+{
+    /// <summary>Active-backup is the only mode that works over VFs; see the reference file for why.</summary>
+    public const string Mode = "active-backup";
+
+    /// <summary>Each VF keeps its own admin MAC; the bond follows the active one.</summary>
+    public const string FailOverMac = "active";
+}
+
+public sealed record GuestSpec(string Hostname, string User, IReadOnlyList<string> SshAuthorizedKeys);
+
+public enum Backend { Libvirt, Qemu }
+
+public enum Accel { Kvm, Tcg }
+
+public enum VlanProtocol { Dot1Q, Dot1Ad }
+
+public enum LinkState { Auto, Enable, Disable }
+
+public enum PrimaryReselect { Always, Better, Failure }
+
+public static class SpecNames
+{
+    public static string Of(VlanProtocol p) => p == VlanProtocol.Dot1Q ? "802.1Q" : "802.1ad";
+    public static string Of(LinkState s) => s switch { LinkState.Auto => "auto", LinkState.Enable => "enable", _ => "disable" };
+    public static string Of(PrimaryReselect p) => p switch { PrimaryReselect.Always => "always", PrimaryReselect.Better => "better", _ => "failure" };
+    public static string Of(Backend b) => b == Backend.Libvirt ? "libvirt" : "qemu";
+    public static string Of(Accel a) => a == Accel.Kvm ? "kvm" : "tcg";
+}
+
+/// <summary>The built-in defaults, named once.</summary>
+public static class Defaults
+{
+    public const int Cpus = 2;
+    public const int MemoryMiB = 2048;
+    public const int Miimon = 100;
+    public const int GratuitousArp = 3;
+    public const bool SpoofCheck = true;
+    public const bool Trust = false;
+    public const LinkState VfLinkState = LinkState.Auto;
+    public const VlanProtocol Protocol = VlanProtocol.Dot1Q;
+    public const Backend VmBackend = Backend.Libvirt;
+    public const Accel VmAccel = Accel.Kvm;
+    public const string User = "vmnet";
+
+    /// <summary>Up-delay is a multiple of the link monitor interval, so a flapping primary is not taken back at once.</summary>
+    public static int UpDelay(int monitorInterval) => 2 * monitorInterval;
+}
