@@ -76,17 +76,11 @@ public sealed class LibvirtConnection : IDisposable
     public unsafe IReadOnlyList<LibvirtDomain> ListDomains()
     {
         var count = LibvirtException.Ensure(NativeMethods.virConnectListAllDomains(_handle, out var array, 0), "list domains");
-        try
-        {
-            var domains = new LibvirtDomain[count];
-            for (var i = 0; i < count; i++)
-                domains[i] = new LibvirtDomain(new DomainHandle(array[i])); // each entry is ours to free
-            return domains;
-        }
-        finally
-        {
-            NativeMemory.Free(array); // the array itself: libc free, as the C API says
-        }
+        var handles = new DomainHandle[count];
+        for (var i = 0; i < count; i++)
+            handles[i] = new DomainHandle(array[i]); // each entry is ours to free
+        NativeMemory.Free(array); // the array itself: libc free, as the C API says
+        return handles.Select(handle => new LibvirtDomain(handle)).ToArray();
     }
 
     /// <summary>Closes the connection (domains still open keep it alive natively).</summary>

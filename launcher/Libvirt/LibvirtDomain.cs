@@ -29,7 +29,14 @@ public sealed class LibvirtDomain : IDisposable
     internal LibvirtDomain(DomainHandle handle)
     {
         _handle = handle;
-        Name = NativeMethods.CopyString(NativeMethods.virDomainGetName(handle)) ?? throw LibvirtException.FromLastError("read a domain's name");
+        Name = NativeMethods.CopyString(NativeMethods.virDomainGetName(handle)) ?? NameFailed(handle);
+    }
+
+    private static string NameFailed(DomainHandle handle)
+    {
+        var error = LibvirtException.FromLastError("read a domain's name");
+        handle.Dispose();
+        throw error;
     }
 
     /// <summary>The domain's name.</summary>

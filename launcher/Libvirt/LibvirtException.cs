@@ -19,6 +19,8 @@ public enum LibvirtErrorCode
     OperationFailed = 9,
     /// <summary>The XML is malformed or a value in it is wrong (VIR_ERR_XML_ERROR).</summary>
     XmlError = 27,
+    /// <summary>The XML is not well formed; the message has the parser's line and column (VIR_ERR_XML_DETAIL).</summary>
+    XmlDetail = 35,
     /// <summary>VIR_ERR_OPERATION_DENIED.</summary>
     OperationDenied = 29,
     /// <summary>A system call failed (VIR_ERR_SYSTEM_ERROR), e.g. the daemon's socket is missing.</summary>

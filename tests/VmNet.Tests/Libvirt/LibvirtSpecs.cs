@@ -186,6 +186,18 @@ public sealed class LibvirtSpecs : IDisposable
     }
 
     [Fact]
+    public void Malformed_xml_is_refused_on_one_line()
+    {
+        using var connection = LibvirtConnection.Open(TestUri);
+
+        var error = Assert.Throws<LibvirtException>(() => connection.DefineDomain("<domain", validate: false));
+
+        Assert.Equal(LibvirtErrorCode.XmlDetail, error.Code);
+        Assert.StartsWith("Cannot define the domain: ", error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
+    [Fact]
     public void Validation_also_refuses_a_vlan_tag_above_4095()
     {
         using var connection = LibvirtConnection.Open(TestUri);
