@@ -104,12 +104,14 @@ public static class IsoImageWriter
         }
     }
 
-    private sealed class Node(string name, byte[]? content, Node? parent)
+    private sealed class Node
     {
-        public Node Parent { get; set; } = parent!;      // the root is its own parent (set in BuildTree)
-        public string Name { get; } = name;                 // Joliet name, as given
-        public string PrimaryName { get; set; } = "";       // ISO 9660 name: "NAME.EXT" for files (";1" added on write), "NAME" for dirs
-        public byte[]? Content { get; } = content;          // null for directories
+        public Node(string name, byte[]? content, Node? parent) => (Name, Content, Parent) = (name, content, parent ?? this);
+
+        public Node Parent { get; }                          // the root is its own parent (6.8.2.2)
+        public string Name { get; }                          // Joliet name, as given
+        public string PrimaryName { get; set; } = "";        // ISO 9660 name: "NAME.EXT" for files (";1" added on write), "NAME" for dirs
+        public byte[]? Content { get; }                      // null for directories
         public List<Node> Children { get; } = [];
         public bool IsDirectory => Content is null;
         public uint Lba, Size, JolietLba, JolietSize;
@@ -118,7 +120,6 @@ public static class IsoImageWriter
     private static Node BuildTree(IReadOnlyList<IsoFile> files)
     {
         var root = new Node("", null, null);
-        root.Parent = root;
         foreach (var file in files)
         {
             ArgumentNullException.ThrowIfNull(file);
