@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Runtime.Versioning;
 using System.Text;
 using CliWrap;
@@ -105,6 +106,66 @@ public sealed class IsoImageWriterSpecs : IDisposable
         Assert.Contains("USER_DAT.;1", listing.StandardOutput);
         Assert.Contains("META_DAT.;1", listing.StandardOutput);
         Assert.Contains("NETWORK_.;1", listing.StandardOutput);
+    }
+
+    [Fact]
+    public void Both_endian_fields_path_tables_and_directory_records_agree()
+    {
+        // The external readers each use one byte order and mostly ignore path tables; this checks the rest.
+        using var stream = new MemoryStream();
+        IsoImageWriter.Write(stream, "cidata", SeedFiles);
+        AssertStructurallyConsistent(stream.ToArray());
+    }
+
+    private static void AssertStructurallyConsistent(byte[] image)
+    {
+        uint Both32(int at) { Assert.Equal(BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan(at)), BinaryPrimitives.ReadUInt32BigEndian(image.AsSpan(at + 4))); return BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan(at)); }
+        ushort Both16(int at) { Assert.Equal(BinaryPrimitives.ReadUInt16LittleEndian(image.AsSpan(at)), BinaryPrimitives.ReadUInt16BigEndian(image.AsSpan(at + 2))); return BinaryPrimitives.ReadUInt16LittleEndian(image.AsSpan(at)); }
+
+        Assert.Equal(0, image.Length % 2048);
+        Assert.Equal([(byte)1, (byte)2, (byte)255], new[] { image[16 * 2048], image[17 * 2048], image[18 * 2048] });
+        foreach (var vd in new[] { 16 * 2048, 17 * 2048 })
+        {
+            Assert.Equal((uint)(image.Length / 2048), Both32(vd + 80));   // volume space size
+            Assert.Equal(1, Both16(vd + 120));
+            Assert.Equal(1, Both16(vd + 124));
+            Assert.Equal(2048, Both16(vd + 128));
+            var tableSize = (int)Both32(vd + 132);
+            int lTable = (int)BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan(vd + 140)) * 2048, mTable = (int)BinaryPrimitives.ReadUInt32BigEndian(image.AsSpan(vd + 148)) * 2048;
+            // The root directory record in the descriptor equals the root's own "." record.
+            Assert.Equal(image.AsSpan(vd + 156, 34).ToArray(), image.AsSpan((int)Both32(vd + 156 + 2) * 2048, 34).ToArray());
+
+            var directories = new List<uint>();
+            for (var at = 0; at < tableSize;)
+            {
+                int len = image[lTable + at];
+                Assert.Equal(len, image[mTable + at]);
+                var lba = BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan(lTable + at + 2));
+                Assert.Equal(lba, BinaryPrimitives.ReadUInt32BigEndian(image.AsSpan(mTable + at + 2)));
+                Assert.Equal(BinaryPrimitives.ReadUInt16LittleEndian(image.AsSpan(lTable + at + 6)), BinaryPrimitives.ReadUInt16BigEndian(image.AsSpan(mTable + at + 6)));
+                Assert.Equal(image.AsSpan(lTable + at + 8, len).ToArray(), image.AsSpan(mTable + at + 8, len).ToArray());
+                directories.Add(lba);
+                at += 8 + len + len % 2;
+            }
+            foreach (var lba in directories)
+            {
+                var start = (int)lba * 2048;
+                Assert.Equal(lba, Both32(start + 2));                      // "." points at its own extent
+                var size = (int)Both32(start + 10);
+                for (var at = start; at < start + size;)
+                {
+                    if (image[at] == 0) { at = (at / 2048 + 1) * 2048; continue; }   // rest of the sector is padding
+                    Assert.True(at % 2048 + image[at] <= 2048, "directory record crosses a sector boundary");
+                    var extent = Both32(at + 2);
+                    var length = Both32(at + 10);
+                    Both16(at + 28);
+                    var isDotOrDotDot = image[at + 32] == 1 && image[at + 33] <= 1;
+                    if ((image[at + 25] & 2) != 0 && !isDotOrDotDot) Assert.Contains(extent, directories);   // subdirectories are in the path table
+                    Assert.True(extent * 2048L + length <= image.Length, "extent beyond the volume");
+                    at += image[at];
+                }
+            }
+        }
     }
 
     [Fact]
@@ -216,6 +277,7 @@ public sealed class IsoImageWriterSpecs : IDisposable
         Assert.Equal(150, names.Distinct().Count());
         Assert.All(names, n => Assert.Matches("^[A-Z0-9_]{1,8}\\.[A-Z0-9_]{0,3};1$", n));
 
+        AssertStructurallyConsistent(File.ReadAllBytes(path));
         var target = Path.Combine(_dir, "many");
         var result = await RequiredTool.Run("xorriso", ["-osirrox", "on", "-indev", path, "-extract", "/", target]);
         Assert.True(result.ExitCode == 0, result.StandardError);
