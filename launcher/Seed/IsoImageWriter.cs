@@ -149,7 +149,7 @@ public static class IsoImageWriter
 
     private static void ValidateVolumeId(string volumeId)
     {
-        // ECMA-119 8.4.11 allows 32 d-characters; like genisoimage we record the id as given (lower case included),
+        // ECMA-119 8.4.6 allows 32 d-characters; like genisoimage we record the id as given (lower case included),
         // which is what blkid reports as LABEL and what cloud-init looks for ("cidata").
         if (string.IsNullOrEmpty(volumeId) || volumeId.Length > 32 || !volumeId.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))
             throw new ArgumentException($"Invalid volume id '{volumeId}': must be 1-32 characters of [A-Za-z0-9_-].", nameof(volumeId));
@@ -293,7 +293,7 @@ public static class IsoImageWriter
         VolumeDate(d[830..], time);                              // 8.4.27 volume modification date and time
         "0000000000000000"u8.CopyTo(d[847..]);                   // 8.4.28 expiration: not specified (8.4.26.1)
         "0000000000000000"u8.CopyTo(d[864..]);                   // 8.4.29 effective: not specified
-        d[881] = 1;                                              // 8.4.31 file structure version
+        d[881] = 1;                                              // 8.4.30 file structure version
     }
 
     /// <summary>Space-padded text field: a-/d-characters in the primary descriptor, UCS-2 BE in the Joliet one.</summary>
