@@ -40,6 +40,10 @@ public sealed class EthernetPeer : IDisposable
     public int ArpRequestsFromGuest { get; private set; }
     public int FramesReceived { get; private set; }
 
+    /// <summary>Every source MAC seen on this network (12 lower-case hex digits).</summary>
+    public IReadOnlyCollection<string> SourceMacs { get { lock (_sources) return _sources.ToList(); } }
+    private readonly HashSet<string> _sources = [];
+
     public TimeSpan? ReplyTime(ushort seq) { lock (_replies) return _replies.TryGetValue(seq, out var t) ? t : null; }
 
     private async Task ReadLoop()
@@ -53,6 +57,7 @@ public sealed class EthernetPeer : IDisposable
                 var frame = new byte[BinaryPrimitives.ReadUInt32BigEndian(header)];
                 await _stream.ReadExactlyAsync(frame, _cancel.Token);
                 FramesReceived++;
+                if (frame.Length >= 12) lock (_sources) _sources.Add(Convert.ToHexString(frame, 6, 6).ToLowerInvariant());
                 Handle(frame);
             }
         }

@@ -113,8 +113,8 @@ public sealed class GuestBondSpecs(OneBondGuest fixture, ITestOutputHelper outpu
         var sent = await pinging;
         await Task.Delay(300, TestContext.Current.CancellationToken);
 
-        var failover = Outage(peer, sent, off, on);
-        var failback = Outage(peer, sent, on, Guest.Clock.Elapsed - TimeSpan.FromMilliseconds(300));
+        var failover = Failover.Outage(peer, sent, off, on);
+        var failback = Failover.Outage(peer, sent, on, Guest.Clock.Elapsed - TimeSpan.FromMilliseconds(300));
         var changesAfterOn = Guest.Reports.Snapshot().Skip(fromOn).Count(r => r.Line.Contains("\"event\":\"active-changed\""));
         var reports = string.Join("\n", Guest.Reports.Snapshot().Skip(from).Select(r => $"{(r.At - off).TotalMilliseconds,8:F0} ms {r.Line}"));
         output.WriteLine($"ping every {interval.TotalMilliseconds} ms, {sent.Count} sent");
@@ -131,17 +131,5 @@ public sealed class GuestBondSpecs(OneBondGuest fixture, ITestOutputHelper outpu
         Assert.True(failback.Gap <= bound, $"failback gap {failback.Gap.TotalMilliseconds:F0} ms exceeds {bound.TotalMilliseconds:F0} ms");
         Assert.Equal(1, changesAfterOn); // back to the primary once, no flapping
         Assert.Contains(Guest.Reports.Snapshot().Skip(from), r => r.Line.Contains("\"event\":\"link-changed\"") && r.Line.Contains("\"member\":\"storage0\",\"link\":\"down\""));
-    }
-
-    /// <summary>Pings sent in [start, end): how many got no reply, and the longest time without a reply.</summary>
-    private static (int Sent, int Lost, TimeSpan Gap) Outage(EthernetPeer peer, List<(ushort Seq, TimeSpan Sent)> sent, TimeSpan start, TimeSpan end)
-    {
-        var window = sent.Where(s => s.Sent >= start && s.Sent < end).ToList();
-        var lost = window.Count(s => peer.ReplyTime(s.Seq) is null);
-        var replies = sent.Select(s => peer.ReplyTime(s.Seq)).OfType<TimeSpan>().Where(t => t >= start - TimeSpan.FromMilliseconds(200) && t < end).Order().ToList();
-        var gap = TimeSpan.Zero;
-        var previous = start;
-        foreach (var t in replies) { if (t - previous > gap) gap = t - previous; previous = t; }
-        return (window.Count, lost, gap);
     }
 }
