@@ -48,10 +48,27 @@ public static class ConfigLoader
             throw new ConfigException($"config `{source}` is not valid JSON for version 1: {e.Message}");
         }
         if (config is null) throw new ConfigException($"config `{source}` is empty (null)");
+        Normalize(config);
         var problems = Validate(config);
         if (problems.Count > 0)
             throw new ConfigException($"config `{source}` has {problems.Count} problem(s):\n  " + string.Join("\n  ", problems));
         return config;
+    }
+
+    /// <summary>A list written as JSON null reads as an empty list.</summary>
+    private static void Normalize(AgentConfig config)
+    {
+        config.Networks ??= [];
+        foreach (var n in config.Networks.OfType<NetworkConfig>())
+        {
+            n.ArpTargets ??= [];
+            n.Members ??= [];
+            n.Addresses ??= [];
+            n.Dns ??= [];
+            n.Mode ??= "";
+            n.FailOverMac ??= "";
+        }
+        config.Networks = config.Networks.Where(n => n is not null).ToList();
     }
 
     /// <summary>Every problem at once, each with its field path.</summary>
