@@ -5,7 +5,7 @@ namespace VmNet.Tests.Guest;
 public sealed class OneBondGuest : GuestFixture
 {
     public static readonly GuestNetwork Storage = new("storage", "192.168.40.1", "192.168.40.11", 24,
-        [("storage0", "02:00:00:00:40:11"), ("storage1", "02:00:00:00:40:12")], Miimon: 100, Mtu: 9000);
+        [("storage0", "02:00:00:00:40:11"), ("storage1", "02:00:00:00:40:12")], Miimon: 100, Mtu: 9000, Ipv6: "fd00:40::11/64");
 
     protected override GuestNetwork[] Networks => [Storage];
 }
@@ -31,10 +31,11 @@ public sealed class GuestBondSpecs(OneBondGuest fixture, ITestOutputHelper outpu
         Assert.Contains("Slave Interface: storage1", bonding);
         Assert.Contains("Permanent HW addr: 02:00:00:00:40:11", bonding);
         Assert.Contains("Permanent HW addr: 02:00:00:00:40:12", bonding);
-        var (settings, _) = await Guest.Shell("cat /sys/class/net/storage/mtu /sys/class/net/storage/bonding/num_grat_arp /proc/sys/kernel/hostname; ip -4 addr show dev storage; ip route; cat /etc/resolv.conf");
+        var (settings, _) = await Guest.Shell("cat /sys/class/net/storage/mtu /sys/class/net/storage/bonding/num_grat_arp /proc/sys/kernel/hostname; ip addr show dev storage; ip route; cat /etc/resolv.conf");
         output.WriteLine(settings);
         Assert.StartsWith("9000\n3\nvmnet-test\n", settings.ReplaceLineEndings("\n"));
         Assert.Contains("inet 192.168.40.11/24", settings);
+        Assert.Contains("inet6 fd00:40::11/64", settings);
         Assert.Contains("default via 192.168.40.1 dev storage", settings);
         Assert.Contains("nameserver 192.168.40.1", settings);
     }
@@ -63,7 +64,7 @@ public sealed class GuestBondSpecs(OneBondGuest fixture, ITestOutputHelper outpu
         Assert.Equal("storage0", network.GetProperty("active").GetString());
         Assert.Equal(["storage0", "storage1"], network.GetProperty("members").EnumerateArray().Select(m => m.GetProperty("name").GetString()));
         Assert.Equal(["02:00:00:00:40:11", "02:00:00:00:40:12"], network.GetProperty("members").EnumerateArray().Select(m => m.GetProperty("mac").GetString()));
-        Assert.Equal("192.168.40.11/24", network.GetProperty("addresses")[0].GetString());
+        Assert.Equal(["192.168.40.11/24", "fd00:40::11/64"], network.GetProperty("addresses").EnumerateArray().Select(a => a.GetString()));
         Assert.True(report.RootElement.GetProperty("changes").GetInt32() > 0);
     }
 

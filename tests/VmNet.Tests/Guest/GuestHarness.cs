@@ -103,7 +103,7 @@ public sealed class LineLog
 
 /// <summary>One network of a test guest: the bond's config and a peer on the network's QEMU hub.</summary>
 public sealed record GuestNetwork(string Name, string PeerIp, string GuestIp, int Prefix, IReadOnlyList<(string Name, string Mac)> Members,
-    int Miimon = 100, int ArpInterval = 0, int? Mtu = null, int NumGratArp = 3, bool Gateway = true)
+    int Miimon = 100, int ArpInterval = 0, int? Mtu = null, int NumGratArp = 3, bool Gateway = true, string? Ipv6 = null)
 {
     public string ConfigJson() => JsonSerializer.Serialize(new Dictionary<string, object?>
     {
@@ -111,7 +111,7 @@ public sealed record GuestNetwork(string Name, string PeerIp, string GuestIp, in
         ["arpTargets"] = ArpInterval > 0 ? new[] { PeerIp } : Array.Empty<string>(), ["primary"] = Members[0].Name,
         ["failOverMac"] = "active", ["upDelay"] = 0, ["downDelay"] = 0, ["numGratArp"] = NumGratArp, ["mtu"] = Mtu,
         ["members"] = Members.Select(m => new Dictionary<string, string> { ["name"] = m.Name, ["mac"] = m.Mac }).ToArray(),
-        ["dhcp"] = false, ["addresses"] = new[] { $"{GuestIp}/{Prefix}" }, ["gateway"] = Gateway ? PeerIp : null, ["dns"] = new[] { PeerIp },
+        ["dhcp"] = false, ["addresses"] = Ipv6 is null ? new[] { $"{GuestIp}/{Prefix}" } : [$"{GuestIp}/{Prefix}", Ipv6], ["gateway"] = Gateway ? PeerIp : null, ["dns"] = new[] { PeerIp },
     }, GuestJson.Options);
 }
 
