@@ -1,0 +1,43 @@
+using System.Runtime.InteropServices;
+
+namespace VmNet.GuestAgent.Host;
+
+/// <summary>Raw libc calls with their C names. glibc is the only thing the agent needs besides the kernel.</summary>
+internal static unsafe partial class Libc
+{
+    private const string Library = "libc";
+
+    public const int AF_NETLINK = 16;
+    public const int SOCK_RAW = 3;
+    public const int SOCK_CLOEXEC = 0x80000;
+    public const int NETLINK_ROUTE = 0;
+    public const int O_WRONLY = 1;
+    public const int O_NONBLOCK = 0x800;
+    public const int O_CLOEXEC = 0x80000;
+    public const int EAGAIN = 11;
+    public const int EEXIST = 17;
+    public const int EBUSY = 16;
+
+    [LibraryImport(Library, EntryPoint = "socket", SetLastError = true)]
+    public static partial int socket(int domain, int type, int protocol);
+
+    [LibraryImport(Library, EntryPoint = "send", SetLastError = true)]
+    public static partial nint send(int fd, byte* buffer, nint length, int flags);
+
+    [LibraryImport(Library, EntryPoint = "recv", SetLastError = true)]
+    public static partial nint recv(int fd, byte* buffer, nint length, int flags);
+
+    [LibraryImport(Library, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int open(string path, int flags);
+
+    [LibraryImport(Library, EntryPoint = "write", SetLastError = true)]
+    public static partial nint write(int fd, byte* buffer, nint length);
+
+    [LibraryImport(Library, EntryPoint = "close", SetLastError = true)]
+    public static partial int close(int fd);
+
+    [LibraryImport(Library, EntryPoint = "strerror")]
+    private static partial nint strerror(int errnum);
+
+    public static string Describe(int errno) => $"{Marshal.PtrToStringUTF8(strerror(errno))} (errno {errno})";
+}

@@ -1,0 +1,90 @@
+using System.Text.Json;
+using VmNet.GuestAgent.Config;
+using VmNet.GuestAgent.Host;
+
+namespace VmNet.GuestAgent.Reporting;
+
+/// <summary>Reads each bond's state from sysfs and reports what changed.</summary>
+public sealed class BondMonitor(IHostFiles host, AgentConfig config, Reporter reporter)
+{
+    private readonly Dictionary<string, string?> _active = new();
+    private readonly Dictionary<(string, string), string> _links = new();
+
+    public long UptimeMs()
+    {
+        var text = host.Read("proc/uptime");
+        var first = text?.Split(' ')[0];
+        return double.TryParse(first, System.Globalization.CultureInfo.InvariantCulture, out var s) ? (long)(s * 1000) : 0;
+    }
+
+    public NetworkState Read(NetworkConfig network)
+    {
+        var bond = network.Name!;
+        var active = host.Read($"sys/class/net/{bond}/bonding/active_slave");
+        var members = network.Members.Select(m => new MemberState(m.Name!, m.Mac!.ToLowerInvariant(), Link(m.Name!))).ToList();
+        var mtu = int.TryParse(host.Read($"sys/class/net/{bond}/mtu"), out var value) ? value : (int?)null;
+        return new NetworkState(bond, string.IsNullOrEmpty(active) ? null : active, members, network.Addresses, mtu);
+    }
+
+    /// <summary>"up" when the member has carrier, else "down" (a link that is administratively down has no carrier to read).</summary>
+    public string Link(string member) => host.Read($"sys/class/net/{member}/carrier") == "1" ? "up" : "down";
+
+    /// <summary>Waits until every bond has an active member (false after <paramref name="timeout"/>), then up to
+    /// <paramref name="membersGrace"/> more for every member's carrier, so the first report shows settled links.</summary>
+    public bool WaitForActive(TimeSpan timeout, TimeSpan membersGrace, CancellationToken cancel)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!config.Networks.All(n => Read(n).Active is not null))
+        {
+            if (DateTime.UtcNow > deadline || cancel.IsCancellationRequested) return false;
+            Thread.Sleep(20);
+        }
+        deadline = DateTime.UtcNow + membersGrace;
+        while (DateTime.UtcNow < deadline && !cancel.IsCancellationRequested
+               && !config.Networks.All(n => Read(n).Members.All(m => m.Link == "up")))
+            Thread.Sleep(20);
+        return true;
+    }
+
+    public void ReportReady(int changes)
+    {
+        var states = config.Networks.Select(Read).ToList();
+        foreach (var s in states)
+        {
+            _active[s.Name] = s.Active;
+            foreach (var m in s.Members) _links[(s.Name, m.Name)] = m.Link;
+        }
+        reporter.Send(JsonSerializer.Serialize(new NetworkReadyEvent("network-ready", UptimeMs(), changes, states),
+            ReportJsonContext.Default.NetworkReadyEvent));
+    }
+
+    /// <summary>One look at every bond; reports member link changes first, then active-member changes.</summary>
+    public void Poll()
+    {
+        foreach (var network in config.Networks)
+        {
+            var state = Read(network);
+            foreach (var m in state.Members)
+            {
+                if (_links.TryGetValue((state.Name, m.Name), out var before) && before == m.Link) continue;
+                _links[(state.Name, m.Name)] = m.Link;
+                reporter.Send(JsonSerializer.Serialize(new LinkChangedEvent("link-changed", UptimeMs(), state.Name, m.Name, m.Link),
+                    ReportJsonContext.Default.LinkChangedEvent));
+            }
+            if (_active.TryGetValue(state.Name, out var previous) && previous == state.Active) continue;
+            _active[state.Name] = state.Active;
+            reporter.Send(JsonSerializer.Serialize(new ActiveChangedEvent("active-changed", UptimeMs(), state.Name, state.Active, previous),
+                ReportJsonContext.Default.ActiveChangedEvent));
+        }
+        reporter.Flush();
+    }
+
+    public void Run(TimeSpan interval, CancellationToken cancel)
+    {
+        while (!cancel.IsCancellationRequested)
+        {
+            Poll();
+            cancel.WaitHandle.WaitOne(interval);
+        }
+    }
+}

@@ -1,0 +1,25 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace VmNet.GuestAgent.Reporting;
+
+/// <summary>One JSON line per event on the report port. <c>event</c> names the kind; <c>uptimeMs</c> is the guest's uptime.</summary>
+public sealed record MemberState(string Name, string Mac, string Link);
+
+public sealed record NetworkState(string Name, string? Active, IReadOnlyList<MemberState> Members, IReadOnlyList<string> Addresses, int? Mtu);
+
+public sealed record NetworkReadyEvent(string Event, long UptimeMs, int Changes, IReadOnlyList<NetworkState> Networks);
+
+public sealed record ActiveChangedEvent(string Event, long UptimeMs, string Network, string? Active, string? Previous);
+
+public sealed record LinkChangedEvent(string Event, long UptimeMs, string Network, string Member, string Link);
+
+public sealed record ErrorEvent(string Event, long UptimeMs, string Message);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
+[JsonSerializable(typeof(NetworkReadyEvent))]
+[JsonSerializable(typeof(ActiveChangedEvent))]
+[JsonSerializable(typeof(LinkChangedEvent))]
+[JsonSerializable(typeof(ErrorEvent))]
+public sealed partial class ReportJsonContext : JsonSerializerContext;

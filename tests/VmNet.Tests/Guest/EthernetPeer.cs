@@ -1,0 +1,205 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Net;
+
+namespace VmNet.Tests.Guest;
+
+/// <summary>
+/// A host on a guest network, living in the test process: QEMU's <c>-netdev stream</c> hands it Ethernet frames
+/// (each behind a 4-byte big-endian length). It answers ARP for its address, learns the guest's MAC from any ARP the
+/// guest sends (gratuitous ARPs after a failover included) and pings the guest with ICMP echo requests.
+/// Nothing leaves the machine.
+/// </summary>
+public sealed class EthernetPeer : IDisposable
+{
+    private readonly Stream _stream;
+    private readonly byte[] _mac;
+    private readonly byte[] _ip;
+    private readonly byte[] _guestIp;
+    private readonly Stopwatch _clock;
+    private readonly object _writeLock = new();
+    private readonly Dictionary<ushort, TimeSpan> _replies = new();
+    private readonly CancellationTokenSource _cancel = new();
+    private readonly ushort _icmpId;
+    private byte[]? _guestMac;
+
+    public EthernetPeer(Stream stream, string ip, string guestIp, byte id, Stopwatch clock)
+    {
+        _stream = stream;
+        _mac = [0x02, 0x00, 0x00, 0x00, 0xfe, id];
+        _ip = IPAddress.Parse(ip).GetAddressBytes();
+        _guestIp = IPAddress.Parse(guestIp).GetAddressBytes();
+        _clock = clock;
+        _icmpId = (ushort)(0x5600 + id);
+        _ = Task.Run(ReadLoop);
+    }
+
+    /// <summary>The guest's MAC as the peer last learned it from an ARP, and how often it changed.</summary>
+    public string? GuestMac { get { lock (_replies) return _guestMac is null ? null : Convert.ToHexString(_guestMac); } }
+    public int GuestMacChanges { get; private set; }
+    public int ArpRequestsFromGuest { get; private set; }
+    public int FramesReceived { get; private set; }
+
+    /// <summary>Every source MAC seen on this network (12 lower-case hex digits).</summary>
+    public IReadOnlyCollection<string> SourceMacs { get { lock (_sources) return _sources.ToList(); } }
+    private readonly HashSet<string> _sources = [];
+
+    public TimeSpan? ReplyTime(ushort seq) { lock (_replies) return _replies.TryGetValue(seq, out var t) ? t : null; }
+
+    private async Task ReadLoop()
+    {
+        var header = new byte[4];
+        try
+        {
+            while (!_cancel.IsCancellationRequested)
+            {
+                await _stream.ReadExactlyAsync(header, _cancel.Token);
+                var frame = new byte[BinaryPrimitives.ReadUInt32BigEndian(header)];
+                await _stream.ReadExactlyAsync(frame, _cancel.Token);
+                FramesReceived++;
+                if (frame.Length >= 12) lock (_sources) _sources.Add(Convert.ToHexString(frame, 6, 6).ToLowerInvariant());
+                Handle(frame);
+            }
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or EndOfStreamException or ObjectDisposedException) { }
+    }
+
+    private void Handle(byte[] f)
+    {
+        if (f.Length < 42) return;
+        var type = BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(12));
+        if (type == 0x0806)
+        {
+            var op = BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(20));
+            var senderMac = f[22..28];
+            var senderIp = f.AsSpan(28, 4);
+            var targetIp = f.AsSpan(38, 4);
+            if (senderIp.SequenceEqual(_guestIp))
+            {
+                lock (_replies)
+                {
+                    if (_guestMac is not null && !_guestMac.AsSpan().SequenceEqual(senderMac)) GuestMacChanges++;
+                    _guestMac = senderMac;
+                }
+            }
+            if (op == 1 && targetIp.SequenceEqual(_ip))
+            {
+                if (senderIp.SequenceEqual(_guestIp)) ArpRequestsFromGuest++;
+                Send(Arp(2, senderMac, senderMac, senderIp.ToArray()));
+            }
+            return;
+        }
+        if (type == 0x0800 && f[23] == 1 && f.Length >= 42)
+        {
+            var ihl = (f[14] & 0xf) * 4;
+            var icmp = 14 + ihl;
+            if (f.Length < icmp + 8 || f[icmp] != 0) return; // echo reply only
+            if (BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(icmp + 4)) != _icmpId) return;
+            var seq = BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(icmp + 6));
+            lock (_replies) _replies.TryAdd(seq, _clock.Elapsed);
+        }
+    }
+
+    private byte[] Arp(ushort op, byte[] destination, byte[] targetMac, byte[] targetIp)
+    {
+        var f = new byte[42];
+        destination.CopyTo(f, 0);
+        _mac.CopyTo(f, 6);
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(12), 0x0806);
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(14), 1);
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(16), 0x0800);
+        f[18] = 6; f[19] = 4;
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(20), op);
+        _mac.CopyTo(f, 22);
+        _ip.CopyTo(f, 28);
+        targetMac.CopyTo(f, 32);
+        targetIp.CopyTo(f, 38);
+        return f;
+    }
+
+    /// <summary>Asks who has the guest's address (broadcast).</summary>
+    public void ArpForGuest() => Send(Arp(1, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff], new byte[6], _guestIp));
+
+    /// <summary>Sends one echo request; false when the guest's MAC is not known yet (an ARP request goes out instead).</summary>
+    public bool Ping(ushort seq)
+    {
+        byte[]? guestMac;
+        lock (_replies) guestMac = _guestMac;
+        if (guestMac is null) { ArpForGuest(); return false; }
+        var f = new byte[14 + 20 + 8 + 32];
+        guestMac.CopyTo(f, 0);
+        _mac.CopyTo(f, 6);
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(12), 0x0800);
+        var ip = f.AsSpan(14, 20);
+        ip[0] = 0x45;
+        BinaryPrimitives.WriteUInt16BigEndian(ip[2..], (ushort)(20 + 8 + 32));
+        BinaryPrimitives.WriteUInt16BigEndian(ip[4..], seq);
+        ip[8] = 64; ip[9] = 1;
+        _ip.CopyTo(ip[12..]);
+        _guestIp.CopyTo(ip[16..]);
+        BinaryPrimitives.WriteUInt16BigEndian(ip[10..], Checksum(ip));
+        var icmp = f.AsSpan(34);
+        icmp[0] = 8;
+        BinaryPrimitives.WriteUInt16BigEndian(icmp[4..], _icmpId);
+        BinaryPrimitives.WriteUInt16BigEndian(icmp[6..], seq);
+        for (var i = 8; i < icmp.Length; i++) icmp[i] = (byte)i;
+        BinaryPrimitives.WriteUInt16BigEndian(icmp[2..], Checksum(icmp));
+        Send(f);
+        return true;
+    }
+
+    /// <summary>Pings every <paramref name="interval"/> until cancelled; returns each sequence's send time.</summary>
+    public async Task<List<(ushort Seq, TimeSpan Sent)>> PingUntil(TimeSpan interval, CancellationToken stop, ushort firstSeq = 1)
+    {
+        var sent = new List<(ushort, TimeSpan)>();
+        var seq = firstSeq;
+        var next = _clock.Elapsed;
+        while (!stop.IsCancellationRequested)
+        {
+            if (Ping(seq)) sent.Add((seq++, _clock.Elapsed));
+            next += interval;
+            var wait = next - _clock.Elapsed;
+            if (wait > TimeSpan.Zero) { try { await Task.Delay(wait, stop); } catch (OperationCanceledException) { } }
+        }
+        return sent;
+    }
+
+    /// <summary>Pings until the first reply; false after the timeout.</summary>
+    public async Task<bool> Reaches(TimeSpan timeout, ushort seqBase = 40000)
+    {
+        var deadline = _clock.Elapsed + timeout;
+        for (var seq = seqBase; _clock.Elapsed < deadline; seq++)
+        {
+            Ping(seq);
+            await Task.Delay(100);
+            lock (_replies) if (_replies.Keys.Any(k => k >= seqBase)) return true;
+        }
+        return false;
+    }
+
+    private void Send(byte[] frame)
+    {
+        var header = new byte[4];
+        BinaryPrimitives.WriteUInt32BigEndian(header, (uint)frame.Length);
+        lock (_writeLock)
+        {
+            try { _stream.Write(header); _stream.Write(frame); _stream.Flush(); }
+            catch (Exception e) when (e is IOException or ObjectDisposedException) { }
+        }
+    }
+
+    private static ushort Checksum(ReadOnlySpan<byte> data)
+    {
+        uint sum = 0;
+        for (var i = 0; i + 1 < data.Length; i += 2) sum += BinaryPrimitives.ReadUInt16BigEndian(data[i..]);
+        if (data.Length % 2 == 1) sum += (uint)data[^1] << 8;
+        while (sum >> 16 != 0) sum = (sum & 0xffff) + (sum >> 16);
+        return (ushort)~sum;
+    }
+
+    public void Dispose()
+    {
+        _cancel.Cancel();
+        _stream.Dispose();
+    }
+}
