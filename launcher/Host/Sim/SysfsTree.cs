@@ -67,7 +67,7 @@ public sealed class SysfsTree(string root)
         foreach (var f in new[] { "bind", "unbind", "new_id", "remove_id", "uevent" })
             if (!File.Exists(P($"/sys/bus/pci/drivers/{name}/{f}"))) Write($"/sys/bus/pci/drivers/{name}/{f}", "");
         var module = name.Replace('-', '_');
-        Directory.CreateDirectory(P($"/sys/module/{module}"));
+        Write($"/sys/module/{module}/initstate", "live\n");
         Link($"/sys/bus/pci/drivers/{name}/module", $"../../../../module/{module}");
     }
 
