@@ -57,6 +57,7 @@ public sealed class DomainXmlSpecs : IDisposable
         var xml = XElement.Parse(domain.GetXml(inactive: true));
 
         Assert.Equal(vm.Spec.Name, domain.Name);
+        Assert.Equal(vm.Spec.Accel == Spec.Accel.Kvm ? "kvm" : "qemu", (string?)xml.Attribute("type"));
         Assert.NotNull(xml.Element("memoryBacking")?.Element("locked"));
         Assert.NotNull(xml.Element("features")?.Element("acpi"));
         var interfaces = xml.Element("devices")!.Elements("interface").ToList();
