@@ -33,6 +33,7 @@ need_qemu=1
 if command -v qemu-system-x86_64 >/dev/null; then
   v=$(qemu-system-x86_64 --version | awk 'NR==1 {print $4}'); [ "${v%%.*}" -ge 8 ] && need_qemu=0
 fi
+command -v qemu-img >/dev/null || need_qemu=1
 # The test guest's recipe (images/guest/build.sh) downloads Debian's kernel package: that needs package lists.
 have_lists=1
 apt-cache show linux-image-amd64 >/dev/null 2>&1 || have_lists=0

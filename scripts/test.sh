@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what the tests need (Debian packages), builds, and runs the whole suite, including the
 # slow ones on real kernels under QEMU (TCG). Ends with one summary line: "tests: N passed, N failed, N skipped".
-# Extra arguments go to the test runner, e.g. scripts/test.sh --filter-class VmNet.Tests.Cli.CliSpecs
+# Extra arguments go to the test runner, e.g. scripts/test.sh --filter-class VmNet.Tests.CliSpecs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

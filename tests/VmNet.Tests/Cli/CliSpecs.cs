@@ -4,7 +4,7 @@ using CliWrap.Buffered;
 using VmNet.Cli;
 using VmNet.Tests.Support;
 
-namespace VmNet.Tests.Cli;
+namespace VmNet.Tests;
 
 public class CliSpecs
 {
@@ -81,14 +81,14 @@ public class CliSpecs
     {
         using var dir = new TempDir();
         var spec = dir.Write("vm.yaml", File.ReadAllText(Example).Replace("enp3s0f1np1", "enp9s0f1np1"));
-        var before = Host.HostScannerSpecs.Snapshot(ExampleHost);
+        var before = HostScannerSpecs.Snapshot(ExampleHost);
 
         var (code, _, error) = Run("up", spec, "--dry-run", "--host-root", ExampleHost, "--state-dir", dir["state"]);
 
         Assert.Equal(3, code);
         Assert.Contains("networks[0].ports[1]: no network device or PCI function \"enp9s0f1np1\" on this host", error);
         Assert.Contains("networks[1].ports[1]: no network device", error);
-        Assert.Equal(before, Host.HostScannerSpecs.Snapshot(ExampleHost));
+        Assert.Equal(before, HostScannerSpecs.Snapshot(ExampleHost));
     }
 
     [Fact]

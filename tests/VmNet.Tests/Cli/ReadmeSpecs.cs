@@ -2,7 +2,7 @@ using CliWrap;
 using CliWrap.Buffered;
 using VmNet.Tests.Support;
 
-namespace VmNet.Tests.Cli;
+namespace VmNet.Tests;
 
 /// <summary>Every vmnet command the README shows runs and succeeds (paths under out/ go to a temp directory).</summary>
 public class ReadmeSpecs

@@ -2,7 +2,7 @@ using VmNet.Host;
 using VmNet.Host.Sim;
 using VmNet.Tests.Support;
 
-namespace VmNet.Tests.Host;
+namespace VmNet.Tests;
 
 public class HostScannerSpecs
 {

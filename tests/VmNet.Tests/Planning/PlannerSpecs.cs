@@ -6,7 +6,7 @@ using VmNet.Planning;
 using VmNet.Spec;
 using VmNet.Tests.Support;
 
-namespace VmNet.Tests.Planning;
+namespace VmNet.Tests;
 
 public sealed class PlannerSpecs : IDisposable
 {
@@ -219,11 +219,11 @@ public sealed class PlannerSpecs : IDisposable
     [Fact]
     public void Planning_reads_the_host_but_never_changes_it()
     {
-        var before = Host.HostScannerSpecs.Snapshot(_dir["host"]);
+        var before = HostScannerSpecs.Snapshot(_dir["host"]);
 
         Make(Spec());
 
-        Assert.Equal(before, Host.HostScannerSpecs.Snapshot(_dir["host"]));
+        Assert.Equal(before, HostScannerSpecs.Snapshot(_dir["host"]));
         Assert.False(Directory.Exists(_state.Path));
     }
 }

@@ -7,7 +7,7 @@ using VmNet.Rendering;
 using VmNet.Spec;
 using VmNet.Tests.Support;
 
-namespace VmNet.Tests.Rendering;
+namespace VmNet.Tests;
 
 public class RendererSpecs
 {

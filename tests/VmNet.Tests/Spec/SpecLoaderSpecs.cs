@@ -1,7 +1,7 @@
 using VmNet.Spec;
 using VmNet.Tests.Support;
 
-namespace VmNet.Tests.Spec;
+namespace VmNet.Tests;
 
 public class SpecLoaderSpecs
 {
