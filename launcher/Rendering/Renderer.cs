@@ -32,8 +32,9 @@ public static class Renderer
     {
         var model = Model(plan);
         var networkConfig = Run(templates, Templates.NetworkConfig, model);
-        var userData = Run(templates, Templates.UserData, model);
         var agent = Run(templates, Templates.AgentConfig, model);
+        model.SetValue("agent_json", agent, true);
+        var userData = Run(templates, Templates.UserData, model);
         // The instance-id follows the guest configuration, so cloud-init applies a changed network on the next boot.
         var id = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(networkConfig + "\0" + userData + "\0" + agent)))[..12];
         ((ScriptObject)model["vm"]!).SetValue("instance_id", $"vmnet-{plan.Vm.Name}-{id}", true);
@@ -113,7 +114,8 @@ public static class Renderer
                 ("agent_socket", plan.Paths.AgentSocket), ("pid_file", plan.Paths.PidFile), ("vm_dir", plan.Paths.VmDir))),
             ("agent", Obj(("port", AgentPort))),
             ("networks", networks),
-            ("vfs", vfs));
+            ("vfs", vfs),
+            ("agent_json", ""));
     }
 
     public static string Version =>
