@@ -22,8 +22,10 @@ var rest = args.Where(a => a != "--smoke").ToList();
 if (!rest.Contains("--filter")) rest.AddRange(["--filter", "*"]);
 
 IConfig config = DefaultConfig.Instance;
-if (smoke)
-    config = config.AddJob(Job.Dry.WithToolchain(InProcessEmitToolchain.Instance).WithId("Smoke"));
+config = smoke
+    ? config.AddJob(Job.Dry.WithToolchain(InProcessEmitToolchain.Instance).WithId("Smoke"))
+    // Every job (the default one, or those given with --job) builds with the toolchain that knows where the project is.
+    : config.AddJob(Job.Default.WithToolchain(RepoToolchain.Create()).AsMutator());
 
 var summaries = BenchmarkSwitcher.FromAssembly(typeof(Fixture).Assembly).Run([.. rest], config).ToList();
 // A benchmark whose setup throws leaves no successful report: count those as failures, so CI notices.
