@@ -97,7 +97,7 @@ step "summary"
     echo
     cat "$results/hyperfine.md"
     echo
-    echo "NativeAOT binary: $(du -h "$aot" | cut -f1) ($aot); publish warnings: $aot_warning_count."
+    echo "NativeAOT binary: $(du -h "$aot" | cut -f1) (out/aot/vmnet); publish warnings: $aot_warning_count."
     [ -n "$aot_warnings" ] && printf '\n```\n%s\n```\n' "$aot_warnings"
     for f in "$results"/bdn-*.md; do
         echo
