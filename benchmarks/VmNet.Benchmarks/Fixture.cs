@@ -86,7 +86,7 @@ public sealed class Fixture : IDisposable
 
     /// <summary>
     /// Writes <paramref name="count"/> leases alternating between the PFs (a bond takes one VF of each), owned by VMs
-    /// tenant-000, tenant-001, ... two VFs each: the lease file, the VM's index and the MAC index.
+    /// tenant-000, tenant-001, ... two VFs each, with the launcher's own ledger layout (<see cref="LeaseFiles"/>).
     /// </summary>
     public static void WriteLeases(StateDir state, int count, Placement placement)
     {
@@ -101,12 +101,7 @@ public sealed class Fixture : IDisposable
             var vm = $"tenant-{i / Pfs:d3}";
             var pci = shape.VfPci(pf, vf);
             var mac = $"02:be:00:00:{i >> 8:x2}:{i & 0xff:x2}";
-            var lease = new Lease(1, vm, "storage", pf, shape.PfName(pf), shape.PfPci(pf), vf, pci, mac, 40);
-            File.WriteAllBytes(state.LeaseFile(pci), JsonSerializer.SerializeToUtf8Bytes(lease, LeaseJson.Default.Lease));
-            var index = state.VmLeasesDir(vm);
-            Directory.CreateDirectory(index);
-            File.CreateSymbolicLink(Path.Join(index, pci + ".json"), Path.GetRelativePath(index, state.LeaseFile(pci)));
-            File.WriteAllText(state.MacFile(mac), vm + "\n");
+            LeaseFiles.Write(state, new Lease(1, vm, "storage", pf, shape.PfName(pf), shape.PfPci(pf), vf, pci, mac, 40));
         }
     }
 

@@ -34,6 +34,12 @@ public interface ILeaseView
 
     /// <summary>The VM that uses <paramref name="mac"/> on one of its VFs, or null.</summary>
     string? MacOwner(string mac);
+
+    /// <summary>
+    /// The indices of the leased VFs of the PF at <paramref name="pfPci"/>: one small read per PF, so skipping leased
+    /// VFs costs no I/O, however many there are.
+    /// </summary>
+    IReadOnlySet<int> LeasedVfIndices(string pfPci);
 }
 
 /// <summary>The state directory's paths, named once.</summary>
@@ -48,6 +54,8 @@ public sealed class StateDir(string path)
     public string VmLeasesDir(string vm) => System.IO.Path.Join(VmDir(vm), "vfs");
     /// <summary>The MAC index: one file per MAC in use, holding the VM's name, so uniqueness is one lookup.</summary>
     public string MacFile(string mac) => System.IO.Path.Join(Path, "macs", mac.Replace(':', '-'));
+    /// <summary>The PF index: the leased VF indices of one PF, one per line.</summary>
+    public string PfIndexFile(string pfPci) => System.IO.Path.Join(Path, "pfs", pfPci);
 }
 
 /// <summary>Leases read from the state directory, one file per VF; a corrupt file is reported, never ignored.</summary>
@@ -77,6 +85,29 @@ public sealed class LeaseStore(StateDir state) : ILeaseView
             return null;
         }
     }
+
+    public IReadOnlySet<int> LeasedVfIndices(string pfPci)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(State.PfIndexFile(pfPci));
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return new HashSet<int>();
+        }
+        var set = new HashSet<int>();
+        foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (!int.TryParse(line, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var i))
+                throw new VmNetException($"the lease index {State.PfIndexFile(pfPci)} is corrupt (line {MapQuote(line)}); run `vmnet gc` to rebuild it", ExitCodes.Failure);
+            set.Add(i);
+        }
+        return set;
+    }
+
+    private static string MapQuote(string s) => Spec.MapReader.Quote(s);
 
     public Lease? Find(string pci)
     {
@@ -111,5 +142,36 @@ public sealed class LeaseStore(StateDir state) : ILeaseView
         {
             if (Find(System.IO.Path.GetFileNameWithoutExtension(file)) is { } lease) yield return lease;
         }
+    }
+}
+
+/// <summary>
+/// Writes the ledger's files for one lease: the VF's lease file, the VM's index link, the MAC index and the PF index.
+/// Callers hold the ledger lock. Each file is written whole (temp file, rename).
+/// </summary>
+public static class LeaseFiles
+{
+    public static void Write(StateDir state, Lease lease)
+    {
+        Atomic(state.LeaseFile(lease.Pci), System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(lease, LeaseJson.Default.Lease));
+        var index = state.VmLeasesDir(lease.Vm);
+        Directory.CreateDirectory(index);
+        var link = System.IO.Path.Join(index, lease.Pci + ".json");
+        if (new FileInfo(link).LinkTarget is null) File.CreateSymbolicLink(link, System.IO.Path.GetRelativePath(index, state.LeaseFile(lease.Pci)));
+        Atomic(state.MacFile(lease.Mac), System.Text.Encoding.UTF8.GetBytes(lease.Vm + "\n"));
+        var leased = new LeaseStore(state).LeasedVfIndices(lease.PfPci).Append(lease.Vf).Distinct().Order();
+        Atomic(state.PfIndexFile(lease.PfPci), System.Text.Encoding.UTF8.GetBytes(string.Concat(leased.Select(i => i + "\n"))));
+    }
+
+    public static void Atomic(string path, byte[] content)
+    {
+        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(path)!);
+        var tmp = path + ".tmp-" + Environment.ProcessId;
+        using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            f.Write(content);
+            f.Flush(flushToDisk: true);
+        }
+        File.Move(tmp, path, overwrite: true);
     }
 }

@@ -88,8 +88,10 @@ public static class Planner
             var mac = network.Macs?[port] ?? mine.Mac;
             return new VfAssignment(ni, network, port, portName, pf, vf, mac, network.Macs is null, AlreadyLeased: true);
         }
+        var leasedHere = leases.LeasedVfIndices(pf.Pci);
         for (var i = 0; i < pf.NumVfs; i++)
         {
+            if (leasedHere.Contains(i)) continue;
             var pci = host.VfPci(pf, i);
             if (pci is null || chosen.Contains(pci) || leases.IsLeased(pci)) continue;
             var vf = host.ReadVf(i, pci);

@@ -41,16 +41,7 @@ public sealed class PlannerSpecs : IDisposable
     private Plan Make(VmSpec spec) =>
         Planner.Make(spec, new HostScanner(new HostRoot(_dir["host"])), new LeaseStore(_state), _state);
 
-    /// <summary>Writes a lease the way the ledger lays it out: the VF's file, the VM's index link and the MAC index.</summary>
-    internal static void Lease(StateDir state, Lease lease)
-    {
-        Directory.CreateDirectory(state.LeasesDir);
-        File.WriteAllText(state.LeaseFile(lease.Pci), JsonSerializer.Serialize(lease, LeaseJson.Default.Lease));
-        Directory.CreateDirectory(state.VmLeasesDir(lease.Vm));
-        File.CreateSymbolicLink(Path.Join(state.VmLeasesDir(lease.Vm), lease.Pci + ".json"), state.LeaseFile(lease.Pci));
-        Directory.CreateDirectory(Path.GetDirectoryName(state.MacFile(lease.Mac))!);
-        File.WriteAllText(state.MacFile(lease.Mac), lease.Vm);
-    }
+    internal static void Lease(StateDir state, Lease lease) => LeaseFiles.Write(state, lease);
 
     [Fact]
     public void Each_network_gets_one_vf_from_each_of_its_ports_lowest_first()
@@ -225,5 +216,27 @@ public sealed class PlannerSpecs : IDisposable
 
         Assert.Equal(before, HostScannerSpecs.Snapshot(_dir["host"]));
         Assert.False(Directory.Exists(_state.Path));
+    }
+
+    [Fact]
+    public void Leased_vfs_are_skipped_through_the_pf_index_without_reading_the_host()
+    {
+        for (var i = 0; i < 3; i++)
+            Lease(_state, new Lease(1, "other", "n", 0, "enp3s0f0np0", "0000:03:00.0", i, _cx5.VfPci(0, i), $"02:00:00:00:02:0{i}", null));
+        var host = new CountingHost(new HostScanner(new HostRoot(_dir["host"])));
+        var spec = SpecLoader.Load("name: vm1\ndisk: {image: /i}\nnetworks:\n  - name: s\n    ports: [enp3s0f0np0]\n    address: dhcp\n");
+
+        var plan = Planner.Make(spec, host, new LeaseStore(_state), _state);
+
+        Assert.Equal("0000:03:00.5", plan.Vfs[0].Vf.Pci);
+        Assert.Equal([3], host.VfsLookedAt);
+    }
+
+    private sealed class CountingHost(IHostFacts inner) : IHostFacts
+    {
+        public List<int> VfsLookedAt { get; } = [];
+        public PhysicalFunction? FindPort(string port) => inner.FindPort(port);
+        public string? VfPci(PhysicalFunction pf, int index) { VfsLookedAt.Add(index); return inner.VfPci(pf, index); }
+        public VirtualFunction ReadVf(int index, string pci) => inner.ReadVf(index, pci);
     }
 }

@@ -27,6 +27,7 @@ public class RendererSpecs
         public bool IsLeased(string pci) => false;
         public IReadOnlyList<Lease> OfVm(string vm) => [];
         public string? MacOwner(string mac) => null;
+        public IReadOnlySet<int> LeasedVfIndices(string pfPci) => new HashSet<int>();
     }
 
     public static TheoryData<string> RenderSpecs() => new("example", "igb-dhcp", "arp-ipv6-qemu");
