@@ -130,6 +130,9 @@ public abstract class GuestFixture : IAsyncLifetime
 
     protected abstract GuestNetwork[] Networks { get; }
 
+    /// <summary>The agent's config; null to build it from <see cref="Networks"/>.</summary>
+    protected virtual string? Config => null;
+
     /// <summary>From QEMU's start to the agent's network-ready report, as the host saw it.</summary>
     public TimeSpan BootToReady { get; private set; }
     public string? ReadyReport { get; private set; }
@@ -150,7 +153,7 @@ public abstract class GuestFixture : IAsyncLifetime
         if (problem is not null) { _problem = problem; return; }
         try
         {
-            _guest = await QemuGuest.Start(dir!, Networks);
+            _guest = await QemuGuest.Start(dir!, Networks, Config);
             ReadyReport = await _guest.WaitForReport("network-ready", TimeSpan.FromSeconds(120));
             BootToReady = _guest.Reports.Snapshot().First(r => r.Line == ReadyReport).At - _guest.QemuStarted;
         }
@@ -195,10 +198,10 @@ public sealed class QemuGuest : IAsyncDisposable
 
     public string SerialLog => File.Exists(Path.Combine(Dir, "serial.log")) ? File.ReadAllText(Path.Combine(Dir, "serial.log")) : "";
 
-    public static async Task<QemuGuest> Start(string imageDir, params GuestNetwork[] networks)
+    public static async Task<QemuGuest> Start(string imageDir, GuestNetwork[] networks, string? config = null)
     {
         var guest = new QemuGuest(networks);
-        try { await guest.Boot(imageDir); }
+        try { await guest.Boot(imageDir, config); }
         catch { await guest.DisposeAsync(); throw; }
         return guest;
     }
@@ -212,9 +215,9 @@ public sealed class QemuGuest : IAsyncDisposable
         return socket;
     }
 
-    private async Task Boot(string imageDir)
+    private async Task Boot(string imageDir, string? rendered)
     {
-        var config = "{\"version\":1,\"hostname\":\"vmnet-test\",\"reportPort\":\"org.vmnet.agent.0\",\"networks\":["
+        var config = rendered ?? "{\"version\":1,\"hostname\":\"vmnet-test\",\"reportPort\":\"org.vmnet.agent.0\",\"networks\":["
                      + string.Join(",", Networks.Select(n => n.ConfigJson())) + "]}";
         File.WriteAllText(Path.Combine(Dir, "agent.json"), config);
         var listeners = new[] { "qmp.sock", "report.sock", "shell.sock" }.Concat(Networks.Select((_, i) => $"peer{i}.sock"))

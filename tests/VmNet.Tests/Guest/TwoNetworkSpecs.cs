@@ -10,6 +10,40 @@ public sealed class TwoBondGuest : GuestFixture
         [("public0", "02:00:00:00:50:11"), ("public1", "02:00:00:00:50:12")], Miimon: 0, ArpInterval: 100, Gateway: false);
 
     protected override GuestNetwork[] Networks => [Storage, Public];
+
+    /// <summary>
+    /// The config comes from the launcher itself: this spec, planned on a simulated igb host and rendered by the
+    /// agent.json template, with the launcher's defaults (miimon 100, up-delay 200, three gratuitous ARPs).
+    /// </summary>
+    protected override string Config => Rendered.Value;
+
+    public static readonly Lazy<string> Rendered = new(() => RenderedAgentConfig($"""
+        name: vmnet-test
+        disk: {"{"}image: /unused.qcow2{"}"}
+        networks:
+          - name: storage
+            ports: [enp1s0, enp2s0]
+            address: {Storage.GuestIp}/{Storage.Prefix}
+            gateway: {Storage.PeerIp}
+            dns: [{Storage.PeerIp}]
+            macs: [{Storage.Members[0].Mac}, {Storage.Members[1].Mac}]
+          - name: public
+            ports: [enp1s0, enp2s0]
+            address: {Public.GuestIp}/{Public.Prefix}
+            dns: [{Public.PeerIp}]
+            macs: [{Public.Members[0].Mac}, {Public.Members[1].Mac}]
+            bond: {"{"}arpInterval: 100, arpTargets: [{Public.PeerIp}]{"}"}
+        """));
+
+    internal static string RenderedAgentConfig(string spec)
+    {
+        using var dir = new Support.TempDir();
+        VmNet.Host.Sim.SimHost.Create(dir["host"], VmNet.Host.Sim.NicShape.Igb(), pfs: 2, numVfs: 7);
+        var state = new VmNet.Leases.StateDir(dir["state"]);
+        var plan = VmNet.Planning.Planner.Make(VmNet.Spec.SpecLoader.Load(spec),
+            new VmNet.Host.HostScanner(new VmNet.Host.HostRoot(dir["host"])), new VmNet.Leases.LeaseStore(state), state);
+        return VmNet.Rendering.Renderer.Render(plan, new VmNet.Rendering.Templates()).AgentConfig;
+    }
 }
 
 /// <summary>Two networks in one guest: two bonds on two QEMU hubs, one with MII and one with ARP monitoring.</summary>
@@ -26,6 +60,15 @@ public sealed class TwoNetworkSpecs(TwoBondGuest fixture, ITestOutputHelper outp
         Assert.Equal("storage0 storage1\npublic0 public1\nstorage public\n", slaves.ReplaceLineEndings("\n"));
         output.WriteLine($"boot to network-ready with two bonds: {fixture.BootToReady.TotalSeconds:F1} s");
         output.WriteLine(fixture.ReadyReport ?? "");
+    }
+
+    [Fact]
+    public async Task The_bonds_carry_the_settings_the_launcher_rendered()
+    {
+        var (sysfs, _) = await Guest.Shell("cd /sys/class/net/storage/bonding && cat mode miimon updelay fail_over_mac primary num_grat_arp");
+
+        Assert.Contains("\"upDelay\": 200", TwoBondGuest.Rendered.Value);
+        Assert.Equal("active-backup 1\n100\n200\nactive 1\nstorage0\n3\n", sysfs.ReplaceLineEndings("\n"));
     }
 
     [Fact]
