@@ -40,14 +40,14 @@ public static class VmNetCli
         }
     }
 
-    private static readonly Option<string> HostRootOption = new("--host-root")
+    internal static readonly Option<string> HostRootOption = new("--host-root")
     {
         Description = "Root of the host's /sys, /proc and /dev (a simulated host for trials and tests) [env VMNET_HOST_ROOT]",
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VMNET_HOST_ROOT") is { Length: > 0 } v ? v : "/",
         Recursive = true,
     };
 
-    private static readonly Option<string> StateDirOption = new("--state-dir")
+    internal static readonly Option<string> StateDirOption = new("--state-dir")
     {
         Description = "Where leases and VM files live [env VMNET_STATE_DIR]",
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VMNET_STATE_DIR") is { Length: > 0 } v ? v : StateDir.DefaultPath,
@@ -62,6 +62,8 @@ public static class VmNetCli
         root.Subcommands.Add(UpCommand(stdout));
         root.Subcommands.Add(ValidateCommand(stdout));
         root.Subcommands.Add(SimCommand(stdout));
+        root.Subcommands.Add(HostCommand(stdout));
+        root.Subcommands.Add(HostViewCommands.Doctor(stdout));
         return root;
     }
 
@@ -103,6 +105,14 @@ public static class VmNetCli
             return ExitCodes.Ok;
         });
         return cmd;
+    }
+
+    private static Command HostCommand(TextWriter stdout)
+    {
+        var json = new Option<bool>("--json") { Description = "Print as JSON" };
+        var host = new Command("host", "The host's SR-IOV PFs and VFs (same as `vmnet host ls`)") { json, HostViewCommands.Ls(stdout) };
+        host.SetAction(r => HostViewCommands.List(r, stdout, r.GetValue(json)));
+        return host;
     }
 
     private static Command SimCommand(TextWriter stdout)

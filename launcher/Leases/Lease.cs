@@ -59,7 +59,7 @@ public sealed class StateDir(string path)
 }
 
 /// <summary>Leases read from the state directory, one file per VF; a corrupt file is reported, never ignored.</summary>
-public sealed class LeaseStore(StateDir state) : ILeaseView
+public sealed class LeaseStore(StateDir state) : ILeaseView, Host.ILeaseStore
 {
     public StateDir State { get; } = state;
 

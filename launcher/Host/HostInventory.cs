@@ -1,0 +1,78 @@
+using System.Text.Json.Serialization;
+using VmNet.Leases;
+
+namespace VmNet.Host;
+
+/// <summary>What <c>vmnet host</c> shows: every SR-IOV PF and its VFs, with who holds each.</summary>
+public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
+{
+    /// <summary>
+    /// Reads every SR-IOV PF and its VFs; <paramref name="adminState"/> gives the VF settings the PF holds (MAC and
+    /// VLAN from netlink) where available, else the lease's and the netdev's are shown.
+    /// </summary>
+    public static HostInventory Read(HostRoot root, ILeaseStore leases, Func<PhysicalFunction, IReadOnlyDictionary<int, VfAdmin>>? adminState = null)
+    {
+        var pfs = new List<PfRow>();
+        foreach (var pf in new HostScanner(root).AllPfs())
+        {
+            var admin = adminState?.Invoke(pf) ?? new Dictionary<int, VfAdmin>();
+            var vfs = pf.Vfs.Select(vf =>
+            {
+                var lease = leases.Find(vf.Pci);
+                var a = admin.GetValueOrDefault(vf.Index);
+                var state = vf.Driver switch
+                {
+                    null => "unbound",
+                    VirtualFunction.VfioDriver => "vfio",
+                    _ => vf.NetDevUp ? "up" : "down",
+                };
+                var free = lease is null && vf.BusyReason is null;
+                return new VfRow(vf.Index, vf.Pci, vf.Driver, vf.NetDev, state, a?.Mac ?? lease?.Mac ?? vf.Mac,
+                    a is not null ? a.Vlan : lease?.Vlan, lease?.Vm, lease?.Network, free);
+            }).ToList();
+            pfs.Add(new PfRow(pf.Name, pf.Pci, pf.Driver, pf.TotalVfs, pf.NumVfs, pf.Mtu, pf.Up ? "up" : "down", vfs));
+        }
+        return new HostInventory(pfs);
+    }
+
+    public void PrintTable(TextWriter o)
+    {
+        if (Pfs.Count == 0)
+        {
+            o.WriteLine("no SR-IOV PF on this host (no PCI function has sriov_totalvfs)");
+            return;
+        }
+        foreach (var pf in Pfs)
+        {
+            o.WriteLine($"{pf.Name}  {pf.Pci}  {pf.Driver ?? "-"}  {pf.State}  mtu {pf.Mtu}  VFs {pf.NumVfs}/{pf.TotalVfs}  free {pf.Vfs.Count(v => v.Free)}");
+            var rows = pf.Vfs.Select(v => new[]
+            {
+                v.Vf.ToString(System.Globalization.CultureInfo.InvariantCulture), v.Pci, v.Driver ?? "-", v.NetDev ?? "-", v.State,
+                v.Mac ?? "-", v.Vlan is > 0 ? v.Vlan.Value.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-",
+                v.Owner is null ? (v.Free ? "free" : "in use (not vmnet)") : $"{v.Owner}/{v.Network}",
+            }).ToList();
+            string[] header = ["VF", "PCI", "DRIVER", "NETDEV", "STATE", "MAC", "VLAN", "OWNER"];
+            var widths = header.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
+            void Line(string[] cells) => o.WriteLine(("  " + string.Join("  ", cells.Select((c, i) => c.PadRight(widths[i])))).TrimEnd());
+            Line(header);
+            foreach (var r in rows) Line(r);
+        }
+    }
+}
+
+public sealed record PfRow(string Name, string Pci, string? Driver, int TotalVfs, int NumVfs, int Mtu, string State, IReadOnlyList<VfRow> Vfs);
+
+public sealed record VfRow(int Vf, string Pci, string? Driver, string? NetDev, string State, string? Mac, int? Vlan, string? Owner, string? Network, bool Free);
+
+/// <summary>A VF's settings as the PF holds them (netlink).</summary>
+public sealed record VfAdmin(string Mac, int? Vlan);
+
+/// <summary>Lease lookups the inventory needs.</summary>
+public interface ILeaseStore
+{
+    Lease? Find(string pci);
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true)]
+[JsonSerializable(typeof(HostInventory))]
+internal sealed partial class HostInventoryJson : JsonSerializerContext;
