@@ -40,14 +40,14 @@ public static class VmNetCli
         }
     }
 
-    private static readonly Option<string> HostRootOption = new("--host-root")
+    internal static readonly Option<string> HostRootOption = new("--host-root")
     {
         Description = "Root of the host's /sys, /proc and /dev (a simulated host for trials and tests) [env VMNET_HOST_ROOT]",
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VMNET_HOST_ROOT") is { Length: > 0 } v ? v : "/",
         Recursive = true,
     };
 
-    private static readonly Option<string> StateDirOption = new("--state-dir")
+    internal static readonly Option<string> StateDirOption = new("--state-dir")
     {
         Description = "Where leases and VM files live [env VMNET_STATE_DIR]",
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VMNET_STATE_DIR") is { Length: > 0 } v ? v : StateDir.DefaultPath,
@@ -62,6 +62,8 @@ public static class VmNetCli
         root.Subcommands.Add(UpCommand(stdout));
         root.Subcommands.Add(ValidateCommand(stdout));
         root.Subcommands.Add(SimCommand(stdout));
+        root.Subcommands.Add(HostCommands.Rm(stdout));
+        root.Subcommands.Add(HostCommands.Gc(stdout));
         return root;
     }
 
@@ -76,13 +78,12 @@ public static class VmNetCli
         cmd.SetAction(r =>
         {
             var vm = SpecLoader.LoadFile(r.GetValue(spec)!);
+            if (!r.GetValue(dryRun)) return HostCommands.Up(r, vm, stdout);
             var state = new StateDir(r.GetValue(StateDirOption)!);
             var host = new HostScanner(new HostRoot(r.GetValue(HostRootOption)!));
             var plan = Planner.Make(vm, host, new LeaseStore(state), state);
             var artifacts = Renderer.Render(plan, new Templates(r.GetValue(templates)));
             if (r.GetValue(outDir) is { } dir) ArtifactWriter.Write(dir, artifacts);
-            if (!r.GetValue(dryRun))
-                throw new VmNetException("applying a plan to the host is not available in this build yet; run with --dry-run to see the plan", ExitCodes.Failure);
             if (r.GetValue(json))
                 stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(PlanDocument.From(plan), PlanJson.Default.PlanDocument));
             else

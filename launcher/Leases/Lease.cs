@@ -16,11 +16,60 @@ public sealed record Lease(
     int Vf,
     string Pci,
     string Mac,
-    int? Vlan);
+    int? Vlan,
+    VfOriginal? Original = null,
+    LeaseOwner? Owner = null);
+
+/// <summary>
+/// The VF as it was found, recorded before the first change so teardown can give it back: its netlink settings and
+/// its driver. Null in a lease means nothing was changed on the VF yet.
+/// </summary>
+public sealed record VfOriginal(
+    string Mac,
+    int Vlan,
+    int Qos,
+    string Proto,
+    bool? SpoofChk,
+    bool? Trust,
+    string LinkState,
+    int MaxTxRate,
+    int MinTxRate,
+    string? Driver,
+    string? DriverOverride,
+    string? NetDev);
+
+/// <summary>
+/// Who holds a lease, as a small tagged record. <see cref="Starting"/>: a time lease of the vmnet process applying the
+/// plan (pid, its start time, an expiry); <see cref="Process"/>: a running process (pid and start time, e.g. QEMU);
+/// <see cref="Defined"/>: the VM definition itself (apply-only: held until <c>vmnet rm</c>). A backend adds its kind
+/// (e.g. "libvirt" with <see cref="Domain"/> and <see cref="Uri"/>). An unknown kind is never taken for gone.
+/// </summary>
+public sealed record LeaseOwner(
+    string Kind,
+    int? Pid = null,
+    long? StartTime = null,
+    DateTimeOffset? Expires = null,
+    string? Domain = null,
+    string? Uri = null)
+{
+    public const string Starting = "starting";
+    public const string Process = "process";
+    public const string Defined = "defined";
+
+    public override string ToString() => Kind switch
+    {
+        Starting => $"vmnet pid {Pid} (starting, until {Expires:u})",
+        Process => $"pid {Pid}",
+        Defined => "the VM definition",
+        _ => Domain is null ? Kind : $"{Kind} domain {Domain} on {Uri}",
+    };
+}
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true,
     DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(Lease))]
+[JsonSerializable(typeof(VfOriginal))]
+[JsonSerializable(typeof(LeaseOwner))]
 internal sealed partial class LeaseJson : JsonSerializerContext;
 
 /// <summary>Read access to the leases in a state directory.</summary>

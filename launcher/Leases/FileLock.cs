@@ -1,0 +1,64 @@
+namespace VmNet.Leases;
+
+/// <summary>
+/// A cross-process exclusive lock: the file opened with <see cref="FileShare.None"/>, which .NET takes as
+/// <c>flock(LOCK_EX | LOCK_NB)</c> on Linux. The kernel drops it when the process dies, even by kill -9.
+/// </summary>
+public sealed class FileLock : IDisposable
+{
+    private readonly FileStream _stream;
+
+    private FileLock(FileStream stream) => _stream = stream;
+
+    public static FileLock Acquire(string path, TimeSpan timeout, CancellationToken ct)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        var deadline = DateTime.UtcNow + timeout;
+        var delay = 5;
+        while (true)
+        {
+            try
+            {
+                return new FileLock(new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None));
+            }
+            catch (IOException e) when (e is not FileNotFoundException and not DirectoryNotFoundException)
+            {
+                if (DateTime.UtcNow > deadline)
+                    throw new VmNetException($"could not take the lock {path} within {timeout.TotalSeconds:0} s: another vmnet is still working on this host; wait for it and retry", ExitCodes.Failure, e);
+                Thread.Sleep(Random.Shared.Next(delay, delay * 2));
+                delay = Math.Min(delay * 2, 50);
+                ct.ThrowIfCancellationRequested();
+            }
+            catch (UnauthorizedAccessException e)
+            {
+                throw new VmNetException($"cannot open the lock {path}: {e.Message}; run vmnet as root or give --state-dir a directory you can write", ExitCodes.Failure, e);
+            }
+        }
+    }
+
+    public void Dispose() => _stream.Dispose();
+}
+
+/// <summary>Whole-file writes that never leave a torn file: a temp file in the same directory, fsync, rename.</summary>
+public static class AtomicFile
+{
+    public static void Write(string path, string content)
+    {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        Directory.CreateDirectory(dir);
+        var tmp = Path.Join(dir, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 4096, FileOptions.None))
+            {
+                fs.Write(System.Text.Encoding.UTF8.GetBytes(content));
+                fs.Flush(flushToDisk: true);
+            }
+            File.Move(tmp, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(tmp)) File.Delete(tmp);
+        }
+    }
+}
