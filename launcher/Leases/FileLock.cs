@@ -42,7 +42,8 @@ public sealed class FileLock : IDisposable
 /// <summary>Whole-file writes that never leave a torn file: a temp file in the same directory, fsync, rename.</summary>
 public static class AtomicFile
 {
-    public static void Write(string path, string content)
+    /// <param name="durable">fsync before the rename (the ledger); false where a crash of the machine loses the state anyway (the simulator's netlink).</param>
+    public static void Write(string path, string content, bool durable = true)
     {
         var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
         Directory.CreateDirectory(dir);
@@ -52,7 +53,7 @@ public static class AtomicFile
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 4096, FileOptions.None))
             {
                 fs.Write(System.Text.Encoding.UTF8.GetBytes(content));
-                fs.Flush(flushToDisk: true);
+                fs.Flush(flushToDisk: durable);
             }
             File.Move(tmp, path, overwrite: true);
         }

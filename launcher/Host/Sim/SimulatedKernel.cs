@@ -289,7 +289,7 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
     }
 
     private void SaveNetlink(Dictionary<string, List<VfLinkInfo>> all) =>
-        AtomicFile.Write(NetlinkFile, JsonSerializer.Serialize(all, SimJson.Default.DictionaryStringListVfLinkInfo));
+        AtomicFile.Write(NetlinkFile, JsonSerializer.Serialize(all, SimJson.Default.DictionaryStringListVfLinkInfo), durable: false);
 
     private static VfLinkInfo Get(Dictionary<string, List<VfLinkInfo>> all, string pfPci, int vf) =>
         all.TryGetValue(pfPci, out var list) && list.FirstOrDefault(v => v.Vf == vf) is { } v ? v : new VfLinkInfo(vf, VfLinkInfo.ZeroMac);
