@@ -54,4 +54,69 @@ internal static class HostCommands
         });
         return cmd;
     }
+
+    /// <summary>
+    /// <c>vmnet host apply | prepare | boot-unit</c>. (<c>vmnet host ls</c> comes from another change: merge the
+    /// subcommands into one <c>host</c> command.)
+    /// </summary>
+    public static Command Host(TextWriter stdout)
+    {
+        var host = new Command("host", "The host: SR-IOV provisioning and boot preparation");
+        AddProvisioning(host, stdout);
+        return host;
+    }
+
+    private static readonly Option<string> ConfigOption = new("--config")
+    {
+        Description = "The host config (pfs: [{port: PF, vfs: N}])",
+        DefaultValueFactory = _ => HostConfig.DefaultPath,
+    };
+
+    public static void AddProvisioning(Command host, TextWriter stdout)
+    {
+        var apply = new Command("apply", "Give each PF of the host config its number of VFs (idempotent; refuses while VFs are in use)") { ConfigOption };
+        apply.SetAction(r =>
+        {
+            var config = HostConfig.LoadFile(r.GetValue(ConfigOption)!);
+            var ops = Ops(r);
+            var done = new Provisioner(ops.Kernel, ops.Ledger).ApplyAsync(config, CancellationToken.None).GetAwaiter().GetResult();
+            foreach (var line in done) stdout.WriteLine(line);
+            return ExitCodes.Ok;
+        });
+        var prepare = new Command("prepare", "Re-apply every leased VF's settings and vfio-pci binding (at boot, after `vmnet host apply`)");
+        prepare.SetAction(r =>
+        {
+            var ops = Ops(r);
+            var done = new Provisioner(ops.Kernel, ops.Ledger).PrepareLeasesAsync(CancellationToken.None).GetAwaiter().GetResult();
+            foreach (var line in done) stdout.WriteLine(line);
+            stdout.WriteLine($"{done.Count} leased VFs looked at");
+            return ExitCodes.Ok;
+        });
+        var output = new Option<string>("--output", "-o")
+        {
+            Description = "Where to write the unit (- for stdout); enable it with `systemctl daemon-reload && systemctl enable vmnet-host.service`",
+            DefaultValueFactory = _ => "/etc/systemd/system/vmnet-host.service",
+        };
+        var vmnetPath = new Option<string>("--vmnet") { Description = "The vmnet binary the unit runs", DefaultValueFactory = _ => "/usr/local/bin/vmnet" };
+        var unit = new Command("boot-unit", "Write a systemd unit that runs `vmnet host apply` and `vmnet host prepare` at boot, before libvirt") { ConfigOption, output, vmnetPath };
+        unit.SetAction(r =>
+        {
+            var configPath = Path.GetFullPath(r.GetValue(ConfigOption)!);
+            var config = HostConfig.LoadFile(configPath);
+            var scanner = new HostScanner(new HostRoot(r.GetValue(VmNetCli.HostRootOption)!));
+            var names = config.Pfs.Select(p => scanner.FindPort(p.Port)?.Name ?? p.Port).Where(n => !n.Contains(':', StringComparison.Ordinal));
+            var text = Provisioner.BootUnit(r.GetValue(vmnetPath)!, configPath, Path.GetFullPath(r.GetValue(VmNetCli.StateDirOption)!), names);
+            var target = r.GetValue(output)!;
+            if (target == "-") stdout.Write(text);
+            else
+            {
+                AtomicFile.Write(target, text);
+                stdout.WriteLine($"wrote {target}; enable it with `systemctl daemon-reload && systemctl enable vmnet-host.service`");
+            }
+            return ExitCodes.Ok;
+        });
+        host.Subcommands.Add(apply);
+        host.Subcommands.Add(prepare);
+        host.Subcommands.Add(unit);
+    }
 }

@@ -64,6 +64,7 @@ public static class VmNetCli
         root.Subcommands.Add(SimCommand(stdout));
         root.Subcommands.Add(HostCommands.Rm(stdout));
         root.Subcommands.Add(HostCommands.Gc(stdout));
+        root.Subcommands.Add(HostCommands.Host(stdout));
         return root;
     }
 

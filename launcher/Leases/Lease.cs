@@ -18,7 +18,8 @@ public sealed record Lease(
     string Mac,
     int? Vlan,
     VfOriginal? Original = null,
-    LeaseOwner? Owner = null);
+    LeaseOwner? Owner = null,
+    IReadOnlyList<IReadOnlyList<string>>? Applied = null);
 
 /// <summary>
 /// The VF as it was found, recorded before the first change so teardown can give it back: its netlink settings and
@@ -70,6 +71,7 @@ public sealed record LeaseOwner(
 [JsonSerializable(typeof(Lease))]
 [JsonSerializable(typeof(VfOriginal))]
 [JsonSerializable(typeof(LeaseOwner))]
+[JsonSerializable(typeof(IReadOnlyList<IReadOnlyList<string>>))]
 internal sealed partial class LeaseJson : JsonSerializerContext;
 
 /// <summary>Read access to the leases in a state directory.</summary>

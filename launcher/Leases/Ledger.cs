@@ -59,9 +59,11 @@ public sealed class LeaseLedger(StateDir state)
             var before = Store.Find(a.Vf.Pci);
             if (before is not null && before.Vm != plan.Vm.Name)
                 throw new VmNetException($"VF {a.Vf.Pci} is leased by {before.Vm}; the plan was made without the lock. This is a bug in vmnet; report it");
+            // The VF settings applied, kept so the boot unit can re-prepare the VF (`vmnet host prepare`).
+            var applied = plan.Steps.OfType<IpLinkVf>().Where(s => s.Pci == a.Vf.Pci).Select(s => s.Settings).ToList();
             var lease = before is null
-                ? new Lease(1, plan.Vm.Name, a.Network.Name, a.Port, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci, a.Mac, a.Network.Vlan, Owner: owner)
-                : before with { Network = a.Network.Name, Port = a.Port, Mac = a.Mac, Vlan = a.Network.Vlan, Owner = owner };
+                ? new Lease(1, plan.Vm.Name, a.Network.Name, a.Port, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci, a.Mac, a.Network.Vlan, Owner: owner, Applied: applied)
+                : before with { Network = a.Network.Name, Port = a.Port, Mac = a.Mac, Vlan = a.Network.Vlan, Owner = owner, Applied = applied };
             if (before is not null && before.Mac != a.Mac && Store.MacOwner(before.Mac) == before.Vm) File.Delete(State.MacFile(before.Mac));
             Write(lease);
             result.Add((lease, before));
