@@ -17,14 +17,14 @@ internal static class HostCommands
     /// <c>vmnet up SPEC</c> without --dry-run: plan and claim under the lock, apply, print one line. The backend's
     /// define/start step slots in after <see cref="HostOps.UpAsync"/>.
     /// </summary>
-    public static int Up(ParseResult r, VmSpec vm, TextWriter stdout)
+    public static Planning.Plan Up(ParseResult r, VmSpec vm, TextWriter stdout)
     {
         var ops = Ops(r);
         var result = ops.UpAsync(vm, CancellationToken.None).GetAwaiter().GetResult();
         foreach (var line in result.Reclaimed) stdout.WriteLine($"reclaimed an orphan: {line}");
         var vfs = string.Join(", ", result.Plan.Vfs.Select(a => $"{a.GuestName}={a.Vf.Pci} ({a.Pf.Name} vf {a.Vf.Index}, {a.Mac})"));
         stdout.WriteLine($"{vm.Name}: {result.Plan.Vfs.Count} VFs leased, configured and bound to vfio-pci: {vfs}; give them back with `vmnet rm {vm.Name}`");
-        return ExitCodes.Ok;
+        return result.Plan;
     }
 
     public static Command Rm(TextWriter stdout)

@@ -79,7 +79,12 @@ public static class VmNetCli
         cmd.SetAction(r =>
         {
             var vm = SpecLoader.LoadFile(r.GetValue(spec)!);
-            if (!r.GetValue(dryRun)) return HostCommands.Up(r, vm, stdout);
+            if (!r.GetValue(dryRun))
+            {
+                var applied = HostCommands.Up(r, vm, stdout);
+                if (r.GetValue(outDir) is { } appliedOut) ArtifactWriter.Write(appliedOut, Renderer.Render(applied, new Templates(r.GetValue(templates))));
+                return ExitCodes.Ok;
+            }
             var state = new StateDir(r.GetValue(StateDirOption)!);
             var host = new HostScanner(new HostRoot(r.GetValue(HostRootOption)!));
             var plan = Planner.Make(vm, host, new LeaseStore(state), state);
