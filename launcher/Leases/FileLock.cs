@@ -1,11 +1,22 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
 namespace VmNet.Leases;
 
 /// <summary>
-/// A cross-process exclusive lock: the file opened with <see cref="FileShare.None"/>, which .NET takes as
-/// <c>flock(LOCK_EX | LOCK_NB)</c> on Linux. The kernel drops it when the process dies, even by kill -9.
+/// A cross-process exclusive lock: the file opened with <see cref="FileShare.None"/> (which .NET takes as
+/// <c>flock(LOCK_EX | LOCK_NB)</c> on Linux) and an explicit <c>flock</c> on top, so the lock holds even where .NET's
+/// own file locking is turned off (DOTNET_SYSTEM_IO_DISABLEFILELOCKING). The kernel drops it when the process dies,
+/// even by kill -9.
 /// </summary>
-public sealed class FileLock : IDisposable
+public sealed partial class FileLock : IDisposable
 {
+    private const int LockEx = 2;
+    private const int LockNb = 4;
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int flock(SafeFileHandle fd, int operation);
+
     private readonly FileStream _stream;
 
     private FileLock(FileStream stream) => _stream = stream;
@@ -19,7 +30,10 @@ public sealed class FileLock : IDisposable
         {
             try
             {
-                return new FileLock(new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None));
+                var stream = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None);
+                if (!OperatingSystem.IsLinux() || flock(stream.SafeFileHandle, LockEx | LockNb) == 0) return new FileLock(stream);
+                stream.Dispose();
+                throw new IOException($"{path} is locked by another process");
             }
             catch (IOException e) when (e is not FileNotFoundException and not DirectoryNotFoundException)
             {
