@@ -55,7 +55,8 @@ public sealed class Reverter
 /// <summary>
 /// Applies a plan's host steps in order through an <see cref="IKernel"/>. <see cref="RecordState"/> stores the VF's
 /// state in its lease before the first write; every step registers its undo, and a failure anywhere reverts what was
-/// done, newest first. Every <c>ip link set</c> is read back and verified; binding waits for the driver and
+/// done, newest first (each undo is registered before its step runs, and puts back the value found, so it is harmless
+/// when the step itself was refused). Every <c>ip link set</c> is read back and verified; binding waits for the driver and
 /// <c>/dev/vfio/GROUP</c>.
 /// </summary>
 public sealed class Applier(IKernel kernel, LeaseLedger ledger, ApplyHooks? hooks = null, TextWriter? stderr = null)
@@ -72,6 +73,7 @@ public sealed class Applier(IKernel kernel, LeaseLedger ledger, ApplyHooks? hook
         {
             for (var k = 1; k <= plan.Steps.Count; k++)
             {
+                ct.ThrowIfCancellationRequested();
                 var step = plan.Steps[k - 1];
                 if (_hooks.PauseAtStep == k)
                 {
@@ -143,11 +145,11 @@ public sealed class Applier(IKernel kernel, LeaseLedger ledger, ApplyHooks? hook
                 break;
             case IpLinkVf ip:
             {
-                var was = before[ip.Pci];
-                await _vf.SetAndVerifyAsync(ip.Pf, ip.Vf, ip.Pci, ip.Settings, ct).ConfigureAwait(false);
-                var undo = UndoSettings(ip.Settings, was);
+                // The undo is registered first: a setting the kernel took but the read-back found wrong is undone too.
+                var undo = UndoSettings(ip.Settings, before[ip.Pci]);
                 if (undo.Count > 0)
                     reverter.Add(ip.Describe(), () => _vf.SetAndVerifyAsync(ip.Pf, ip.Vf, ip.Pci, undo, CancellationToken.None));
+                await _vf.SetAndVerifyAsync(ip.Pf, ip.Vf, ip.Pci, ip.Settings, ct).ConfigureAwait(false);
                 break;
             }
             case WaitForPath p:
@@ -166,7 +168,6 @@ public sealed class Applier(IKernel kernel, LeaseLedger ledger, ApplyHooks? hook
         if (path.EndsWith("/unbind", StringComparison.Ordinal))
         {
             var driver = path.Split('/')[^2];
-            await _vf.WriteAsync(path, w.Value, pci, ct).ConfigureAwait(false);
             reverter.Add(w.Describe(), async () =>
             {
                 if (_vf.Driver(pci) is null)
@@ -174,21 +175,22 @@ public sealed class Applier(IKernel kernel, LeaseLedger ledger, ApplyHooks? hook
                 if (was.NetDev is not null)
                     await _vf.WaitAsync(() => _vf.NetDev(pci) is not null, VfOps.BindWaitMs, () => $"{pci} has no netdev after rebinding {driver}", CancellationToken.None).ConfigureAwait(false);
             });
+            await _vf.WriteAsync(path, w.Value, pci, ct).ConfigureAwait(false);
         }
         else if (path.EndsWith("/driver_override", StringComparison.Ordinal))
         {
-            await _vf.WriteAsync(path, w.Value, pci, ct).ConfigureAwait(false);
             reverter.Add(w.Describe(), () => _vf.WriteAsync(path, was.DriverOverride ?? "", pci, CancellationToken.None));
+            await _vf.WriteAsync(path, w.Value, pci, ct).ConfigureAwait(false);
         }
         else if (path == "/sys/bus/pci/drivers_probe")
         {
             var want = _vf.DriverOverride(pci) ?? VirtualFunction.VfioDriver;
-            await _vf.WriteAsync(path, w.Value, pci, ct).ConfigureAwait(false);
             reverter.Add(w.Describe(), async () =>
             {
                 if (_vf.Driver(pci) is { } now && now != was.Driver)
                     await _vf.WriteAsync($"/sys/bus/pci/drivers/{now}/unbind", pci, pci, CancellationToken.None).ConfigureAwait(false);
             });
+            await _vf.WriteAsync(path, w.Value, pci, ct).ConfigureAwait(false);
             await _vf.WaitAsync(() => _vf.Driver(pci) == want, VfOps.BindWaitMs,
                 () => $"{pci} did not bind to {want} within {VfOps.BindWaitMs / 1000} s (it is bound to {_vf.Driver(pci) ?? "nothing"}); is the module loaded (modprobe {want})? check `dmesg`", ct).ConfigureAwait(false);
         }

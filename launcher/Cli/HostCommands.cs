@@ -20,7 +20,20 @@ internal static class HostCommands
     public static Planning.Plan Up(ParseResult r, VmSpec vm, TextWriter stdout)
     {
         var ops = Ops(r);
-        var result = ops.UpAsync(vm, CancellationToken.None).GetAwaiter().GetResult();
+        // SIGINT/SIGTERM cancel the apply, which then rolls the host back and gives the leases back.
+        using var cts = new CancellationTokenSource();
+        void Stop(System.Runtime.InteropServices.PosixSignalContext c) { c.Cancel = true; cts.Cancel(); }
+        using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, Stop);
+        using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, Stop);
+        UpResult result;
+        try
+        {
+            result = ops.UpAsync(vm, cts.Token).GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException e)
+        {
+            throw new VmNetException($"interrupted: the changes made to the host were rolled back and {vm.Name}'s new leases given back", ExitCodes.Failure, e);
+        }
         foreach (var line in result.Reclaimed) stdout.WriteLine($"reclaimed an orphan: {line}");
         var vfs = string.Join(", ", result.Plan.Vfs.Select(a => $"{a.GuestName}={a.Vf.Pci} ({a.Pf.Name} vf {a.Vf.Index}, {a.Mac})"));
         stdout.WriteLine($"{vm.Name}: {result.Plan.Vfs.Count} VFs leased, configured and bound to vfio-pci: {vfs}; give them back with `vmnet rm {vm.Name}`");

@@ -133,6 +133,24 @@ public sealed class ConcurrencySpecs : IDisposable
         }
     }
 
+    [Fact]
+    public async Task A_vmnet_stopped_by_sigterm_mid_apply_rolls_back_and_gives_its_leases_back()
+    {
+        var nic = NicShape.ConnectX5();
+        var host = CreateHost("term", nic);
+        var p = Start(host, _dir["term-state"], ["up", Spec(_dir.Path, "vm1", nic)], new Dictionary<string, string> { ["VMNET_TEST_PAUSE_AT_STEP"] = "14" });
+        await WaitForPause(p, 14);
+
+        using (var kill = Process.Start("kill", ["-TERM", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync(_ct);
+        var err = await p.StandardError.ReadToEndAsync(_ct);
+        await p.WaitForExitAsync(_ct);
+
+        Assert.Equal(ExitCodes.Failure, p.ExitCode);
+        Assert.Contains("vmnet: interrupted: the changes made to the host were rolled back", err);
+        Assert.Equal(_starts["term"], HostSnapshot.Of(host));
+        Assert.Equal("", HostSnapshot.Ledger(_dir["term-state"]));
+    }
+
     private readonly Dictionary<string, string> _starts = [];
 
     private string CreateHost(string name, NicShape nic)
