@@ -29,7 +29,9 @@ public sealed class RealKernel : IKernel
         catch (IOException e)
         {
             // On Linux .NET puts the raw errno into HResult for I/O errors it has no special exception for.
-            var errno = Enum.IsDefined((Errno)e.HResult) ? (Errno)e.HResult : Errno.EIO;
+            // EEXIST is the one errno .NET turns into a Windows HRESULT (ERROR_FILE_EXISTS).
+            var errno = e.HResult == unchecked((int)0x80070050) ? Errno.EEXIST
+                : Enum.IsDefined((Errno)e.HResult) ? (Errno)e.HResult : Errno.EIO;
             throw new KernelException(op, errno, errno == Errno.EIO ? e.Message : null);
         }
         return Task.CompletedTask;
