@@ -86,7 +86,7 @@ public sealed class Fixture : IDisposable
 
     /// <summary>
     /// Writes <paramref name="count"/> leases alternating between the PFs (a bond takes one VF of each), owned by VMs
-    /// tenant-000, tenant-001, ... two VFs each, with the launcher's own ledger layout (<see cref="LeaseFiles"/>).
+    /// tenant-000, tenant-001, ... two VFs each, with the launcher's own ledger layout (<see cref="LeaseLedger"/>).
     /// </summary>
     public static void WriteLeases(StateDir state, int count, Placement placement)
     {
@@ -101,7 +101,7 @@ public sealed class Fixture : IDisposable
             var vm = $"tenant-{i / Pfs:d3}";
             var pci = shape.VfPci(pf, vf);
             var mac = $"02:be:00:00:{i >> 8:x2}:{i & 0xff:x2}";
-            LeaseFiles.Write(state, new Lease(1, vm, "storage", pf, shape.PfName(pf), shape.PfPci(pf), vf, pci, mac, 40));
+            new LeaseLedger(state).Write(new Lease(1, vm, "storage", pf, shape.PfName(pf), shape.PfPci(pf), vf, pci, mac, 40));
         }
     }
 

@@ -62,6 +62,8 @@ public static class VmNetCli
         root.Subcommands.Add(UpCommand(stdout));
         root.Subcommands.Add(ValidateCommand(stdout));
         root.Subcommands.Add(SimCommand(stdout));
+        root.Subcommands.Add(HostCommands.Rm(stdout));
+        root.Subcommands.Add(HostCommands.Gc(stdout));
         root.Subcommands.Add(HostCommand(stdout));
         root.Subcommands.Add(HostViewCommands.Doctor(stdout));
         return root;
@@ -78,13 +80,17 @@ public static class VmNetCli
         cmd.SetAction(r =>
         {
             var vm = SpecLoader.LoadFile(r.GetValue(spec)!);
+            if (!r.GetValue(dryRun))
+            {
+                var applied = HostCommands.Up(r, vm, stdout);
+                if (r.GetValue(outDir) is { } appliedOut) ArtifactWriter.Write(appliedOut, Renderer.Render(applied, new Templates(r.GetValue(templates))));
+                return ExitCodes.Ok;
+            }
             var state = new StateDir(r.GetValue(StateDirOption)!);
             var host = new HostScanner(new HostRoot(r.GetValue(HostRootOption)!));
             var plan = Planner.Make(vm, host, new LeaseStore(state), state);
             var artifacts = Renderer.Render(plan, new Templates(r.GetValue(templates)));
             if (r.GetValue(outDir) is { } dir) ArtifactWriter.Write(dir, artifacts);
-            if (!r.GetValue(dryRun))
-                throw new VmNetException("applying a plan to the host is not available in this build yet; run with --dry-run to see the plan", ExitCodes.Failure);
             if (r.GetValue(json))
                 stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(PlanDocument.From(plan), PlanJson.Default.PlanDocument));
             else
@@ -110,8 +116,10 @@ public static class VmNetCli
     private static Command HostCommand(TextWriter stdout)
     {
         var json = new Option<bool>("--json") { Description = "Print as JSON" };
-        var host = new Command("host", "The host's SR-IOV PFs and VFs (same as `vmnet host ls`)") { json, HostViewCommands.Ls(stdout) };
+        var host = new Command("host", "The host's SR-IOV PFs and VFs (same as `vmnet host ls`), provisioning and boot preparation")
+            { json, HostViewCommands.Ls(stdout) };
         host.SetAction(r => HostViewCommands.List(r, stdout, r.GetValue(json)));
+        HostCommands.AddProvisioning(host, stdout);
         return host;
     }
 

@@ -16,11 +16,62 @@ public sealed record Lease(
     int Vf,
     string Pci,
     string Mac,
-    int? Vlan);
+    int? Vlan,
+    VfOriginal? Original = null,
+    LeaseOwner? Owner = null,
+    IReadOnlyList<IReadOnlyList<string>>? Applied = null);
+
+/// <summary>
+/// The VF as it was found, recorded before the first change so teardown can give it back: its netlink settings and
+/// its driver. Null in a lease means nothing was changed on the VF yet.
+/// </summary>
+public sealed record VfOriginal(
+    string Mac,
+    int Vlan,
+    int Qos,
+    string Proto,
+    bool? SpoofChk,
+    bool? Trust,
+    string LinkState,
+    int MaxTxRate,
+    int MinTxRate,
+    string? Driver,
+    string? DriverOverride,
+    string? NetDev);
+
+/// <summary>
+/// Who holds a lease, as a small tagged record. <see cref="Starting"/>: a time lease of the vmnet process applying the
+/// plan (pid, its start time, an expiry); <see cref="Process"/>: a running process (pid and start time, e.g. QEMU);
+/// <see cref="Defined"/>: the VM definition itself (apply-only: held until <c>vmnet rm</c>). A backend adds its kind
+/// (e.g. "libvirt" with <see cref="Domain"/> and <see cref="Uri"/>). An unknown kind is never taken for gone.
+/// </summary>
+public sealed record LeaseOwner(
+    string Kind,
+    int? Pid = null,
+    long? StartTime = null,
+    DateTimeOffset? Expires = null,
+    string? Domain = null,
+    string? Uri = null)
+{
+    public const string Starting = "starting";
+    public const string Process = "process";
+    public const string Defined = "defined";
+
+    public override string ToString() => Kind switch
+    {
+        Starting => $"vmnet pid {Pid} (starting, until {Expires:u})",
+        Process => $"pid {Pid}",
+        Defined => "the VM definition",
+        _ => Domain is null ? Kind : $"{Kind} domain {Domain} on {Uri}",
+    };
+}
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true,
     DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(Lease))]
+[JsonSerializable(typeof(VfOriginal))]
+[JsonSerializable(typeof(LeaseOwner))]
+[JsonSerializable(typeof(IReadOnlyList<IReadOnlyList<string>>))]
 internal sealed partial class LeaseJson : JsonSerializerContext;
 
 /// <summary>Read access to the leases in a state directory.</summary>
@@ -142,36 +193,5 @@ public sealed class LeaseStore(StateDir state) : ILeaseView, Host.ILeaseStore
         {
             if (Find(System.IO.Path.GetFileNameWithoutExtension(file)) is { } lease) yield return lease;
         }
-    }
-}
-
-/// <summary>
-/// Writes the ledger's files for one lease: the VF's lease file, the VM's index link, the MAC index and the PF index.
-/// Callers hold the ledger lock. Each file is written whole (temp file, rename).
-/// </summary>
-public static class LeaseFiles
-{
-    public static void Write(StateDir state, Lease lease)
-    {
-        Atomic(state.LeaseFile(lease.Pci), System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(lease, LeaseJson.Default.Lease));
-        var index = state.VmLeasesDir(lease.Vm);
-        Directory.CreateDirectory(index);
-        var link = System.IO.Path.Join(index, lease.Pci + ".json");
-        if (new FileInfo(link).LinkTarget is null) File.CreateSymbolicLink(link, System.IO.Path.GetRelativePath(index, state.LeaseFile(lease.Pci)));
-        Atomic(state.MacFile(lease.Mac), System.Text.Encoding.UTF8.GetBytes(lease.Vm + "\n"));
-        var leased = new LeaseStore(state).LeasedVfIndices(lease.PfPci).Append(lease.Vf).Distinct().Order();
-        Atomic(state.PfIndexFile(lease.PfPci), System.Text.Encoding.UTF8.GetBytes(string.Concat(leased.Select(i => i + "\n"))));
-    }
-
-    public static void Atomic(string path, byte[] content)
-    {
-        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(path)!);
-        var tmp = path + ".tmp-" + Environment.ProcessId;
-        using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            f.Write(content);
-            f.Flush(flushToDisk: true);
-        }
-        File.Move(tmp, path, overwrite: true);
     }
 }

@@ -41,7 +41,7 @@ public sealed class PlannerSpecs : IDisposable
     private Plan Make(VmSpec spec) =>
         Planner.Make(spec, new HostScanner(new HostRoot(_dir["host"])), new LeaseStore(_state), _state);
 
-    internal static void Lease(StateDir state, Lease lease) => LeaseFiles.Write(state, lease);
+    internal static void Lease(StateDir state, Lease lease) => new LeaseLedger(state).Write(lease);
 
     [Fact]
     public void Each_network_gets_one_vf_from_each_of_its_ports_lowest_first()

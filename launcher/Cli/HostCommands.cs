@@ -1,0 +1,128 @@
+using System.CommandLine;
+using VmNet.Apply;
+using VmNet.Host;
+using VmNet.Leases;
+using VmNet.Spec;
+
+namespace VmNet.Cli;
+
+/// <summary>The commands that change the host: <c>up</c> (apply part), <c>rm</c>, <c>gc</c>.</summary>
+internal static class HostCommands
+{
+    public static HostOps Ops(ParseResult r) =>
+        new(HostOps.KernelFor(new HostRoot(r.GetValue(VmNetCli.HostRootOption)!)), new StateDir(r.GetValue(VmNetCli.StateDirOption)!),
+            ApplyHooks.FromEnvironment(), Console.Error);
+
+    /// <summary>
+    /// <c>vmnet up SPEC</c> without --dry-run: plan and claim under the lock, apply, print one line. The backend's
+    /// define/start step slots in after <see cref="HostOps.UpAsync"/>.
+    /// </summary>
+    public static Planning.Plan Up(ParseResult r, VmSpec vm, TextWriter stdout)
+    {
+        var ops = Ops(r);
+        // SIGINT/SIGTERM cancel the apply, which then rolls the host back and gives the leases back.
+        using var cts = new CancellationTokenSource();
+        void Stop(System.Runtime.InteropServices.PosixSignalContext c) { c.Cancel = true; cts.Cancel(); }
+        using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, Stop);
+        using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, Stop);
+        UpResult result;
+        try
+        {
+            result = ops.UpAsync(vm, cts.Token).GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException e)
+        {
+            throw new VmNetException($"interrupted: the changes made to the host were rolled back and {vm.Name}'s new leases given back", ExitCodes.Failure, e);
+        }
+        foreach (var line in result.Reclaimed) stdout.WriteLine($"reclaimed an orphan: {line}");
+        var vfs = string.Join(", ", result.Plan.Vfs.Select(a => $"{a.GuestName}={a.Vf.Pci} ({a.Pf.Name} vf {a.Vf.Index}, {a.Mac})"));
+        stdout.WriteLine($"{vm.Name}: {result.Plan.Vfs.Count} VFs leased, configured and bound to vfio-pci: {vfs}; give them back with `vmnet rm {vm.Name}`");
+        return result.Plan;
+    }
+
+    public static Command Rm(TextWriter stdout)
+    {
+        var name = new Argument<string>("NAME") { Description = "The VM's name" };
+        var cmd = new Command("rm", "Give a VM's VFs back as they were found and drop its leases (idempotent)") { name };
+        cmd.SetAction(r =>
+        {
+            var vm = r.GetValue(name)!;
+            var done = Ops(r).RemoveAsync(vm, CancellationToken.None).GetAwaiter().GetResult();
+            foreach (var line in done) stdout.WriteLine(line);
+            stdout.WriteLine(done.Count == 0 ? $"{vm}: no leases; nothing to do" : $"{vm}: {done.Count} VFs restored and released");
+            return ExitCodes.Ok;
+        });
+        return cmd;
+    }
+
+    public static Command Gc(TextWriter stdout)
+    {
+        var cmd = new Command("gc", "Restore and release VFs whose owner is gone (a crashed vmnet, a dead process)");
+        cmd.SetAction(r =>
+        {
+            var done = Ops(r).GcAsync(CancellationToken.None).GetAwaiter().GetResult();
+            foreach (var line in done) stdout.WriteLine(line);
+            stdout.WriteLine(done.Count == 0 ? "no orphaned leases" : $"{done.Count} orphaned VFs restored and released");
+            return ExitCodes.Ok;
+        });
+        return cmd;
+    }
+
+    /// <summary>
+    /// <c>vmnet host apply | prepare | boot-unit</c>. (<c>vmnet host ls</c> comes from another change: merge the
+    /// subcommands into one <c>host</c> command.)
+    /// </summary>
+    private static readonly Option<string> ConfigOption = new("--config")
+    {
+        Description = "The host config (pfs: [{port: PF, vfs: N}])",
+        DefaultValueFactory = _ => HostConfig.DefaultPath,
+    };
+
+    public static void AddProvisioning(Command host, TextWriter stdout)
+    {
+        var apply = new Command("apply", "Give each PF of the host config its number of VFs (idempotent; refuses while VFs are in use)") { ConfigOption };
+        apply.SetAction(r =>
+        {
+            var config = HostConfig.LoadFile(r.GetValue(ConfigOption)!);
+            var ops = Ops(r);
+            var done = new Provisioner(ops.Kernel, ops.Ledger).ApplyAsync(config, CancellationToken.None).GetAwaiter().GetResult();
+            foreach (var line in done) stdout.WriteLine(line);
+            return ExitCodes.Ok;
+        });
+        var prepare = new Command("prepare", "Re-apply every leased VF's settings and vfio-pci binding (at boot, after `vmnet host apply`)");
+        prepare.SetAction(r =>
+        {
+            var ops = Ops(r);
+            var done = new Provisioner(ops.Kernel, ops.Ledger).PrepareLeasesAsync(CancellationToken.None).GetAwaiter().GetResult();
+            foreach (var line in done) stdout.WriteLine(line);
+            stdout.WriteLine($"{done.Count} leased VFs looked at");
+            return ExitCodes.Ok;
+        });
+        var output = new Option<string>("--output", "-o")
+        {
+            Description = "Where to write the unit (- for stdout); enable it with `systemctl daemon-reload && systemctl enable vmnet-host.service`",
+            DefaultValueFactory = _ => "/etc/systemd/system/vmnet-host.service",
+        };
+        var vmnetPath = new Option<string>("--vmnet") { Description = "The vmnet binary the unit runs", DefaultValueFactory = _ => "/usr/local/bin/vmnet" };
+        var unit = new Command("boot-unit", "Write a systemd unit that runs `vmnet host apply` and `vmnet host prepare` at boot, before libvirt") { ConfigOption, output, vmnetPath };
+        unit.SetAction(r =>
+        {
+            var configPath = Path.GetFullPath(r.GetValue(ConfigOption)!);
+            var config = HostConfig.LoadFile(configPath);
+            var scanner = new HostScanner(new HostRoot(r.GetValue(VmNetCli.HostRootOption)!));
+            var names = config.Pfs.Select(p => scanner.FindPort(p.Port)?.Name ?? p.Port).Where(n => !n.Contains(':', StringComparison.Ordinal));
+            var text = Provisioner.BootUnit(r.GetValue(vmnetPath)!, configPath, Path.GetFullPath(r.GetValue(VmNetCli.StateDirOption)!), names);
+            var target = r.GetValue(output)!;
+            if (target == "-") stdout.Write(text);
+            else
+            {
+                AtomicFile.Write(target, text);
+                stdout.WriteLine($"wrote {target}; enable it with `systemctl daemon-reload && systemctl enable vmnet-host.service`");
+            }
+            return ExitCodes.Ok;
+        });
+        host.Subcommands.Add(apply);
+        host.Subcommands.Add(prepare);
+        host.Subcommands.Add(unit);
+    }
+}

@@ -1,0 +1,79 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace VmNet.Leases;
+
+/// <summary>
+/// A cross-process exclusive lock: the file opened with <see cref="FileShare.None"/> (which .NET takes as
+/// <c>flock(LOCK_EX | LOCK_NB)</c> on Linux) and an explicit <c>flock</c> on top, so the lock holds even where .NET's
+/// own file locking is turned off (DOTNET_SYSTEM_IO_DISABLEFILELOCKING). The kernel drops it when the process dies,
+/// even by kill -9.
+/// </summary>
+public sealed partial class FileLock : IDisposable
+{
+    private const int LockEx = 2;
+    private const int LockNb = 4;
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int flock(SafeFileHandle fd, int operation);
+
+    private readonly FileStream _stream;
+
+    private FileLock(FileStream stream) => _stream = stream;
+
+    public static FileLock Acquire(string path, TimeSpan timeout, CancellationToken ct)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        var deadline = DateTime.UtcNow + timeout;
+        var delay = 5;
+        while (true)
+        {
+            try
+            {
+                var stream = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None);
+                if (!OperatingSystem.IsLinux() || flock(stream.SafeFileHandle, LockEx | LockNb) == 0) return new FileLock(stream);
+                stream.Dispose();
+                throw new IOException($"{path} is locked by another process");
+            }
+            catch (IOException e) when (e is not FileNotFoundException and not DirectoryNotFoundException)
+            {
+                if (DateTime.UtcNow > deadline)
+                    throw new VmNetException($"could not take the lock {path} within {timeout.TotalSeconds:0} s: another vmnet is still working on this host; wait for it and retry", ExitCodes.Failure, e);
+                Thread.Sleep(Random.Shared.Next(delay, delay * 2));
+                delay = Math.Min(delay * 2, 50);
+                ct.ThrowIfCancellationRequested();
+            }
+            catch (UnauthorizedAccessException e)
+            {
+                throw new VmNetException($"cannot open the lock {path}: {e.Message}; run vmnet as root or give --state-dir a directory you can write", ExitCodes.Failure, e);
+            }
+        }
+    }
+
+    public void Dispose() => _stream.Dispose();
+}
+
+/// <summary>Whole-file writes that never leave a torn file: a temp file in the same directory, fsync, rename.</summary>
+public static class AtomicFile
+{
+    /// <param name="durable">fsync before the rename (the ledger); false where a crash of the machine loses the state anyway (the simulator's netlink).</param>
+    public static void Write(string path, string content, bool durable = true)
+    {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        Directory.CreateDirectory(dir);
+        var tmp = Path.Join(dir, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 4096, FileOptions.None))
+            {
+                fs.Write(System.Text.Encoding.UTF8.GetBytes(content));
+                fs.Flush(flushToDisk: durable);
+            }
+            File.Move(tmp, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(tmp)) File.Delete(tmp);
+        }
+    }
+}
