@@ -11,10 +11,26 @@ internal static class HostViewCommands
     /// <summary>Lists PFs and VFs; used as the action of both <c>vmnet host</c> and <c>vmnet host ls</c>.</summary>
     public static int List(ParseResult r, TextWriter stdout, bool json)
     {
-        var inventory = HostInventory.Read(new HostRoot(r.GetValue(VmNetCli.HostRootOption)!), new LeaseStore(new StateDir(r.GetValue(VmNetCli.StateDirOption)!)));
+        var root = new HostRoot(r.GetValue(VmNetCli.HostRootOption)!);
+        var kernel = Apply.HostOps.KernelFor(root);
+        var inventory = HostInventory.Read(root, new LeaseStore(new StateDir(r.GetValue(VmNetCli.StateDirOption)!)), pf => AdminState(kernel, pf));
         if (json) stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(inventory, HostInventoryJson.Default.HostInventory));
         else inventory.PrintTable(stdout);
         return ExitCodes.Ok;
+    }
+
+    /// <summary>The VF settings the PF holds (MAC, VLAN), read back through netlink; empty when the PF cannot be read.</summary>
+    private static IReadOnlyDictionary<int, VfAdmin> AdminState(IKernel kernel, PhysicalFunction pf)
+    {
+        try
+        {
+            var info = IpLinkJson.Parse(kernel.ShowLinkJsonAsync(pf.Name, CancellationToken.None).GetAwaiter().GetResult());
+            return info.Vfs.ToDictionary(v => v.Vf, v => new VfAdmin(v.Mac, v.Vlan == 0 ? null : v.Vlan));
+        }
+        catch (Exception e) when (e is KernelException or VmNetException or System.Text.Json.JsonException or IOException)
+        {
+            return new Dictionary<int, VfAdmin>();
+        }
     }
 
     public static Command Ls(TextWriter stdout)
