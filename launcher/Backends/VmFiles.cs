@@ -69,11 +69,21 @@ public static class VmFiles
         }
     }
 
+    /// <summary>Deletes <paramref name="file"/> if it exists; a missing directory is no error either.</summary>
+    public static void DeleteFile(string file)
+    {
+        try
+        {
+            File.Delete(file);
+        }
+        catch (DirectoryNotFoundException) { }
+    }
+
     /// <summary>Deletes the files <see cref="PrepareAsync"/> and a run made, then the VM directory if nothing else is left in it.</summary>
     public static void Delete(VmPaths paths, IEnumerable<string> extra)
     {
         foreach (var file in new[] { paths.Disk, paths.Seed, paths.SerialLog, paths.QmpSocket, paths.AgentSocket, paths.PidFile }.Concat(extra))
-            File.Delete(file);
+            DeleteFile(file);
         try
         {
             if (Directory.Exists(paths.VmDir) && !Directory.EnumerateFileSystemEntries(paths.VmDir).Any())
