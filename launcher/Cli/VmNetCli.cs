@@ -62,6 +62,9 @@ public static class VmNetCli
         root.Subcommands.Add(UpCommand(stdout));
         root.Subcommands.Add(ValidateCommand(stdout));
         root.Subcommands.Add(SimCommand(stdout));
+        root.Subcommands.Add(LaunchCommands.Status(stdout, StateDirOption));
+        root.Subcommands.Add(LaunchCommands.List(stdout, StateDirOption));
+        root.Subcommands.Add(LaunchCommands.Down(stdout, StateDirOption));
         return root;
     }
 
