@@ -33,6 +33,7 @@ need_qemu=1
 if command -v qemu-system-x86_64 >/dev/null; then
   v=$(qemu-system-x86_64 --version | awk 'NR==1 {print $4}'); [ "${v%%.*}" -ge 8 ] && need_qemu=0
 fi
+command -v qemu-img >/dev/null || need_qemu=1   # qemu-utils: the VM's disk overlay
 if [ ${#missing[@]} -gt 0 ] || [ "$need_qemu" = 1 ]; then
   $SUDO apt-get update -qq
   if [ ${#missing[@]} -gt 0 ]; then

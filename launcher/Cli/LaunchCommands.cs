@@ -63,7 +63,15 @@ public static class LaunchCommands
         {
             using var backends = Backends(r, connect, stateDir);
             var all = new List<VmStatus>(await backends.Qemu.ListAsync(cancel));
-            all.AddRange(await backends.Libvirt.ListAsync(cancel));
+            try
+            {
+                all.AddRange(await backends.Libvirt.ListAsync(cancel));
+            }
+            catch (VmNetException e) when (all.Count > 0)
+            {
+                // libvirt is down or absent: still list the QEMU backend's VMs, and say what is missing.
+                r.InvocationConfiguration.Error.WriteLine($"vmnet: libvirt's VMs are not listed: {e.Message}");
+            }
             all.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
             if (r.GetValue(json))
             {
@@ -104,6 +112,26 @@ public static class LaunchCommands
             return ExitCodes.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// The steps of <c>up</c> after the host side has applied the plan: "seed" (seed image and disk overlay),
+    /// "define" (and start), then "start" waits until the VM runs. Returns the running VM's status.
+    /// </summary>
+    public static async Task<VmStatus> StartVmAsync(IBackend backend, Plan plan, Rendering.Artifacts artifacts, UpProgress progress,
+        TimeSpan startTimeout, CancellationToken cancel)
+    {
+        var vm = plan.Vm.Name;
+        var paths = plan.Paths;
+        progress.Step("seed", $"{paths.Seed} (label cidata) and disk {paths.Disk} over {plan.Vm.Disk.Image}");
+        await backend.PrepareAsync(plan, artifacts, cancel);
+        progress.Step("define", backend is LibvirtBackend l
+            ? $"libvirt domain {vm} at {l.Uri}{(plan.Vm.Autostart ? ", autostart on" : "")}"
+            : $"qemu-system-x86_64 for {vm}, pid file {paths.PidFile}, QMP {paths.QmpSocket}");
+        await backend.DefineAndStartAsync(plan, artifacts, cancel);
+        return await progress.WaitAsync("start", $"{vm} running",
+            async c => await backend.StatusAsync(vm, c) is { Running: true } status ? status : null,
+            startTimeout, UpProgress.SerialHint(paths), cancel);
     }
 
     internal static void PrintStatus(TextWriter o, VmStatus s)

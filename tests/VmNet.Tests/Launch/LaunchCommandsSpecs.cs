@@ -152,3 +152,29 @@ public sealed class UpProgressSpecs
         Assert.Matches($@"^sum1 is up \(libvirt, qemu:///system\): 1 network over 2 VFs in \d+\.\d s; serial log {System.Text.RegularExpressions.Regex.Escape(vm.Plan.Paths.SerialLog)}$", line);
     }
 }
+
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class StartVmSpecs
+{
+    [Fact]
+    public async Task The_launch_steps_write_the_seed_define_and_wait_until_the_vm_runs()
+    {
+        using var vm = new TestVm(name: "steps1");
+        await vm.CreateBaseImage();
+        using var backend = new LibvirtBackend("test://" + vm.Dir.Write("node.xml", "<node/>"), vm.State);
+        var output = new StringWriter();
+        var progress = new UpProgress(output);
+        foreach (var step in UpProgress.Steps.Take(3)) progress.Step(step, "(host side)");
+
+        var status = await LaunchCommands.StartVmAsync(backend, vm.Plan, vm.Artifacts, progress, TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken);
+
+        Assert.Equal("running", status.State);
+        Assert.True(File.Exists(vm.Plan.Paths.Seed));
+        Assert.True(File.Exists(vm.Plan.Paths.Disk));
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal([
+            $"[4/7] seed: {vm.Plan.Paths.Seed} (label cidata) and disk {vm.Plan.Paths.Disk} over {vm.BaseImage}",
+            $"[5/7] define: libvirt domain steps1 at {backend.Uri}",
+            "[6/7] start: steps1 running"], lines[3..]);
+    }
+}
