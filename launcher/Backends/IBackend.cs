@@ -6,7 +6,7 @@ namespace VmNet.Backends;
 /// <summary>
 /// How a VM is run, once the host side has applied the plan (VFs configured and bound to vfio-pci). Every method is
 /// idempotent: starting a running VM, stopping a stopped one or removing a removed one succeeds and changes nothing.
-/// Leases and VF restore belong to the host side; a backend only names the owner of a lease (<see cref="OwnerOf"/>)
+/// Leases and VF restore belong to the host side; a backend only names the owner of a lease (<see cref="OwnerOfAsync"/>)
 /// and tells whether that owner is still alive (<see cref="IsOwnerAlive"/>).
 /// </summary>
 public interface IBackend
@@ -33,9 +33,9 @@ public interface IBackend
     Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel);
 
     /// <summary>A token for the ledger naming what owns the VM's leases now (libvirt: the domain; qemu: the process), or null.</summary>
-    Task<string?> OwnerOf(string vm, CancellationToken cancel);
+    Task<string?> OwnerOfAsync(string vm, CancellationToken cancel);
 
-    /// <summary>Whether the owner recorded by <see cref="OwnerOf"/> still exists (gc releases the leases of dead owners).</summary>
+    /// <summary>Whether the owner recorded by <see cref="OwnerOfAsync"/> still exists (gc releases the leases of dead owners).</summary>
     bool IsOwnerAlive(string owner);
 }
 

@@ -110,7 +110,7 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         }
     }
 
-    public Task<string?> OwnerOf(string vm, CancellationToken cancel)
+    public Task<string?> OwnerOfAsync(string vm, CancellationToken cancel)
     {
         using var domain = VmNetDomain(vm);
         return Task.FromResult(domain is null ? null : $"libvirt:{Call(() => domain.Uuid):D}");

@@ -157,7 +157,7 @@ public sealed class QemuBackend(StateDir state) : IBackend
         return list;
     }
 
-    public Task<string?> OwnerOf(string vm, CancellationToken cancel) =>
+    public Task<string?> OwnerOfAsync(string vm, CancellationToken cancel) =>
         Task.FromResult(Running(vm) is { } p ? $"qemu:{p}" : null);
 
     public bool IsOwnerAlive(string owner) =>

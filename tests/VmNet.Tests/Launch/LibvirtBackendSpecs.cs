@@ -98,7 +98,7 @@ public sealed class LibvirtBackendSpecs : IDisposable
     public async Task Rm_undefines_the_domain_and_deletes_its_files_and_is_idempotent()
     {
         await Up();
-        var owner = await _backend.OwnerOf("lvm1", Cancel);
+        var owner = await _backend.OwnerOfAsync("lvm1", Cancel);
         Assert.True(_backend.IsOwnerAlive(owner!));
 
         await _backend.RemoveAsync("lvm1", TimeSpan.FromSeconds(5), Cancel);

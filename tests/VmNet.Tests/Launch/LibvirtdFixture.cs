@@ -12,16 +12,19 @@ public sealed class LibvirtdCollection : ICollectionFixture<LibvirtdFixture>;
 /// <c>/var/log/libvirt</c>, <c>virtlogd -d</c> (reused when one already serves /run/libvirt/virtlogd-sock), then
 /// <c>libvirtd -d</c> with a config of its own whose <c>unix_sock_dir</c> is a temp directory, so tests connect through
 /// <c>qemu+unix:///system?socket=...</c> and never touch the machine's default socket. Both daemons started here are
-/// ended at the end (SIGTERM, then SIGKILL). Needs root (the tests run as root here); otherwise skips, or fails when CI=true.
+/// ended at the end (SIGTERM, then SIGKILL). When the machine's own libvirtd already serves /run/libvirt/libvirt-sock, it is
+/// used instead (a second privileged libvirtd could not run its qemu driver next to it). Needs root (the tests run as root here); otherwise skips, or fails when CI=true.
 /// </summary>
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class LibvirtdFixture : IAsyncLifetime
 {
     private const string VirtlogdSocket = "/run/libvirt/virtlogd-sock";
+    private const string SystemSocket = "/run/libvirt/libvirt-sock";
     private readonly TempDir _dir = new();
     private HostProcess? _libvirtd;
     private HostProcess? _virtlogd;
     private string? _problem;
+    private bool _reuseSystem;
 
     /// <summary>The URI of the private daemon; skips (or fails under CI=true) when it could not be started for lack of a tool or of root.</summary>
     public string Uri
@@ -33,7 +36,7 @@ public sealed class LibvirtdFixture : IAsyncLifetime
                 if (Environment.GetEnvironmentVariable("CI") == "true") Assert.Fail(_problem);
                 Assert.Skip(_problem);
             }
-            return $"qemu+unix:///system?socket={SocketPath}";
+            return _reuseSystem ? "qemu:///system" : $"qemu+unix:///system?socket={SocketPath}";
         }
     }
 
@@ -47,6 +50,9 @@ public sealed class LibvirtdFixture : IAsyncLifetime
         foreach (var tool in new[] { "libvirtd", "virtlogd", "qemu-system-x86_64", "qemu-img" })
             if (RequiredTool.Find(tool) is null) { _problem = RequiredTool.MissingMessage(tool); return; }
         if (Environment.UserName != "root") { _problem = "a real libvirtd needs root: run the tests as root"; return; }
+
+        // Two privileged libvirtds cannot share the qemu driver's state (/run/libvirt/qemu): use the machine's when it runs.
+        if (CanConnect(SystemSocket)) { _reuseSystem = true; return; }
 
         var clock = System.Diagnostics.Stopwatch.StartNew();
         if (await Run("getent", "passwd", "libvirt-qemu") != 0)

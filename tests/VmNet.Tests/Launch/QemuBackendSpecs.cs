@@ -43,7 +43,7 @@ public sealed class QemuBackendSpecs : IDisposable
             Assert.Equal("running", status?.State);
             Assert.Equal(["storage0", "storage1"], status!.Vfs.Select(v => v.Member));
             Assert.Equal([40, 40], status.Vfs.Select(v => v.Vlan));
-            var owner = await backend.OwnerOf("qvm1", Cancel);
+            var owner = await backend.OwnerOfAsync("qvm1", Cancel);
             Assert.Equal($"qemu:{process}", owner);
             Assert.True(backend.IsOwnerAlive(owner!));
             await backend.DefineAndStartAsync(_vm.Plan, artifacts, Cancel); // already running: nothing happens
