@@ -53,5 +53,6 @@ public enum StopResult
 /// <summary>One VF of a VM, as recorded with the VM (libvirt: the domain's vmnet metadata).</summary>
 public sealed record VfStatus(string Network, string Member, string Port, string Pf, string PfPci, int Vf, string Pci, string Mac, int? Vlan);
 
-/// <summary>What <c>vmnet status</c> and <c>vmnet ls</c> show for a VM.</summary>
-public sealed record VmStatus(string Name, string Backend, string State, bool Running, IReadOnlyList<VfStatus> Vfs, string? SerialLog);
+/// <summary>What <c>vmnet status</c> and <c>vmnet ls</c> show for a VM; <see cref="Guest"/> is the agent's last report VmNet received.</summary>
+public sealed record VmStatus(string Name, string Backend, string State, bool Running, IReadOnlyList<VfStatus> Vfs, string? SerialLog,
+    GuestStatus? Guest = null);

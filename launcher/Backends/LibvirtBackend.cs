@@ -149,8 +149,11 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         var metadata = Call(() => domain.GetMetadata(Renderer.XmlNamespace));
         if (metadata is null) return null;
         var state = Call(() => domain.State);
-        return new VmStatus(domain.Name, Name, StateName(state), state is DomainState.Running or DomainState.Paused or DomainState.Blocked,
-            ParseMetadata(metadata), VmPaths.For(State, domain.Name).SerialLog);
+        var running = state is DomainState.Running or DomainState.Paused or DomainState.Blocked;
+        var paths = VmPaths.For(State, domain.Name);
+        // The agent's report describes the current boot only: a stopped VM shows none.
+        return new VmStatus(domain.Name, Name, StateName(state), running, ParseMetadata(metadata), paths.SerialLog,
+            running ? GuestAgentChannel.ReadSaved(paths) : null);
     }
 
     /// <summary>

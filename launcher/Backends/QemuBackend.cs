@@ -143,7 +143,8 @@ public sealed class QemuBackend(StateDir state) : IBackend
                 state = "running (QMP unreachable)";
             }
         }
-        return new VmStatus(vm, Name, state, state.StartsWith("running", StringComparison.Ordinal) || state == "paused", record.Vfs, paths.SerialLog);
+        var running = state.StartsWith("running", StringComparison.Ordinal) || state == "paused";
+        return new VmStatus(vm, Name, state, running, record.Vfs, paths.SerialLog, running ? GuestAgentChannel.ReadSaved(paths) : null);
     }
 
     public async Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel)

@@ -134,6 +134,13 @@ public static class LaunchCommands
             startTimeout, UpProgress.SerialHint(paths), cancel);
     }
 
+    /// <summary>The "wait for guest" step of <c>up</c>: waits for the agent's network-ready report and keeps it for <c>status</c>.</summary>
+    public static async Task<GuestStatus> WaitForGuestAsync(Plan plan, UpProgress progress, TimeSpan timeout, CancellationToken cancel)
+    {
+        progress.Step("wait for guest", $"the agent's network-ready report on {plan.Paths.AgentSocket} (up to {timeout.TotalSeconds:0} s; serial log {plan.Paths.SerialLog})");
+        return await GuestAgentChannel.WaitForReadyAsync(plan.Paths, timeout, cancel);
+    }
+
     internal static void PrintStatus(TextWriter o, VmStatus s)
     {
         o.WriteLine($"{s.Name}: {s.State} ({s.Backend})");
@@ -145,7 +152,13 @@ public static class LaunchCommands
                 v.Vlan is { } vlan ? $"vlan {vlan.ToString(CultureInfo.InvariantCulture)}" : "untagged",
             }).ToList());
         }
-        if (s.SerialLog is not null) o.WriteLine($"serial log: {s.SerialLog}");
+        if (s.Guest is { } guest)
+        {
+            o.WriteLine($"guest (agent report of {guest.ReceivedAt.ToString("u", CultureInfo.InvariantCulture)}):");
+            foreach (var n in guest.Networks)
+                o.WriteLine($"  {n.Name}: active {n.Active ?? "none"}; {string.Join(", ", n.Members.Select(m => $"{m.Name} {m.Link}"))}; {(n.Addresses.Count == 0 ? "no address" : string.Join(", ", n.Addresses))}");
+        }
+                if (s.SerialLog is not null) o.WriteLine($"serial log: {s.SerialLog}");
     }
 
     private static void Table(TextWriter o, string[] header, List<string[]> rows)
@@ -186,7 +199,7 @@ public sealed class UpProgress(TextWriter output, int total = 7)
         {
             if (await probe(cancel) is { } value) return value;
             if (deadline.Elapsed >= timeout)
-                throw new VmNetException($"{step}: {detail} did not happen within {timeout.TotalSeconds:0} s; {hint}", ExitCodes.Failure);
+                throw new VmNetException($"{step}: {detail} did not happen within {timeout.TotalSeconds:0.#} s; {hint}", ExitCodes.Failure);
             await Task.Delay(every ?? TimeSpan.FromMilliseconds(500), cancel);
         }
     }

@@ -136,7 +136,7 @@ public sealed class UpProgressSpecs
 
         Assert.Equal("yes", ready);
         Assert.Equal("[1/7] reserve: 2 VFs\n[2/7] start: domain running\n[3/7] wait for guest: the agent's report\n", output.ToString());
-        Assert.Equal("wait for guest: the agent's report did not happen within 0 s; see the serial log /x/serial.log", error.Message);
+        Assert.Equal("wait for guest: the agent's report did not happen within 0.2 s; see the serial log /x/serial.log", error.Message);
         Assert.Equal(7, UpProgress.Steps.Count);
     }
 
