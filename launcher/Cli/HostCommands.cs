@@ -14,40 +14,57 @@ internal static class HostCommands
             ApplyHooks.FromEnvironment(), Console.Error);
 
     /// <summary>
-    /// <c>vmnet up SPEC</c> without --dry-run: plan and claim under the lock, apply, print one line. The backend's
-    /// define/start step slots in after <see cref="HostOps.UpAsync"/>.
+    /// Runs a host-changing command with SIGINT and SIGTERM turned into cancellation, so the apply rolls the host back
+    /// and gives the leases back instead of dying half-way.
     /// </summary>
-    public static Planning.Plan Up(ParseResult r, VmSpec vm, TextWriter stdout)
+    public static async Task<int> WithSignals(CancellationToken outer, Func<CancellationToken, Task<int>> run, string vm)
     {
-        var ops = Ops(r);
-        // SIGINT/SIGTERM cancel the apply, which then rolls the host back and gives the leases back.
-        using var cts = new CancellationTokenSource();
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(outer);
         void Stop(System.Runtime.InteropServices.PosixSignalContext c) { c.Cancel = true; cts.Cancel(); }
         using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, Stop);
         using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, Stop);
-        UpResult result;
         try
         {
-            result = ops.UpAsync(vm, cts.Token).GetAwaiter().GetResult();
+            return await run(cts.Token);
         }
         catch (OperationCanceledException e)
         {
-            throw new VmNetException($"interrupted: the changes made to the host were rolled back and {vm.Name}'s new leases given back", ExitCodes.Failure, e);
+            throw new VmNetException($"interrupted: the changes made to the host were rolled back and {vm}'s new leases given back", ExitCodes.Failure, e);
         }
-        foreach (var line in result.Reclaimed) stdout.WriteLine($"reclaimed an orphan: {line}");
-        var vfs = string.Join(", ", result.Plan.Vfs.Select(a => $"{a.GuestName}={a.Vf.Pci} ({a.Pf.Name} vf {a.Vf.Index}, {a.Mac})"));
-        stdout.WriteLine($"{vm.Name}: {result.Plan.Vfs.Count} VFs leased, configured and bound to vfio-pci: {vfs}; give them back with `vmnet rm {vm.Name}`");
-        return result.Plan;
     }
 
     public static Command Rm(TextWriter stdout)
     {
         var name = new Argument<string>("NAME") { Description = "The VM's name" };
-        var cmd = new Command("rm", "Give a VM's VFs back as they were found and drop its leases (idempotent)") { name };
+        var connect = LaunchCommands.ConnectOption();
+        var cmd = new Command("rm", "Stop and undefine a VM, give its VFs back as they were found and drop its leases (idempotent)") { name, connect };
         cmd.SetAction(r =>
         {
             var vm = r.GetValue(name)!;
-            var done = Ops(r).RemoveAsync(vm, CancellationToken.None).GetAwaiter().GetResult();
+            var ops = Ops(r);
+            using (var backends = new Backends.BackendSet(Backends.LibvirtBackend.ResolveUri(r.GetValue(connect)), ops.Ledger.State))
+            {
+                (Backends.IBackend Backend, Backends.VmStatus Status)? found = null;
+                try
+                {
+                    found = backends.FindAsync(vm, CancellationToken.None).GetAwaiter().GetResult();
+                }
+                catch (Exception e) when (e is VmNetException or Libvirt.LibvirtException)
+                {
+                    Console.Error.WriteLine($"vmnet: warning: {e.Message}; giving back {vm}'s VFs only");
+                }
+                if (found is { } f)
+                {
+                    f.Backend.RemoveAsync(vm, TimeSpan.FromSeconds(30), CancellationToken.None).GetAwaiter().GetResult();
+                    stdout.WriteLine($"{vm}: stopped and removed from {f.Backend.Name}");
+                }
+                else
+                {
+                    // No backend knows it (never started, or a test driver's host that ended): delete its files only.
+                    backends.Qemu.RemoveAsync(vm, TimeSpan.Zero, CancellationToken.None).GetAwaiter().GetResult();
+                }
+            }
+            var done = ops.RemoveAsync(vm, CancellationToken.None).GetAwaiter().GetResult();
             foreach (var line in done) stdout.WriteLine(line);
             stdout.WriteLine(done.Count == 0 ? $"{vm}: no leases; nothing to do" : $"{vm}: {done.Count} VFs restored and released");
             return ExitCodes.Ok;

@@ -66,6 +66,9 @@ public static class VmNetCli
         root.Subcommands.Add(HostCommands.Gc(stdout));
         root.Subcommands.Add(HostCommand(stdout));
         root.Subcommands.Add(HostViewCommands.Doctor(stdout));
+        root.Subcommands.Add(LaunchCommands.Status(stdout, StateDirOption));
+        root.Subcommands.Add(LaunchCommands.List(stdout, StateDirOption));
+        root.Subcommands.Add(LaunchCommands.Down(stdout, StateDirOption));
         return root;
     }
 
@@ -76,15 +79,23 @@ public static class VmNetCli
         var json = new Option<bool>("--json") { Description = "Print the plan as JSON" };
         var outDir = new Option<string?>("--out") { Description = "Also write the artifacts to this directory" };
         var templates = new Option<string?>("--templates") { Description = "Read templates from this directory (files there override the embedded ones)" };
-        var cmd = new Command("up", "Reserve VFs, configure them, and start the VM") { spec, dryRun, json, outDir, templates };
-        cmd.SetAction(r =>
+        var backend = new Option<string?>("--backend") { Description = "libvirt or qemu (default: the spec's backend)" };
+        backend.AcceptOnlyFromAmong("libvirt", "qemu");
+        var connect = LaunchCommands.ConnectOption();
+        var noWait = new Option<bool>("--no-wait") { Description = "Do not wait for the guest agent's network-ready report" };
+        var waitTimeout = new Option<int>("--wait-timeout") { Description = "Seconds to wait for the guest agent", DefaultValueFactory = _ => 300 };
+        var noStart = new Option<bool>("--no-start") { Description = "Only reserve, configure and bind the VFs (for a VM started elsewhere)" };
+        var cmd = new Command("up", "Reserve VFs, configure them, bind them to vfio-pci, and start the VM")
+            { spec, dryRun, json, outDir, templates, backend, connect, noWait, waitTimeout, noStart };
+        cmd.SetAction(async (r, ct) =>
         {
             var vm = SpecLoader.LoadFile(r.GetValue(spec)!);
             if (!r.GetValue(dryRun))
             {
-                var applied = HostCommands.Up(r, vm, stdout);
-                if (r.GetValue(outDir) is { } appliedOut) ArtifactWriter.Write(appliedOut, Renderer.Render(applied, new Templates(r.GetValue(templates))));
-                return ExitCodes.Ok;
+                var options = new UpFlow.Options(
+                    r.GetValue(backend) switch { "qemu" => Backend.Qemu, "libvirt" => Backend.Libvirt, _ => null },
+                    r.GetValue(connect), !r.GetValue(noWait), TimeSpan.FromSeconds(r.GetValue(waitTimeout)), r.GetValue(templates), r.GetValue(outDir), !r.GetValue(noStart));
+                return await HostCommands.WithSignals(ct, c => UpFlow.RunAsync(HostCommands.Ops(r), vm, options, stdout, c), vm.Name);
             }
             var state = new StateDir(r.GetValue(StateDirOption)!);
             var host = new HostScanner(new HostRoot(r.GetValue(HostRootOption)!));

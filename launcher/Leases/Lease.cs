@@ -57,6 +57,9 @@ public sealed record LeaseOwner(
     public const string Process = "process";
     public const string Defined = "defined";
 
+    /// <summary>A libvirt domain (<see cref="Domain"/> its UUID, <see cref="Uri"/> the connection): held while it is defined.</summary>
+    public const string Libvirt = "libvirt";
+
     public override string ToString() => Kind switch
     {
         Starting => $"vmnet pid {Pid} (starting, until {Expires:u})",

@@ -130,6 +130,25 @@ public static class Liveness
         new(LeaseOwner.Starting, Environment.ProcessId, StartTime(Environment.ProcessId), DateTimeOffset.UtcNow + LeaseLedger.StartingLease);
 
     /// <summary>Null while the owner lives (or cannot be judged), else why it is gone.</summary>
+    /// <summary>
+    /// A libvirt owner is gone when its domain is no longer defined (undefined outside vmnet, or a test driver's
+    /// in-memory host that ended). When libvirt cannot be asked the owner counts as alive: nothing is released by mistake.
+    /// </summary>
+    private static string? DomainGone(LeaseOwner owner)
+    {
+        if (owner.Uri is null || !Guid.TryParse(owner.Domain, out var uuid)) return null;
+        try
+        {
+            using var connection = Libvirt.LibvirtConnection.Open(owner.Uri);
+            using var domain = connection.TryLookupDomain(uuid);
+            return domain is null ? $"its domain {owner.Domain} is no longer defined on {owner.Uri}" : null;
+        }
+        catch (Libvirt.LibvirtException)
+        {
+            return null;
+        }
+    }
+
     public static string? Gone(LeaseOwner? owner)
     {
         if (owner is null) return null;
@@ -140,6 +159,8 @@ public static class Liveness
                 return ProcessGone(owner);
             case LeaseOwner.Process:
                 return ProcessGone(owner);
+            case LeaseOwner.Libvirt:
+                return DomainGone(owner);
             default:
                 return null;
         }

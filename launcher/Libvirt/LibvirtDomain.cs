@@ -113,6 +113,16 @@ public sealed class LibvirtDomain : IDisposable
     public void SetAutostart(bool autostart) =>
         Check(NativeMethods.virDomainSetAutostart(_handle, autostart ? 1 : 0), $"{(autostart ? "enable" : "disable")} autostart of");
 
+    /// <summary>Whether libvirtd starts the domain when the host boots (<c>virDomainGetAutostart</c>).</summary>
+    public bool Autostart
+    {
+        get
+        {
+            Check(NativeMethods.virDomainGetAutostart(_handle, out var autostart), "read autostart of");
+            return autostart != 0;
+        }
+    }
+
     /// <summary>Frees the domain reference (the domain itself is unaffected).</summary>
     public void Dispose() => _handle.Dispose();
 

@@ -98,6 +98,9 @@ internal static unsafe partial class NativeMethods
     public static partial int virDomainSetAutostart(DomainHandle domain, int autostart);
 
     [LibraryImport(Library)]
+    public static partial int virDomainGetAutostart(DomainHandle domain, out int autostart);
+
+    [LibraryImport(Library)]
     public static partial int virDomainFree(nint domain);
 
     /// <summary>

@@ -136,9 +136,10 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
         return Task.CompletedTask;
     }
 
+    /// <summary>Reads without the lock: the netlink state is replaced whole (rename), so a read sees one version; and a
+    /// read-only command must not create the lock file in the tree.</summary>
     public Task<string> ShowLinkJsonAsync(string pf, CancellationToken ct)
     {
-        using var _ = Lock(ct);
         var pfPci = Root.LinkName($"/sys/class/net/{pf}/device")
             ?? throw new KernelException($"ip -j link show dev {pf}", Errno.ENODEV, $"Device \"{pf}\" does not exist.");
         var numVfs = Root.ReadInt($"/sys/bus/pci/devices/{pfPci}/sriov_numvfs") ?? 0;

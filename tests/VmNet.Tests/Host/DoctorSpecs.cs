@@ -108,7 +108,7 @@ public class HostInventorySpecs
         var lines = o.ToString().Split('\n');
         Assert.Equal("enp3s0f0np0  0000:03:00.0  mlx5_core  up  mtu 9000  VFs 8/16  free 6", lines[0]);
         Assert.Contains("  0   0000:03:00.2  vfio-pci   -           vfio   00:00:00:00:00:00  -     in use (not vmnet)", lines);
-        Assert.Contains("  1   0000:03:00.3  mlx5_core  enp3s0f0v1  down   02:00:00:00:40:11  40    ceph-osd-1/storage", lines);
+        Assert.Contains("  1   0000:03:00.3  mlx5_core  enp3s0f0v1  down   00:00:00:00:00:00  -     ceph-osd-1/storage", lines);
         Assert.Contains(lines, l => l.StartsWith("  1   0000:03:02.3  mlx5_core  enp3s0f1v1  up", StringComparison.Ordinal) && l.EndsWith("in use (not vmnet)", StringComparison.Ordinal));
     }
 
@@ -126,5 +126,18 @@ public class HostInventorySpecs
         var vf0 = pfs[0].GetProperty("vfs")[0];
         Assert.Equal(("0000:03:00.2", "vfio-pci", false), (vf0.GetProperty("pci").GetString(), vf0.GetProperty("driver").GetString(), vf0.GetProperty("free").GetBoolean()));
         Assert.Equal(14, pfs.EnumerateArray().Sum(p => p.GetProperty("vfs").EnumerateArray().Count(v => v.GetProperty("free").GetBoolean())));
+    }
+
+    [Fact]
+    public void Host_and_doctor_only_read_the_host()
+    {
+        var example = Repo.File("examples/hosts/connectx5");
+        var before = HostScannerSpecs.Snapshot(example);
+        using var state = new TempDir();
+
+        Assert.Equal(0, VmNet.Cli.VmNetCli.Run(["host", "--host-root", example, "--state-dir", state.Path], new StringWriter(), new StringWriter()));
+        Assert.Equal(0, VmNet.Cli.VmNetCli.Run(["doctor", "--host-root", example], new StringWriter(), new StringWriter()));
+
+        Assert.Equal(before, HostScannerSpecs.Snapshot(example));
     }
 }

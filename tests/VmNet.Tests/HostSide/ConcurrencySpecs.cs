@@ -53,7 +53,11 @@ public sealed class ConcurrencySpecs : IDisposable
         var start = HostSnapshot.Of(_dir["host"]);
         var specs = Enumerable.Range(1, 16).Select(i => Spec(_dir.Path, $"vm{i:00}", nic)).ToList();
 
-        var procs = specs.Select(s => Start(_dir["host"], _dir["state"], ["up", s])).ToList();
+        // The whole `up`: host side, then seed, overlay, define and start through libvirt's test driver.
+        var image = _dir["base.qcow2"];
+        await CliWrap.Cli.Wrap(Support.RequiredTool.Path("qemu-img")).WithArguments(["create", "-q", "-f", "qcow2", image, "64M"]).ExecuteAsync(_ct);
+        foreach (var s in specs) File.WriteAllText(s, File.ReadAllText(s).Replace("/img.qcow2", image));
+        var procs = specs.Select(s => Start(_dir["host"], _dir["state"], ["up", s, "--connect", "test:///default"])).ToList();
         var results = await Task.WhenAll(procs.Select(async p =>
         {
             var err = p.StandardError.ReadToEndAsync(_ct);
@@ -75,8 +79,8 @@ public sealed class ConcurrencySpecs : IDisposable
         Assert.Equal(16, leases.Select(l => l.Mac).Distinct().Count());
         Assert.All(leases.GroupBy(l => l.Vm), g => Assert.Equal(2, g.Count()));
 
-        var ops = new HostOps(new SimulatedKernel(new HostRoot(_dir["host"])), new StateDir(_dir["state"]));
-        foreach (var vm in leases.Select(l => l.Vm).Distinct()) await ops.RemoveAsync(vm, _ct);
+        foreach (var vm in leases.Select(l => l.Vm).Distinct())
+            Assert.Equal(0, VmNet.Cli.VmNetCli.Run(["rm", vm, "--host-root", _dir["host"], "--state-dir", _dir["state"], "--connect", "test:///default"], new StringWriter(), new StringWriter()));
         Assert.Equal(start, HostSnapshot.Of(_dir["host"]));
         Assert.Equal("", HostSnapshot.Ledger(_dir["state"]));
     }
@@ -100,7 +104,7 @@ public sealed class ConcurrencySpecs : IDisposable
             {
                 var name = $"k{c.k}-{(c.gc ? "gc" : "up")}";
                 var host = CreateHost(name, nic);
-                var p = Start(host, _dir[name + "-state"], ["up", crashed],
+                var p = Start(host, _dir[name + "-state"], ["up", crashed, "--no-start"],
                     new Dictionary<string, string> { ["VMNET_TEST_PAUSE_AT_STEP"] = c.k.ToString(System.Globalization.CultureInfo.InvariantCulture) });
                 return (c.k, c.gc, name, host, p);
             }).ToList();
@@ -138,7 +142,7 @@ public sealed class ConcurrencySpecs : IDisposable
     {
         var nic = NicShape.ConnectX5();
         var host = CreateHost("term", nic);
-        var p = Start(host, _dir["term-state"], ["up", Spec(_dir.Path, "vm1", nic)], new Dictionary<string, string> { ["VMNET_TEST_PAUSE_AT_STEP"] = "14" });
+        var p = Start(host, _dir["term-state"], ["up", Spec(_dir.Path, "vm1", nic), "--no-start"], new Dictionary<string, string> { ["VMNET_TEST_PAUSE_AT_STEP"] = "14" });
         await WaitForPause(p, 14);
 
         using (var kill = Process.Start("kill", ["-TERM", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync(_ct);

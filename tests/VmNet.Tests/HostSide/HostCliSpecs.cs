@@ -26,14 +26,16 @@ public sealed class HostCliSpecs : IDisposable
         var start = HostSnapshot.Of(_dir["host"]);
         var spec = _dir.Write("vm.yaml", "name: vm1\ndisk: {image: /i.qcow2}\nnetworks:\n  - name: s\n    vlan: 40\n    ports: [enp3s0f0np0, enp3s0f1np1]\n    address: dhcp\n");
 
-        var up = Vmnet("up", spec, "--out", _dir["out"]);
+        var up = Vmnet("up", spec, "--out", _dir["out"], "--no-start");
         Assert.Equal(0, up.Code);
-        Assert.StartsWith("vm1: 2 VFs leased, configured and bound to vfio-pci: s0=0000:03:00.2 (enp3s0f0np0 vf 0, ", up.Out);
+        Assert.StartsWith("[1/7] reserve: one VF per port for 1 network, under the ledger lock\n[2/7] configure: s0=enp3s0f0np0 vf 0 (0000:03:00.2) mac ", up.Out);
+        Assert.Contains("[3/7] bind: 2 VFs on vfio-pci: 0000:03:00.2, 0000:03:02.2\n", up.Out);
+        Assert.EndsWith("vm1: the host side is ready (2 VFs leased, configured and on vfio-pci); not started (--no-start); give the VFs back with `vmnet rm vm1`\n", up.Out);
         Assert.True(File.Exists(_dir["out/domain.xml"]));
 
         var second = _dir.Write("vm2.yaml", File.ReadAllText(spec).Replace("vm1", "vm2"));
-        var full = Vmnet("up", second);
-        Assert.Equal((3, ""), (full.Code, full.Out));
+        var full = Vmnet("up", second, "--no-start");
+        Assert.Equal((3, "[1/7] reserve: one VF per port for 1 network, under the ledger lock\n"), (full.Code, full.Out));
         Assert.Contains("vmnet: networks[0].ports[0]: no free VF on enp3s0f0np0", full.Err);
 
         Assert.Equal((0, "no orphaned leases\n"), (Vmnet("gc").Code, Vmnet("gc").Out));

@@ -1,0 +1,211 @@
+using System.Globalization;
+using System.Xml.Linq;
+using VmNet.Leases;
+using VmNet.Libvirt;
+using VmNet.Planning;
+using VmNet.Rendering;
+
+namespace VmNet.Backends;
+
+/// <summary>
+/// Runs the VM as a persistent libvirt domain (default backend), so <c>virsh</c> can manage it too. VmNet's domains are
+/// the ones carrying the vmnet metadata (<see cref="Renderer.XmlNamespace"/>); others are never touched.
+/// Holds one connection, opened on first use (a <c>test:///FILE</c> URI builds a fresh host at every open).
+/// </summary>
+public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisposable
+{
+    /// <summary>The URI used when neither <c>--connect</c> nor <c>VMNET_CONNECT</c> is given.</summary>
+    public const string DefaultUri = "qemu:///system";
+
+    private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(200);
+    private LibvirtConnection? _connection;
+
+    public string Name => "libvirt";
+
+    public string Uri { get; } = uri;
+
+    public StateDir State { get; } = state;
+
+    /// <summary>The URI from <paramref name="option"/>, else <c>VMNET_CONNECT</c>, else <see cref="DefaultUri"/>.</summary>
+    public static string ResolveUri(string? option) =>
+        option is { Length: > 0 } ? option
+        : Environment.GetEnvironmentVariable("VMNET_CONNECT") is { Length: > 0 } env ? env
+        : DefaultUri;
+
+    /// <summary>The backend's connection, opened on first use.</summary>
+    internal LibvirtConnection Connection => _connection ??= Call(() => LibvirtConnection.Open(Uri));
+
+    public Task PrepareAsync(Plan plan, Artifacts artifacts, CancellationToken cancel) => VmFiles.PrepareAsync(plan, artifacts, cancel);
+
+    public Task DefineAndStartAsync(Plan plan, Artifacts artifacts, CancellationToken cancel)
+    {
+        var vm = plan.Vm.Name;
+        using (var existing = Call(() => Connection.TryLookupDomain(vm)))
+            if (existing is not null && Call(() => existing.GetMetadata(Renderer.XmlNamespace)) is null)
+                throw new VmNetException($"a libvirt domain named {vm} already exists and is not VmNet's; rename the VM in the spec or remove that domain (`virsh undefine {vm}`)", ExitCodes.InvalidInput);
+        using var domain = Call(() => Connection.DefineDomain(artifacts.DomainXml, validate: true),
+            e => e.Code is LibvirtErrorCode.XmlInvalidSchema or LibvirtErrorCode.XmlError or LibvirtErrorCode.XmlDetail
+                ? " (the domain XML rendered from templates/domain.xml.sbn was refused; check the template or rerun with --dry-run --out DIR to inspect it)" : "");
+        Call(() => domain.SetAutostart(plan.Vm.Autostart));
+        if (!Call(() => domain.IsActive))
+            Call(() => domain.Start(), _ => $"; see the serial log {plan.Paths.SerialLog} and libvirt's log /var/log/libvirt/qemu/{vm}.log");
+        return Task.CompletedTask;
+    }
+
+    public async Task<StopResult> StopAsync(string vm, TimeSpan graceful, CancellationToken cancel)
+    {
+        using var domain = VmNetDomain(vm);
+        if (domain is null || !Call(() => domain.IsActive)) return StopResult.AlreadyStopped;
+        try
+        {
+            Call(domain.Shutdown);
+        }
+        catch (VmNetException e) when (e.InnerException is LibvirtException { Code: LibvirtErrorCode.OperationInvalid })
+        {
+            return StopResult.AlreadyStopped; // it stopped meanwhile
+        }
+        var deadline = DateTime.UtcNow + graceful;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (!Call(() => domain.IsActive)) return StopResult.ShutDown;
+            await Task.Delay(Poll, cancel);
+        }
+        try
+        {
+            Call(domain.Destroy);
+        }
+        catch (VmNetException e) when (e.InnerException is LibvirtException { Code: LibvirtErrorCode.OperationInvalid })
+        {
+            return StopResult.ShutDown; // it powered off just now
+        }
+        return StopResult.Forced;
+    }
+
+    public async Task RemoveAsync(string vm, TimeSpan graceful, CancellationToken cancel)
+    {
+        await StopAsync(vm, graceful, cancel);
+        using (var domain = VmNetDomain(vm))
+            if (domain is not null)
+                Call(domain.Undefine);
+        VmFiles.Delete(VmPaths.For(State, vm), []);
+    }
+
+    public Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel)
+    {
+        using var domain = Call(() => Connection.TryLookupDomain(vm));
+        return Task.FromResult(domain is null ? null : StatusOf(domain));
+    }
+
+    public Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel)
+    {
+        var domains = Call(Connection.ListDomains);
+        try
+        {
+            IReadOnlyList<VmStatus> list = domains.Select(StatusOf).OfType<VmStatus>().OrderBy(s => s.Name, StringComparer.Ordinal).ToList();
+            return Task.FromResult(list);
+        }
+        finally
+        {
+            foreach (var d in domains) d.Dispose();
+        }
+    }
+
+    public Task<string?> OwnerOfAsync(string vm, CancellationToken cancel)
+    {
+        using var domain = VmNetDomain(vm);
+        return Task.FromResult(domain is null ? null : $"libvirt:{Call(() => domain.Uuid):D}");
+    }
+
+    /// <summary>
+    /// Whether the domain named by the owner token is still defined: a stopped domain keeps its leases (<c>virsh start</c>
+    /// must find its VFs). When libvirt cannot be asked the owner counts as alive, so nothing is released by mistake.
+    /// </summary>
+    public bool IsOwnerAlive(string owner)
+    {
+        if (!owner.StartsWith("libvirt:", StringComparison.Ordinal) || !Guid.TryParse(owner["libvirt:".Length..], out var uuid))
+            return false;
+        try
+        {
+            using var domain = Connection.TryLookupDomain(uuid);
+            return domain is not null;
+        }
+        catch (Exception e) when (e is LibvirtException or VmNetException)
+        {
+            return true;
+        }
+    }
+
+    /// <summary>The domain called <paramref name="vm"/> if it is VmNet's; another domain of that name is refused.</summary>
+    private LibvirtDomain? VmNetDomain(string vm)
+    {
+        var domain = Call(() => Connection.TryLookupDomain(vm));
+        if (domain is null || Call(() => domain.GetMetadata(Renderer.XmlNamespace)) is not null) return domain;
+        domain.Dispose();
+        throw new VmNetException($"the libvirt domain {vm} was not made by VmNet (it has no vmnet metadata); manage it with virsh", ExitCodes.InvalidInput);
+    }
+
+    private VmStatus? StatusOf(LibvirtDomain domain)
+    {
+        var metadata = Call(() => domain.GetMetadata(Renderer.XmlNamespace));
+        if (metadata is null) return null;
+        var state = Call(() => domain.State);
+        var running = state is DomainState.Running or DomainState.Paused or DomainState.Blocked;
+        var paths = VmPaths.For(State, domain.Name);
+        // The agent's report describes the current boot only: a stopped VM shows none.
+        return new VmStatus(domain.Name, Name, StateName(state), running, ParseMetadata(metadata), paths.SerialLog,
+            running ? GuestAgentChannel.ReadSaved(paths) : null);
+    }
+
+    /// <summary>
+    /// The VFs recorded in the domain's vmnet metadata. libvirt returns that element without any namespace (virsh
+    /// metadata shows <c>&lt;vm&gt;&lt;network&gt;&lt;vf .../&gt;</c>), so elements are matched by local name.
+    /// </summary>
+    public static IReadOnlyList<VfStatus> ParseMetadata(string xml)
+    {
+        var root = XElement.Parse(xml);
+        return Children(root, "network").SelectMany(n => Children(n, "vf").Select(vf => new VfStatus(
+            (string?)n.Attribute("name") ?? "",
+            (string?)vf.Attribute("member") ?? "",
+            (string?)vf.Attribute("port") ?? "",
+            (string?)vf.Attribute("pf") ?? "",
+            (string?)vf.Attribute("pf-pci") ?? "",
+            int.TryParse((string?)vf.Attribute("vf"), CultureInfo.InvariantCulture, out var index) ? index : -1,
+            (string?)vf.Attribute("pci") ?? "",
+            (string?)vf.Attribute("mac") ?? "",
+            int.TryParse((string?)n.Attribute("vlan"), CultureInfo.InvariantCulture, out var vlan) ? vlan : null))).ToList();
+    }
+
+    private static IEnumerable<XElement> Children(XElement parent, string localName) =>
+        parent.Elements().Where(e => e.Name.LocalName == localName);
+
+    /// <summary>The state as <c>virsh domstate</c> names it.</summary>
+    public static string StateName(DomainState state) => state switch
+    {
+        DomainState.Running => "running",
+        DomainState.Blocked => "idle",
+        DomainState.Paused => "paused",
+        DomainState.Shutdown => "in shutdown",
+        DomainState.Shutoff => "shut off",
+        DomainState.Crashed => "crashed",
+        DomainState.PmSuspended => "pmsuspended",
+        _ => "no state",
+    };
+
+    /// <summary>Runs a libvirt call; its failure becomes a <see cref="VmNetException"/> (no stack trace for users).</summary>
+    private static T Call<T>(Func<T> call, Func<LibvirtException, string>? hint = null)
+    {
+        try
+        {
+            return call();
+        }
+        catch (LibvirtException e)
+        {
+            throw new VmNetException(e.Message + (hint?.Invoke(e) ?? ""), ExitCodes.Failure, e);
+        }
+    }
+
+    private static void Call(Action call, Func<LibvirtException, string>? hint = null) =>
+        Call(() => { call(); return 0; }, hint);
+
+    public void Dispose() => _connection?.Dispose();
+}

@@ -1,0 +1,227 @@
+using System.ComponentModel;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using CliWrap;
+using CliWrap.Buffered;
+using VmNet.Leases;
+using VmNet.Planning;
+using VmNet.Rendering;
+
+namespace VmNet.Backends;
+
+/// <summary>What the QEMU backend keeps about a VM next to its files (libvirt keeps the same in the domain's metadata).</summary>
+public sealed record QemuVmRecord(int Version, string Name, IReadOnlyList<VfStatus> Vfs, IReadOnlyList<string> Argv);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true)]
+[JsonSerializable(typeof(QemuVmRecord))]
+internal sealed partial class QemuRecordJson : JsonSerializerContext;
+
+/// <summary>
+/// Runs <c>qemu-system-x86_64</c> directly from the rendered argv (never a shell string): daemonized, with its pid file,
+/// QMP socket and serial log in the VM directory. The VM lives as long as the process; leases follow the pid.
+/// </summary>
+public sealed class QemuBackend(StateDir state) : IBackend
+{
+    /// <summary>The record file in the VM directory that marks a VM run by this backend.</summary>
+    public const string RecordFile = "qemu.json";
+
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan QuitTimeout = TimeSpan.FromSeconds(5);
+
+    public string Name => "qemu";
+
+    public StateDir State { get; } = state;
+
+    private VmPaths PathsOf(string vm) => VmPaths.For(State, vm);
+
+    private string RecordPath(string vm) => Path.Join(State.VmDir(vm), RecordFile);
+
+    public Task PrepareAsync(Plan plan, Artifacts artifacts, CancellationToken cancel) => VmFiles.PrepareAsync(plan, artifacts, cancel);
+
+    public async Task DefineAndStartAsync(Plan plan, Artifacts artifacts, CancellationToken cancel)
+    {
+        var vm = plan.Vm.Name;
+        var paths = plan.Paths;
+        if (Running(vm) is not null) return;
+        var argv = artifacts.QemuArgs;
+        if (argv.Count == 0 || !argv.Contains("-daemonize") || PidFileArgument(argv) != paths.PidFile)
+            throw new VmNetException($"the rendered qemu.args for {vm} must run daemonized with -pidfile {paths.PidFile}; check the qemu.args template", ExitCodes.InvalidInput);
+
+        VmFiles.DeleteFile(paths.PidFile);
+        VmFiles.DeleteFile(paths.QmpSocket);
+        var record = new QemuVmRecord(1, vm, StatusOf(plan), argv);
+        await File.WriteAllTextAsync(RecordPath(vm), JsonSerializer.Serialize(record, QemuRecordJson.Default.QemuVmRecord), cancel);
+
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        timeout.CancelAfter(StartTimeout);
+        BufferedCommandResult result;
+        try
+        {
+            // With -daemonize, QEMU's first process exits once the VM is set up (or failed), with the daemon's stdio on /dev/null.
+            result = await CliWrap.Cli.Wrap(argv[0]).WithArguments(argv.Skip(1)).WithValidation(CommandResultValidation.None)
+                .ExecuteBufferedAsync(timeout.Token);
+        }
+        catch (Win32Exception e)
+        {
+            throw new VmNetException($"cannot start {vm}: {argv[0]} is not installed ({e.Message}); install qemu-system-x86 (scripts/install-deps.sh)", ExitCodes.Failure, e);
+        }
+        catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
+        {
+            throw new VmNetException($"QEMU did not finish starting {vm} within {StartTimeout.TotalSeconds:0} s; see the serial log {paths.SerialLog}", ExitCodes.Failure);
+        }
+        if (result.ExitCode != 0)
+        {
+            var detail = string.Join("; ", result.StandardError.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            throw new VmNetException($"QEMU could not start {vm} (exit {result.ExitCode}): {detail}", ExitCodes.Failure);
+        }
+        if (Running(vm) is null)
+            throw new VmNetException($"QEMU started {vm} but its process is gone; see the serial log {paths.SerialLog}", ExitCodes.Failure);
+    }
+
+    public async Task<StopResult> StopAsync(string vm, TimeSpan graceful, CancellationToken cancel)
+    {
+        var paths = PathsOf(vm);
+        var process = Running(vm);
+        if (process is not { } p)
+        {
+            CleanRunFiles(paths);
+            return StopResult.AlreadyStopped;
+        }
+        var result = StopResult.Forced;
+        try
+        {
+            await using (var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, cancel))
+                await qmp.SystemPowerdownAsync(cancel);
+            if (await WaitForExit(p, graceful, cancel))
+                result = StopResult.ShutDown;
+            else
+            {
+                await using var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, cancel);
+                await qmp.QuitAsync(cancel);
+            }
+        }
+        catch (VmNetException) when (!p.IsAlive)
+        {
+            result = StopResult.ShutDown; // it went away while we talked to it
+        }
+        catch (VmNetException)
+        {
+            // QMP is unusable: fall through to the kill below
+        }
+        if (result == StopResult.Forced && !await WaitForExit(p, QuitTimeout, cancel) && p.IsAlive)
+        {
+            using var os = System.Diagnostics.Process.GetProcessById(p.Pid);
+            os.Kill();
+            await WaitForExit(p, QuitTimeout, cancel);
+        }
+        CleanRunFiles(paths);
+        return result;
+    }
+
+    public async Task RemoveAsync(string vm, TimeSpan graceful, CancellationToken cancel)
+    {
+        await StopAsync(vm, graceful, cancel);
+        VmFiles.Delete(PathsOf(vm), [RecordPath(vm)]);
+    }
+
+    public async Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel)
+    {
+        var record = ReadRecord(vm);
+        if (record is null) return null;
+        var paths = PathsOf(vm);
+        var state = "shut off";
+        if (Running(vm) is not null)
+        {
+            try
+            {
+                await using var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, cancel);
+                state = (await qmp.QueryStatusAsync(cancel)).Status;
+            }
+            catch (VmNetException)
+            {
+                state = "running (QMP unreachable)";
+            }
+        }
+        var running = state.StartsWith("running", StringComparison.Ordinal) || state == "paused";
+        return new VmStatus(vm, Name, state, running, record.Vfs, paths.SerialLog, running ? GuestAgentChannel.ReadSaved(paths) : null);
+    }
+
+    public async Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel)
+    {
+        var vms = Path.Join(State.Path, "vms");
+        if (!Directory.Exists(vms)) return [];
+        var list = new List<VmStatus>();
+        foreach (var dir in Directory.EnumerateDirectories(vms).Order(StringComparer.Ordinal))
+            if (await StatusAsync(Path.GetFileName(dir), cancel) is { } status)
+                list.Add(status);
+        return list;
+    }
+
+    public Task<string?> OwnerOfAsync(string vm, CancellationToken cancel) =>
+        Task.FromResult(Running(vm) is { } p ? $"qemu:{p}" : null);
+
+    public bool IsOwnerAlive(string owner) =>
+        owner.StartsWith("qemu:", StringComparison.Ordinal) && HostProcess.TryParse(owner["qemu:".Length..], out var p) && p.IsAlive;
+
+    /// <summary>The VM's QEMU process, when the pid file names a live QEMU running this VM.</summary>
+    public HostProcess? Running(string vm)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(PathsOf(vm).PidFile).Trim();
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return null;
+        }
+        if (!int.TryParse(text, CultureInfo.InvariantCulture, out var pid) || HostProcess.Find(pid) is not { } process)
+            return null;
+        // A stale pid file may name a reused pid: it must be QEMU with this VM's name.
+        var argv = process.CommandLine;
+        var named = argv.Any(a => a.StartsWith($"guest={vm},", StringComparison.Ordinal) || a == $"guest={vm}");
+        return named && argv.Count > 0 && argv[0].Contains("qemu", StringComparison.Ordinal) ? process : null;
+    }
+
+    private QemuVmRecord? ReadRecord(string vm)
+    {
+        var file = RecordPath(vm);
+        if (!File.Exists(file)) return null;
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllBytes(file), QemuRecordJson.Default.QemuVmRecord);
+        }
+        catch (JsonException e)
+        {
+            throw new VmNetException($"{file} is corrupt ({e.Message}); stop the VM's QEMU by hand if it runs, then remove the file", ExitCodes.Failure);
+        }
+    }
+
+    internal static IReadOnlyList<VfStatus> StatusOf(Plan plan) =>
+        plan.Vfs.Select(a => new VfStatus(a.Network.Name, a.GuestName, a.PortName, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci, a.Mac, a.Network.Vlan)).ToList();
+
+    private static string? PidFileArgument(IReadOnlyList<string> argv)
+    {
+        var i = argv.ToList().IndexOf("-pidfile");
+        return i >= 0 && i + 1 < argv.Count ? argv[i + 1] : null;
+    }
+
+    private static async Task<bool> WaitForExit(HostProcess process, TimeSpan timeout, CancellationToken cancel)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (process.IsAlive)
+        {
+            if (DateTime.UtcNow >= deadline) return false;
+            await Task.Delay(100, cancel);
+        }
+        return true;
+    }
+
+    private static void CleanRunFiles(VmPaths paths)
+    {
+        VmFiles.DeleteFile(paths.PidFile);
+        VmFiles.DeleteFile(paths.QmpSocket);
+        VmFiles.DeleteFile(paths.AgentSocket);
+    }
+}

@@ -1,0 +1,73 @@
+using VmNet.Apply;
+using VmNet.Backends;
+using VmNet.Leases;
+using VmNet.Planning;
+using VmNet.Rendering;
+using VmNet.Spec;
+
+namespace VmNet.Cli;
+
+/// <summary>
+/// <c>vmnet up SPEC</c>: reserve, configure and bind the VFs (the host side, with its own rollback), then seed, define
+/// and start the VM through its backend, then wait for the guest agent's "network ready". A failure after the host
+/// side gives a new VM's VFs back; a VM that was already up keeps what it had.
+/// </summary>
+internal static class UpFlow
+{
+    public sealed record Options(Backend? Backend, string? Connect, bool Wait, TimeSpan WaitTimeout, string? TemplatesDir, string? OutDir, bool Start = true);
+
+    public static async Task<int> RunAsync(HostOps ops, VmSpec vm, Options options, TextWriter stdout, CancellationToken ct)
+    {
+        var progress = new UpProgress(stdout);
+        var hadLeases = ops.Ledger.Store.OfVm(vm.Name).Count > 0;
+        progress.Step("reserve", $"one VF per port for {vm.Networks.Count} network{(vm.Networks.Count == 1 ? "" : "s")}, under the ledger lock");
+        var result = await ops.UpAsync(vm, ct);
+        foreach (var line in result.Reclaimed) stdout.WriteLine($"      reclaimed an orphan: {line}");
+        var plan = result.Plan;
+        progress.Step("configure", string.Join(", ", plan.Vfs.Select(a =>
+            $"{a.GuestName}={a.Pf.Name} vf {a.Vf.Index} ({a.Vf.Pci}) mac {a.Mac}{(a.Network.Vlan is { } v ? $" vlan {v}" : "")}")));
+        progress.Step("bind", $"{plan.Vfs.Count} VFs on vfio-pci: {string.Join(", ", plan.Vfs.Select(a => a.Vf.Pci))}");
+
+        var artifacts = Renderer.Render(plan, new Templates(options.TemplatesDir));
+        if (options.OutDir is { } dir) ArtifactWriter.Write(dir, artifacts);
+        if (!options.Start)
+        {
+            stdout.WriteLine($"{vm.Name}: the host side is ready ({plan.Vfs.Count} VFs leased, configured and on vfio-pci); not started (--no-start); "
+                + $"give the VFs back with `vmnet rm {vm.Name}`");
+            return ExitCodes.Ok;
+        }
+        using var backends = new BackendSet(LibvirtBackend.ResolveUri(options.Connect), ops.Ledger.State);
+        var backend = backends.For(vm, options.Backend);
+        try
+        {
+            await LaunchCommands.StartVmAsync(backend, plan, artifacts, progress, TimeSpan.FromSeconds(60), ct);
+            // The leases follow the domain: gone when it is undefined outside vmnet. Not so on libvirt's test driver,
+            // whose domains end with the process that made them: there the leases last until `vmnet rm`.
+            if (await backend.OwnerOfAsync(vm.Name, ct) is { } token && token.StartsWith("libvirt:", StringComparison.Ordinal)
+                && backend is LibvirtBackend libvirt && !libvirt.Uri.StartsWith("test:", StringComparison.Ordinal))
+            {
+                using (ops.Ledger.Lock(ct))
+                    foreach (var a in plan.Vfs)
+                        ops.Ledger.SetOwner(a.Vf.Pci, new LeaseOwner(LeaseOwner.Libvirt, Domain: token["libvirt:".Length..], Uri: libvirt.Uri));
+            }
+        }
+        catch (Exception e) when (!hadLeases && e is VmNetException or Libvirt.LibvirtException or IOException or OperationCanceledException)
+        {
+            await backend.RemoveAsync(vm.Name, TimeSpan.FromSeconds(5), CancellationToken.None);
+            await ops.RemoveAsync(vm.Name, CancellationToken.None);
+            throw new VmNetException($"{Reason(e)}; {vm.Name}'s VFs were given back as they were found", ExitCodes.Failure, e);
+        }
+
+        var where = backend is LibvirtBackend l ? l.Uri : "qemu-system-x86_64";
+        if (!options.Wait)
+            progress.Step("wait for guest", "skipped (--no-wait); `vmnet status " + vm.Name + "` shows the agent's report when it comes");
+        else if (backend is LibvirtBackend { Uri: var uri } && uri.StartsWith("test:", StringComparison.Ordinal))
+            progress.Step("wait for guest", $"skipped: libvirt's test driver ({uri}) runs no guest");
+        else
+            await LaunchCommands.WaitForGuestAsync(plan, progress, options.WaitTimeout, ct);
+        progress.Summary(plan, backend.Name, where);
+        return ExitCodes.Ok;
+    }
+
+    private static string Reason(Exception e) => e is OperationCanceledException ? "interrupted" : e.Message;
+}

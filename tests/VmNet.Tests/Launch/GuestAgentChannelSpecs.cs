@@ -1,0 +1,79 @@
+using System.Net.Sockets;
+using System.Text;
+using VmNet.Backends;
+using VmNet.Cli;
+
+namespace VmNet.Tests.Launch;
+
+// The agent's report port is a unix socket QEMU listens on; here a fake listener plays QEMU and the agent.
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class GuestAgentChannelSpecs : IDisposable
+{
+    private readonly TestVm _vm = new(name: "agent1");
+
+    public void Dispose() => _vm.Dispose();
+
+    private static CancellationToken Cancel => TestContext.Current.CancellationToken;
+
+    private const string Ready = """{"event":"network-ready","uptimeMs":8123,"changes":4,"networks":[{"name":"storage","active":"storage0","members":[{"name":"storage0","mac":"02:00:00:00:40:11","link":"up"},{"name":"storage1","mac":"02:00:00:00:40:12","link":"up"}],"addresses":["192.168.40.11/24"],"mtu":1500}]}""";
+
+    /// <summary>Listens on the VM's agent socket and sends <paramref name="lines"/> to the first client.</summary>
+    private Task FakeAgent(params string[] lines)
+    {
+        Directory.CreateDirectory(_vm.Plan.Paths.VmDir);
+        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(_vm.Plan.Paths.AgentSocket));
+        listener.Listen();
+        return Task.Run(async () =>
+        {
+            using (listener)
+            using (var client = await listener.AcceptAsync(Cancel))
+                await client.SendAsync(Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n"), Cancel);
+        }, Cancel);
+    }
+
+    [Fact]
+    public async Task Up_waits_for_network_ready_and_status_then_shows_the_bond_active_member_and_address()
+    {
+        await _vm.CreateBaseImage();
+        using var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
+        var output = new StringWriter();
+        var progress = new UpProgress(output, total: 2);
+        await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+        var agent = FakeAgent("""{"event":"link-changed","uptimeMs":10,"network":"storage","member":"storage1","link":"up"}""", "not json", Ready);
+
+        var guest = await LaunchCommands.WaitForGuestAsync(_vm.Plan, progress, TimeSpan.FromSeconds(10), Cancel);
+        await agent;
+
+        var network = Assert.Single(guest.Networks);
+        Assert.Equal(("storage", "storage0", "192.168.40.11/24"), (network.Name, network.Active, Assert.Single(network.Addresses)));
+        Assert.StartsWith("[1/2] wait for guest: the agent's network-ready report on ", output.ToString());
+        var status = await backend.StatusAsync("agent1", Cancel);
+        Assert.Equal(guest.Networks.Single().Members, status?.Guest?.Networks.Single().Members);
+        var text = new StringWriter();
+        LaunchCommands.PrintStatus(text, status!);
+        Assert.Contains("  storage: active storage0; storage0 up, storage1 up; 192.168.40.11/24\n", text.ToString());
+
+        await backend.StopAsync("agent1", TimeSpan.FromSeconds(1), Cancel);
+        Assert.Null((await backend.StatusAsync("agent1", Cancel))?.Guest); // a stopped VM has no current report
+    }
+
+    [Fact]
+    public async Task An_error_report_from_the_agent_fails_the_wait_with_its_message()
+    {
+        var agent = FakeAgent("""{"event":"error","uptimeMs":5000,"message":"no NIC with MAC 02:00:00:00:40:12"}""");
+
+        var error = await Assert.ThrowsAsync<VmNetException>(() => GuestAgentChannel.WaitForReadyAsync(_vm.Plan.Paths, TimeSpan.FromSeconds(10), Cancel));
+        await agent;
+
+        Assert.Equal($"the guest agent reported an error: no NIC with MAC 02:00:00:00:40:12; see the serial log {_vm.Plan.Paths.SerialLog}", error.Message);
+    }
+
+    [Fact]
+    public async Task No_report_within_the_timeout_names_the_serial_log()
+    {
+        var error = await Assert.ThrowsAsync<VmNetException>(() => GuestAgentChannel.WaitForReadyAsync(_vm.Plan.Paths, TimeSpan.FromMilliseconds(500), Cancel));
+
+        Assert.Equal($"the guest agent did not report its network ready within 0.5 s; see the serial log {_vm.Plan.Paths.SerialLog}", error.Message);
+    }
+}
