@@ -4,52 +4,59 @@ using VmNet.Tests.Support;
 
 namespace VmNet.Tests;
 
-/// <summary>Every vmnet command the README shows runs and succeeds (paths under out/ go to a temp directory).</summary>
+/// <summary>
+/// The README's shell blocks run as written: each block after the first is one bash script (set -e), with
+/// `dotnet run --project launcher --` standing for the built vmnet and out/ for a temporary directory.
+/// </summary>
 public class ReadmeSpecs
 {
     private const string Prefix = "dotnet run --project launcher -- ";
 
-    public static TheoryData<string> Commands()
+    private static List<string> ShellBlocks()
     {
-        var lines = File.ReadAllLines(Repo.File("README.md"));
-        var data = new TheoryData<string>();
-        var inShell = false;
-        foreach (var line in lines)
+        var blocks = new List<string>();
+        List<string>? current = null;
+        foreach (var line in File.ReadAllLines(Repo.File("README.md")))
         {
-            if (line.StartsWith("```", StringComparison.Ordinal)) { inShell = line == "```sh"; continue; }
-            if (!inShell) continue;
-            var at = line.IndexOf(Prefix, StringComparison.Ordinal);
-            if (at >= 0) data.Add(line[(at + Prefix.Length)..]);
+            if (line.StartsWith("```", StringComparison.Ordinal))
+            {
+                if (current is not null) { blocks.Add(string.Join('\n', current)); current = null; }
+                else if (line == "```sh") current = [];
+                continue;
+            }
+            current?.Add(line);
         }
-        return data;
+        return blocks;
     }
+
+    public static TheoryData<int> Blocks() => new(Enumerable.Range(1, ShellBlocks().Count - 1));
 
     [Fact]
     public void The_readme_opens_with_the_dry_run_and_the_test_command()
     {
-        var block = File.ReadAllText(Repo.File("README.md")).Split("```")[1];
-
         Assert.Equal(
-            ["sh", "scripts/install-deps.sh && dotnet run --project launcher -- up examples/vm.yaml --dry-run --host-root examples/hosts/connectx5", "scripts/test.sh"],
-            block.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            "scripts/install-deps.sh && dotnet run --project launcher -- up examples/vm.yaml --dry-run --host-root examples/hosts/connectx5\nscripts/test.sh",
+            ShellBlocks()[0]);
         Assert.Contains("scripts/test.sh", File.ReadAllText(Repo.File(".ci/run")));
     }
 
     [Theory]
-    [MemberData(nameof(Commands))]
-    public async Task A_readme_command_succeeds(string command)
+    [MemberData(nameof(Blocks))]
+    public async Task A_readme_shell_block_runs_as_written(int block)
     {
         using var tmp = new TempDir();
-        var args = command.Split(' ', StringSplitOptions.RemoveEmptyEntries)
-            .Select(a => a.StartsWith("out/", StringComparison.Ordinal) ? tmp[a] : a);
+        var script = ShellBlocks()[block]
+            .Replace(Prefix, $"dotnet {typeof(VmNet.Cli.VmNetCli).Assembly.Location} ", StringComparison.Ordinal)
+            .Replace(" out/", $" {tmp.Path}/out/", StringComparison.Ordinal);
+        Assert.Contains("dotnet ", script);
 
-        var result = await CliWrap.Cli.Wrap("dotnet").WithArguments([typeof(VmNet.Cli.VmNetCli).Assembly.Location, .. args])
+        var result = await CliWrap.Cli.Wrap("bash").WithArguments(["-euo", "pipefail", "-c", script])
             .WithWorkingDirectory(Repo.Root)
             .WithEnvironmentVariables(e => e.Set("VMNET_STATE_DIR", tmp["state"]))
             .WithValidation(CommandResultValidation.None)
             .ExecuteBufferedAsync(TestContext.Current.CancellationToken);
 
-        Assert.True(result.ExitCode == 0, $"`vmnet {command}` exited {result.ExitCode}: {result.StandardError}");
+        Assert.True(result.ExitCode == 0, $"README block {block} exited {result.ExitCode}:\n{script}\n{result.StandardOutput}\n{result.StandardError}");
         Assert.NotEmpty(result.StandardOutput);
     }
 }
