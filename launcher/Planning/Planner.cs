@@ -22,6 +22,7 @@ public static class Planner
         var chosen = new HashSet<string>(StringComparer.Ordinal);
         var macsInPlan = new HashSet<string>(spec.Networks.SelectMany(n => n.Macs ?? []), StringComparer.OrdinalIgnoreCase);
         var vfs = new List<VfAssignment>();
+        var leasedOfPf = new Dictionary<string, IReadOnlySet<int>>(StringComparer.Ordinal);
 
         for (var ni = 0; ni < spec.Networks.Count; ni++)
         {
@@ -56,7 +57,7 @@ public static class Planner
                 if (network.Mtu is { } mtu && pf.Mtu > 0 && mtu > pf.Mtu)
                     problems.Add($"networks[{ni}].mtu: {mtu} exceeds the MTU {pf.Mtu} of {pf.Name}; raise it (`ip link set dev {pf.Name} mtu {mtu}`) or lower networks[{ni}].mtu");
 
-                var assignment = Choose(spec, ni, network, port, portName, pf, host, leases, own, chosen, macsInPlan);
+                var assignment = Choose(spec, ni, network, port, portName, pf, host, leases, own, chosen, macsInPlan, leasedOfPf);
                 if (assignment is null)
                 {
                     problems.Add($"{field}: no free VF on {pf.Name}: all {pf.NumVfs} VFs are leased, bound to vfio-pci or up; "
@@ -80,7 +81,7 @@ public static class Planner
 
     private static VfAssignment? Choose(VmSpec spec, int ni, NetworkSpec network, int port, string portName,
         PhysicalFunction pf, IHostFacts host, ILeaseView leases, Dictionary<(string, int), Lease> own,
-        HashSet<string> chosen, HashSet<string> macsInPlan)
+        HashSet<string> chosen, HashSet<string> macsInPlan, Dictionary<string, IReadOnlySet<int>> leasedOfPf)
     {
         if (own.TryGetValue((network.Name, port), out var mine) && mine.PfPci == pf.Pci && !chosen.Contains(mine.Pci))
         {
@@ -88,7 +89,7 @@ public static class Planner
             var mac = network.Macs?[port] ?? mine.Mac;
             return new VfAssignment(ni, network, port, portName, pf, vf, mac, network.Macs is null, AlreadyLeased: true);
         }
-        var leasedHere = leases.LeasedVfIndices(pf.Pci);
+        if (!leasedOfPf.TryGetValue(pf.Pci, out var leasedHere)) leasedOfPf[pf.Pci] = leasedHere = leases.LeasedVfIndices(pf.Pci);
         for (var i = 0; i < pf.NumVfs; i++)
         {
             if (leasedHere.Contains(i)) continue;
