@@ -33,6 +33,7 @@ if grep -q "lab\.exec=" /proc/cmdline; then  # inside the lab host (lab.sh exec)
   rm -rf "$out"; mkdir -p "$out"
   copy() { # copy PATH into the tree: a link as a link, a directory as a directory, a file by content
     local p=$1 d="$out$1"
+    [ -e "$p" ] || [ -L "$p" ] || return 0
     mkdir -p "$(dirname "$d")"
     if [ -L "$p" ]; then ln -sfn "$(readlink "$p")" "$d"
     elif [ -d "$p" ]; then mkdir -p "$d"

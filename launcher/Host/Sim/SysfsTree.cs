@@ -59,7 +59,7 @@ public sealed class SysfsTree(string root)
         if (vfioModule)
         {
             Driver(VirtualFunction.VfioDriver);
-            Write("/sys/module/vfio_pci/parameters/ids", "\n");
+            // No /sys/module/vfio_pci/parameters/ids: vfio-pci registers `ids` with permission 0, so sysfs has no file.
             Write("/dev/vfio/vfio", "");
         }
     }
