@@ -139,6 +139,20 @@ public sealed class LabFailoverSpecs(LabFixture fixture, ITestOutputHelper outpu
     }
 
     [Fact]
+    public async Task A_vf_with_an_admin_mac_and_trust_off_cannot_change_its_own_mac()
+    {
+        var vf = (await Lab.Must("ls /sys/bus/pci/devices/0000:01:10.0/net")).Trim();
+
+        var (change, exit) = await Lab.Shell($"ip link set dev {vf} address 02:00:00:00:40:99");
+        var address = (await Lab.Must($"cat /sys/class/net/{vf}/address")).Trim();
+        var (log, _) = await Lab.Shell("dmesg | grep -i 'override administratively set MAC' | tail -2");
+        output.WriteLine($"ip link set dev {vf} address 02:00:00:00:40:99 -> exit {exit}: {change.Trim()}\n{log.Trim()}");
+
+        Assert.NotEqual(0, exit);
+        Assert.Equal(LabFixture.VfMacs[0], address);
+    }
+
+    [Fact]
     public async Task Arp_monitoring_fails_over_when_the_cable_beyond_the_vf_is_pulled()
     {
         var from = await StartBond(Network(miimon: 0, arpInterval: 100));
