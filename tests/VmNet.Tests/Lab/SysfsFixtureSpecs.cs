@@ -73,6 +73,7 @@ public sealed class SysfsFixtureSpecs(ITestOutputHelper output)
         var sim = new HostScanner(new HostRoot(dir.Path)).FindPort("enp1s0", withVfs: true)!;
         var real = Scanner.FindPort("enp1s0", withVfs: true)!;
 
+        // Same PCI addresses and udev names (the real VF 1 sits on vfio-pci, so it has no netdev to compare).
         Assert.Equal(sim.Vfs.Select(v => (v.Pci, v.NetDev)), real.Vfs.Select(v => (v.Pci, (string?)(v.Index == 1 ? "enp1s16f2" : v.NetDev))));
         Assert.Equal("/sys/devices/pci0000:00/0000:00:01.1/0000:01:00.0", SysfsTree.DevicePath(real.Pci)); // the simulator: root port 00:01.<bus>
         Assert.Equal("../../../devices/pci0000:00/0000:00:02.0/0000:01:00.0", new FileInfo(Path.Join(Fixture, "sys/bus/pci/devices/0000:01:00.0")).LinkTarget); // QEMU: 00:02.0
