@@ -18,6 +18,8 @@ public sealed class SysfsTree(string root)
     public static string DevicePath(string pci) =>
         $"/sys/devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}";
 
+    private bool Passthrough => File.Exists(P("/proc/cmdline")) && File.ReadAllText(P("/proc/cmdline")).Split(' ', '\n').Contains("iommu=pt");
+
     public void Write(string hostPath, string content)
     {
         var real = P(hostPath);
@@ -57,7 +59,7 @@ public sealed class SysfsTree(string root)
         if (vfioModule)
         {
             Driver(VirtualFunction.VfioDriver);
-            Write("/sys/module/vfio_pci/parameters/ids", "\n");
+            // No /sys/module/vfio_pci/parameters/ids: vfio-pci registers `ids` with permission 0, so sysfs has no file.
             Write("/dev/vfio/vfio", "");
         }
     }
@@ -85,7 +87,8 @@ public sealed class SysfsTree(string root)
         Link($"/sys/bus/pci/devices/{pci}", $"../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
         Link($"{dev}/iommu_group", $"../../../../kernel/iommu_groups/{iommuGroup}");
         Directory.CreateDirectory(P($"/sys/kernel/iommu_groups/{iommuGroup}/devices"));
-        Write($"/sys/kernel/iommu_groups/{iommuGroup}/type", "DMA\n");
+        // The group's default domain: "identity" under iommu=pt (as the lab kernel shows), "DMA" otherwise.
+        Write($"/sys/kernel/iommu_groups/{iommuGroup}/type", Passthrough ? "identity\n" : "DMA\n");
         Link($"/sys/kernel/iommu_groups/{iommuGroup}/devices/{pci}", $"../../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
     }
 

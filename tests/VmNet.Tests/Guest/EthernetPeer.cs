@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Net;
+using System.Threading.Channels;
 
 namespace VmNet.Tests.Guest;
 
@@ -8,31 +9,44 @@ namespace VmNet.Tests.Guest;
 /// A host on a guest network, living in the test process: QEMU's <c>-netdev stream</c> hands it Ethernet frames
 /// (each behind a 4-byte big-endian length). It answers ARP for its address, learns the guest's MAC from any ARP the
 /// guest sends (gratuitous ARPs after a failover included) and pings the guest with ICMP echo requests.
-/// Nothing leaves the machine.
+/// Nothing leaves the machine. With several ports (one stream per emulated switch) it also joins the switches, as
+/// an inter-switch link would: every frame that arrives on one port is passed on to the others, and the peer's own
+/// frames go out on all of them. With a VLAN it tags what it sends and answers only frames tagged with that VLAN.
 /// </summary>
 public sealed class EthernetPeer : IDisposable
 {
-    private readonly Stream _stream;
+    private readonly Stream[] _ports;
+    private readonly Channel<byte[]>[] _outgoing;
+    private readonly ushort? _vlan;
     private readonly byte[] _mac;
     private readonly byte[] _ip;
     private readonly byte[] _guestIp;
     private readonly Stopwatch _clock;
-    private readonly object _writeLock = new();
     private readonly Dictionary<ushort, TimeSpan> _replies = new();
     private readonly CancellationTokenSource _cancel = new();
     private readonly ushort _icmpId;
     private byte[]? _guestMac;
 
     public EthernetPeer(Stream stream, string ip, string guestIp, byte id, Stopwatch clock)
+        : this([stream], ip, guestIp, id, clock) { }
+
+    public EthernetPeer(IReadOnlyList<Stream> ports, string ip, string guestIp, byte id, Stopwatch clock, ushort? vlan = null)
     {
-        _stream = stream;
+        _ports = ports.ToArray();
+        // One writer per port with a bounded queue that drops when full, as a switch port does: a port whose far end
+        // stops reading (QEMU stops reading a stream netdev while its NIC cannot receive) must not stall the others.
+        _outgoing = _ports.Select(_ => Channel.CreateBounded<byte[]>(new BoundedChannelOptions(512) { FullMode = BoundedChannelFullMode.DropWrite })).ToArray();
+        _vlan = vlan;
         _mac = [0x02, 0x00, 0x00, 0x00, 0xfe, id];
         _ip = IPAddress.Parse(ip).GetAddressBytes();
         _guestIp = IPAddress.Parse(guestIp).GetAddressBytes();
         _clock = clock;
         _icmpId = (ushort)(0x5600 + id);
-        _ = Task.Run(ReadLoop);
+        for (var i = 0; i < _ports.Length; i++) { var port = i; _ = Task.Run(() => ReadLoop(port)); _ = Task.Run(() => WriteLoop(port)); }
     }
+
+    /// <summary>Forgets the guest's MAC, so the next ping asks for it again (after the guest's bond was rebuilt).</summary>
+    public void ForgetGuest() { lock (_replies) _guestMac = null; }
 
     /// <summary>The guest's MAC as the peer last learned it from an ARP, and how often it changed.</summary>
     public string? GuestMac { get { lock (_replies) return _guestMac is null ? null : Convert.ToHexString(_guestMac); } }
@@ -46,18 +60,26 @@ public sealed class EthernetPeer : IDisposable
 
     public TimeSpan? ReplyTime(ushort seq) { lock (_replies) return _replies.TryGetValue(seq, out var t) ? t : null; }
 
-    private async Task ReadLoop()
+    private async Task ReadLoop(int port)
     {
         var header = new byte[4];
+        var stream = _ports[port];
         try
         {
             while (!_cancel.IsCancellationRequested)
             {
-                await _stream.ReadExactlyAsync(header, _cancel.Token);
+                await stream.ReadExactlyAsync(header, _cancel.Token);
                 var frame = new byte[BinaryPrimitives.ReadUInt32BigEndian(header)];
-                await _stream.ReadExactlyAsync(frame, _cancel.Token);
+                await stream.ReadExactlyAsync(frame, _cancel.Token);
+                for (var other = 0; other < _ports.Length; other++) if (other != port) Write(other, frame);
                 FramesReceived++;
                 if (frame.Length >= 12) lock (_sources) _sources.Add(Convert.ToHexString(frame, 6, 6).ToLowerInvariant());
+                if (_vlan is { } vlan)
+                {
+                    if (frame.Length < 18 || BinaryPrimitives.ReadUInt16BigEndian(frame.AsSpan(12)) != 0x8100
+                        || (BinaryPrimitives.ReadUInt16BigEndian(frame.AsSpan(14)) & 0xfff) != vlan) continue;
+                    frame = [.. frame.AsSpan(0, 12), .. frame.AsSpan(16)];
+                }
                 Handle(frame);
             }
         }
@@ -179,13 +201,31 @@ public sealed class EthernetPeer : IDisposable
 
     private void Send(byte[] frame)
     {
-        var header = new byte[4];
-        BinaryPrimitives.WriteUInt32BigEndian(header, (uint)frame.Length);
-        lock (_writeLock)
+        if (_vlan is { } vlan)
         {
-            try { _stream.Write(header); _stream.Write(frame); _stream.Flush(); }
-            catch (Exception e) when (e is IOException or ObjectDisposedException) { }
+            var tag = new byte[4];
+            BinaryPrimitives.WriteUInt16BigEndian(tag, 0x8100);
+            BinaryPrimitives.WriteUInt16BigEndian(tag.AsSpan(2), vlan);
+            frame = [.. frame.AsSpan(0, 12), .. tag, .. frame.AsSpan(12)];
         }
+        for (var port = 0; port < _ports.Length; port++) Write(port, frame);
+    }
+
+    private void Write(int port, byte[] frame) => _outgoing[port].Writer.TryWrite(frame);
+
+    private async Task WriteLoop(int port)
+    {
+        var buffer = new byte[4 + 65536];
+        try
+        {
+            await foreach (var frame in _outgoing[port].Reader.ReadAllAsync(_cancel.Token))
+            {
+                BinaryPrimitives.WriteUInt32BigEndian(buffer, (uint)frame.Length);
+                frame.CopyTo(buffer, 4);
+                await _ports[port].WriteAsync(buffer.AsMemory(0, 4 + frame.Length), _cancel.Token);
+            }
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException) { }
     }
 
     private static ushort Checksum(ReadOnlySpan<byte> data)
@@ -200,6 +240,6 @@ public sealed class EthernetPeer : IDisposable
     public void Dispose()
     {
         _cancel.Cancel();
-        _stream.Dispose();
+        foreach (var port in _ports) port.Dispose();
     }
 }

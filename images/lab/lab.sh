@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# VmNet's emulated SR-IOV lab: one entry point (see images/lab/README.md).
+#
+#   images/lab/lab.sh build          builds (or finds) the lab image; prints its directory
+#   images/lab/lab.sh run DIR        boots the lab host for a test: QEMU connects to unix sockets the caller listens
+#                                    on in DIR: qmp.sock (QMP), report.sock (virtio-serial org.vmnet.agent.0),
+#                                    shell.sock (a bash in the host, virtio-serial org.vmnet.test.0), peer0.sock and
+#                                    peer1.sock (-netdev stream: the far side of PF0's and PF1's switch). serial.log in DIR.
+#   images/lab/lab.sh console        boots it with an interactive bash on this terminal (switches without peers)
+#   images/lab/lab.sh exec SCRIPT    boots it, runs SCRIPT (bash, from this machine's / over 9p) on this terminal,
+#                                    powers off (used by capture-sysfs.sh)
+#
+# The lab host: q35 (kernel-irqchip=split) + intel-iommu (intremap, caching-mode) under TCG, -m 2560 (under 4 GiB:
+# above it QEMU 10.0 maps the VF BARs as 32-bit and the VFs read zeros), two igb PFs (Intel 82576, 7 VFs each) on
+# pcie-root-ports -> 0000:01:00.0 and 0000:02:00.0, each cabled (QMP name pf0 / pf1) to its own hub; this machine's
+# / read-only over 9p under a tmpfs overlay. LAB_OUT=DIR adds DIR as a writable 9p share at /lab-out.
+# Nothing leaves the machine: no user networking, only hubs and unix sockets.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+mode=${1:-}
+img=$("$here/build.sh")
+[ "$mode" = build ] && { echo "$img"; exit 0; }
+command -v qemu-system-x86_64 >/dev/null || { echo "images/lab: qemu-system-x86_64 missing: run scripts/install-deps.sh" >&2; exit 3; }
+
+args=(-accel tcg -machine q35,kernel-irqchip=split -cpu max -smp 2 -m 2560 -nodefaults -display none -no-reboot
+  -device intel-iommu,intremap=on,caching-mode=on
+  -kernel "$img/vmlinuz" -initrd "$img/initrd.gz"
+  -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
+  -device pcie-root-port,id=rp1,chassis=1,slot=1 -device pcie-root-port,id=rp2,chassis=2,slot=2
+  -device virtio-serial-pci,id=vser)
+# no_timer_check: under TCG on a loaded machine the IO-APIC timer check can fail and panic the kernel at boot
+# ("timer doesn't work through Interrupt-remapped IO-APIC"), seen here with a load average of 13 on 2 cores.
+cmdline="console=ttyS0 panic=-1 intel_iommu=on iommu=pt loglevel=4 no_timer_check"
+[ -n "${LAB_OUT:-}" ] && args+=(-virtfs "local,path=$LAB_OUT,mount_tag=labout,security_model=none")
+
+case "$mode" in
+  run)
+    dir=${2:?usage: lab.sh run DIR}
+    args+=(-append "$cmdline" -serial "file:$dir/serial.log"
+      -chardev "socket,id=qmp,path=$dir/qmp.sock" -mon chardev=qmp,mode=control
+      -chardev "socket,id=report,path=$dir/report.sock" -device virtserialport,chardev=report,name=org.vmnet.agent.0
+      -chardev "socket,id=shell,path=$dir/shell.sock" -device virtserialport,chardev=shell,name=org.vmnet.test.0)
+    for i in 0 1; do
+      args+=(-netdev "stream,id=sw${i}up,server=off,addr.type=unix,addr.path=$dir/peer$i.sock"
+        -netdev "hubport,id=sw${i}p0,hubid=$i,netdev=sw${i}up")
+    done ;;
+  console)
+    args+=(-append "$cmdline lab.console" -serial mon:stdio)
+    echo "images/lab: booting the lab host (about 10 s under TCG); Ctrl-A X quits QEMU" >&2 ;;
+  exec)
+    script=$(realpath "${2:?usage: lab.sh exec SCRIPT}")
+    args+=(-append "$cmdline lab.exec=$script" -serial stdio) ;;
+  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
+esac
+for i in 0 1; do
+  args+=(-netdev "hubport,id=pfn$i,hubid=$i" -device "igb,bus=rp$((i + 1)),netdev=pfn$i,id=pf$i,mac=52:54:00:aa:00:0$((i + 1))")
+done
+exec qemu-system-x86_64 "${args[@]}"
