@@ -25,7 +25,9 @@ public static class VmNetCli
         }
         try
         {
-            return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+            // VmNet turns SIGINT and SIGTERM into a rollback itself (HostCommands.WithSignals); System.CommandLine's own
+            // handling would end the process after a timeout, in the middle of that rollback.
+            return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
         }
         catch (VmNetException e)
         {

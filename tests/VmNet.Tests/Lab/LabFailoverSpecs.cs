@@ -36,7 +36,12 @@ public sealed class LabFixture : IAsyncLifetime
         var (_, imageProblem) = agentProblem is null ? await Task.Run(LabHost.Image) : (null, null);
         _problem = agentProblem ?? imageProblem;
         if (_problem is not null) return;
-        AgentPath = agent;
+        // The lab host sees this machine's files through 9p under an overlay: give it a copy of the agent staged before
+        // it boots, which no concurrent rebuild of the test guest can replace or hide while the lab runs.
+        if (!File.Exists(agent)) throw new InvalidOperationException($"the guest agent was not published at {agent}");
+        var staged = Directory.CreateTempSubdirectory("vmnet-lab-agent-").FullName;
+        AgentPath = Path.Combine(staged, "vmnet-agent");
+        File.Copy(agent!, AgentPath); // keeps the mode on Unix
         try
         {
             _lab = await LabHost.Start();
