@@ -20,7 +20,7 @@ public static class VmFiles
     {
         var paths = plan.Paths;
         if (OperatingSystem.IsWindows()) Directory.CreateDirectory(paths.VmDir); else Directory.CreateDirectory(paths.VmDir, DirMode);
-        SeedImage.Write(paths.Seed, artifacts);
+        SeedImage.Write(paths.Seed, artifacts, SeedImage.FindAgent());
         await EnsureOverlayAsync(plan.Vm.Disk.Image, paths.Disk, plan.Vm.Disk.SizeMiB, cancel);
     }
 

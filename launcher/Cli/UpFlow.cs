@@ -59,7 +59,9 @@ internal static class UpFlow
         }
 
         var where = backend is LibvirtBackend l ? l.Uri : "qemu-system-x86_64";
-        if (!options.Wait)
+        if (Seed.SeedImage.FindAgent() is null)
+            progress.Step("wait for guest", "skipped: no guest agent to ship (put vmnet-agent next to vmnet, or set VMNET_AGENT); the bonds come from cloud-init alone");
+        else if (!options.Wait)
             progress.Step("wait for guest", "skipped (--no-wait); `vmnet status " + vm.Name + "` shows the agent's report when it comes");
         else if (backend is LibvirtBackend { Uri: var uri } && uri.StartsWith("test:", StringComparison.Ordinal))
             progress.Step("wait for guest", $"skipped: libvirt's test driver ({uri}) runs no guest");

@@ -9,12 +9,27 @@ public static class SeedImage
     /// <summary>The volume label cloud-init's NoCloud datasource looks for.</summary>
     public const string VolumeLabel = "cidata";
 
+    /// <summary>Where the guest agent goes on the seed; user-data installs it from there.</summary>
+    public const string AgentFile = "vmnet/vmnet-agent";
+
+    /// <summary>
+    /// The guest agent binary to ship (a self-contained NativeAOT publish of guest-agent/): <c>VMNET_AGENT</c>, else
+    /// <c>/usr/lib/vmnet/vmnet-agent</c> or <c>/usr/local/lib/vmnet/vmnet-agent</c>; null when there is none.
+    /// </summary>
+    public static string? FindAgent()
+    {
+        if (Environment.GetEnvironmentVariable("VMNET_AGENT") is { Length: > 0 } set) return File.Exists(set) ? set : null;
+        return new[] { "/usr/lib/vmnet/vmnet-agent", "/usr/local/lib/vmnet/vmnet-agent" }.FirstOrDefault(File.Exists);
+    }
+
     /// <summary>
     /// Writes the seed to <paramref name="path"/> atomically, readable by root only (0600): user-data may carry keys.
+    /// With <paramref name="agent"/>, the guest agent binary goes on it too (<see cref="AgentFile"/>).
     /// </summary>
-    public static void Write(string path, Artifacts artifacts)
+    public static void Write(string path, Artifacts artifacts, string? agent = null)
     {
         var files = artifacts.SeedFiles.Select(f => new IsoFile(f.Name, Encoding.UTF8.GetBytes(f.Content))).ToList();
+        if (agent is not null) files.Add(new IsoFile(AgentFile, File.ReadAllBytes(agent)));
         try
         {
             IsoImageWriter.WriteFile(path, VolumeLabel, files);

@@ -36,6 +36,22 @@ public sealed class SeedAndOverlaySpecs : IDisposable
     }
 
     [Fact]
+    public async Task The_guest_agent_binary_rides_on_the_seed_where_user_data_installs_it_from()
+    {
+        RequiredTool.Path("xorriso");
+        var agent = _vm.Dir.Write("agent-bin", new string('x', 5000) + "agent");
+        var seed = _vm.Dir["seed.iso"];
+
+        VmNet.Seed.SeedImage.Write(seed, _vm.Artifacts, agent);
+
+        var extracted = _vm.Dir["extracted"];
+        var extract = await RequiredTool.Run("xorriso", ["-osirrox", "on", "-indev", seed, "-extract", "/", extracted]);
+        Assert.True(extract.ExitCode == 0, extract.StandardError);
+        Assert.Equal(File.ReadAllBytes(agent), File.ReadAllBytes(Path.Join(extracted, VmNet.Seed.SeedImage.AgentFile)));
+        Assert.Contains("install -m 0755 \"$d/vmnet/vmnet-agent\" /usr/local/sbin/vmnet-agent", _vm.Artifacts.UserData);
+    }
+
+    [Fact]
     public async Task The_overlay_sits_on_the_base_image_and_the_base_is_never_written()
     {
         await _vm.CreateBaseImage();
