@@ -59,4 +59,22 @@ public class ReadmeSpecs
         Assert.True(result.ExitCode == 0, $"README block {block} exited {result.ExitCode}:\n{script}\n{result.StandardOutput}\n{result.StandardError}");
         Assert.NotEmpty(result.StandardOutput);
     }
+
+    /// <summary>The output the README shows after "$ vmnet ..." lines is what that command prints (up to "...").</summary>
+    [Theory]
+    [InlineData("vmnet host --host-root examples/hosts/connectx5")]
+    [InlineData("vmnet doctor --host-root examples/hosts/connectx5")]
+    public void The_output_shown_in_the_readme_is_what_the_command_prints(string command)
+    {
+        var lines = File.ReadAllLines(Repo.File("README.md"));
+        var at = Array.IndexOf(lines, "$ " + command);
+        Assert.True(at >= 0, $"README shows no `$ {command}`");
+        var shown = lines.Skip(at + 1).TakeWhile(l => !l.StartsWith("$ ", StringComparison.Ordinal) && l != "```" && l != "  ...").ToList();
+        using var state = new TempDir();
+        var (o, e) = (new StringWriter(), new StringWriter());
+
+        VmNet.Cli.VmNetCli.Run([.. command.Split(' ').Skip(1).Select(a => a.StartsWith("examples/", StringComparison.Ordinal) ? Repo.File(a) : a), "--state-dir", state.Path], o, e);
+
+        Assert.Equal(shown, o.ToString().Split('\n').Take(shown.Count));
+    }
 }
