@@ -21,6 +21,10 @@ public static class VmFiles
         var paths = plan.Paths;
         if (OperatingSystem.IsWindows()) Directory.CreateDirectory(paths.VmDir); else Directory.CreateDirectory(paths.VmDir, DirMode);
         SeedImage.Write(paths.Seed, artifacts, SeedImage.FindAgent());
+        // The agent's config through QEMU fw_cfg too (opt/vmnet/agent.json), for guests without cloud-init. QEMU reads
+        // it as its own user (libvirt-qemu), and it holds no secret: addresses and MACs.
+        Leases.AtomicFile.Write(paths.AgentConfig, artifacts.AgentConfig);
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(paths.AgentConfig, (UnixFileMode)0b110_100_100);
         await EnsureOverlayAsync(plan.Vm.Disk.Image, paths.Disk, plan.Vm.Disk.SizeMiB, cancel);
     }
 
@@ -82,7 +86,7 @@ public static class VmFiles
     /// <summary>Deletes the files <see cref="PrepareAsync"/> and a run made, then the VM directory if nothing else is left in it.</summary>
     public static void Delete(VmPaths paths, IEnumerable<string> extra)
     {
-        foreach (var file in new[] { paths.Disk, paths.Seed, paths.SerialLog, paths.QmpSocket, paths.AgentSocket, paths.PidFile, GuestAgentChannel.ReportFile(paths) }.Concat(extra))
+        foreach (var file in new[] { paths.Disk, paths.Seed, paths.SerialLog, paths.QmpSocket, paths.AgentSocket, paths.PidFile, paths.AgentConfig, GuestAgentChannel.ReportFile(paths) }.Concat(extra))
             DeleteFile(file);
         try
         {

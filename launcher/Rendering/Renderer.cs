@@ -28,6 +28,9 @@ public static class Renderer
     public const string XmlNamespace = "https://vmnet.dev/xmlns/vmnet/1";
     public const string AgentPort = "org.vmnet.agent.0";
 
+    /// <summary>The fw_cfg entry carrying the agent's config, for guests without cloud-init.</summary>
+    public const string AgentFwCfg = "opt/vmnet/agent.json";
+
     public static Artifacts Render(Plan plan, Templates templates)
     {
         var model = Model(plan);
@@ -111,8 +114,9 @@ public static class Renderer
             ("paths", Obj(
                 ("disk", plan.Paths.Disk), ("base_image", vm.Disk.Image), ("seed", plan.Paths.Seed),
                 ("serial_log", plan.Paths.SerialLog), ("qmp_socket", plan.Paths.QmpSocket),
-                ("agent_socket", plan.Paths.AgentSocket), ("pid_file", plan.Paths.PidFile), ("vm_dir", plan.Paths.VmDir))),
-            ("agent", Obj(("port", AgentPort))),
+                ("agent_socket", plan.Paths.AgentSocket), ("pid_file", plan.Paths.PidFile), ("vm_dir", plan.Paths.VmDir),
+                ("agent_config", plan.Paths.AgentConfig))),
+            ("agent", Obj(("port", AgentPort), ("fw_cfg", AgentFwCfg))),
             ("networks", networks),
             ("vfs", vfs),
             ("agent_json", ""));

@@ -39,6 +39,7 @@ public static class QemuRun
         var img = await Tools.Run("qemu-img", ["create", "-q", "-f", "qcow2", paths.Disk, "64M"]);
         Assert.True(img.ExitCode == 0, Tools.Describe(img));
         await File.WriteAllBytesAsync(paths.Seed, new byte[64 * 1024]);
+        await File.WriteAllTextAsync(paths.AgentConfig, vm.Artifacts.AgentConfig);
 
         var kvm = await Kvm.Value;
         var tcg = !kvm || vm.Spec.Accel == Spec.Accel.Tcg;

@@ -74,7 +74,10 @@ public sealed class TwoNetworkSpecs(TwoBondGuest fixture, ITestOutputHelper outp
     [Fact]
     public async Task The_arp_monitored_bond_polls_its_target_instead_of_mii()
     {
-        var (bonding, _) = await Guest.Shell("cat /proc/net/bonding/public");
+        // The primary is active once ARP probes through it succeed; another test in this class pulls its cable and the
+        // bond takes it back (primary_reselect always) a few probes after the link returns: wait for that, bounded.
+        var (bonding, _) = await Guest.Shell(
+            "for t in $(seq 100); do grep -q 'Currently Active Slave: public0' /proc/net/bonding/public && break; sleep 0.1; done; cat /proc/net/bonding/public");
 
         output.WriteLine(bonding);
         Assert.Contains("Bonding Mode: fault-tolerance (active-backup) (fail_over_mac active)", bonding);
