@@ -22,7 +22,7 @@ public readonly record struct HostProcess(int Pid, ulong StartTicks)
         // state, field 22 the start time in clock ticks after boot (proc(5)).
         var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
         if (fields.Length < 20 || fields[0] is "Z" or "X") return null;
-        return new HostProcess(pid, ulong.Parse(fields[19], CultureInfo.InvariantCulture));
+        return ulong.TryParse(fields[19], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks) ? new HostProcess(pid, ticks) : null;
     }
 
     /// <summary>Whether this very process still runs.</summary>

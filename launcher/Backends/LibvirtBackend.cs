@@ -24,6 +24,12 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
 
     public string Uri { get; } = uri;
 
+    /// <summary>
+    /// libvirt's test driver: it runs no guest, and its domains end with the process that made them (so a lease
+    /// cannot follow them).
+    /// </summary>
+    public bool IsTestDriver => Uri.StartsWith("test:", StringComparison.Ordinal);
+
     public StateDir State { get; } = state;
 
     /// <summary>The URI from <paramref name="option"/>, else <c>VMNET_CONNECT</c>, else <see cref="DefaultUri"/>.</summary>

@@ -78,7 +78,7 @@ public static class LaunchCommands
                 stdout.WriteLine(JsonSerializer.Serialize(all, StatusJson.Default.ListVmStatus));
                 return ExitCodes.Ok;
             }
-            Table(stdout, ["NAME", "STATE", "BACKEND", "NETWORKS", "VFS"], all.Select(s => new[]
+            TextTable.Print(stdout, ["NAME", "STATE", "BACKEND", "NETWORKS", "VFS"], all.Select(s => new[]
             {
                 s.Name, s.State, s.Backend, string.Join(",", s.Vfs.Select(v => v.Network).Distinct()), s.Vfs.Count.ToString(CultureInfo.InvariantCulture),
             }).ToList());
@@ -146,7 +146,7 @@ public static class LaunchCommands
         o.WriteLine($"{s.Name}: {s.State} ({s.Backend})");
         if (s.Vfs.Count > 0)
         {
-            Table(o, ["NETWORK", "GUEST NIC", "PF", "VF", "PCI", "MAC", "VLAN"], s.Vfs.Select(v => new[]
+            TextTable.Print(o, ["NETWORK", "GUEST NIC", "PF", "VF", "PCI", "MAC", "VLAN"], s.Vfs.Select(v => new[]
             {
                 v.Network, v.Member, v.Pf, $"vf {v.Vf.ToString(CultureInfo.InvariantCulture)}", v.Pci, v.Mac,
                 v.Vlan is { } vlan ? $"vlan {vlan.ToString(CultureInfo.InvariantCulture)}" : "untagged",
@@ -159,14 +159,6 @@ public static class LaunchCommands
                 o.WriteLine($"  {n.Name}: active {n.Active ?? "none"}; {string.Join(", ", n.Members.Select(m => $"{m.Name} {m.Link}"))}; {(n.Addresses.Count == 0 ? "no address" : string.Join(", ", n.Addresses))}");
         }
                 if (s.SerialLog is not null) o.WriteLine($"serial log: {s.SerialLog}");
-    }
-
-    private static void Table(TextWriter o, string[] header, List<string[]> rows)
-    {
-        var widths = header.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
-        void Line(string[] cells) => o.WriteLine(("  " + string.Join("  ", cells.Select((c, i) => c.PadRight(widths[i])))).TrimEnd());
-        Line(header);
-        foreach (var row in rows) Line(row);
     }
 }
 

@@ -16,7 +16,7 @@ internal static class PlanPrinter
             a.Network.Name, a.GuestName, a.Pf.Name, $"vf {a.Vf.Index}", a.Vf.Pci, a.Mac + (a.MacGenerated ? " (generated)" : ""),
             a.Network.Vlan is { } v ? $"vlan {v}" : "untagged", a.AlreadyLeased ? "already leased" : "",
         }).ToList();
-        Table(o, ["NETWORK", "GUEST NIC", "PF", "VF", "PCI", "MAC", "VLAN", ""], rows);
+        TextTable.Print(o, ["NETWORK", "GUEST NIC", "PF", "VF", "PCI", "MAC", "VLAN", ""], rows);
         o.WriteLine();
         o.WriteLine("Host changes, in order:");
         string? current = null;
@@ -43,14 +43,6 @@ internal static class PlanPrinter
             ? "Artifacts: add --out DIR to write domain.xml, qemu.args and cidata/ there."
             : $"Artifacts written to {outDir}: {string.Join(", ", ArtifactWriter.Files)}");
     }
-
-    private static void Table(TextWriter o, string[] header, List<string[]> rows)
-    {
-        var widths = header.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
-        void Line(string[] cells) => o.WriteLine(("  " + string.Join("  ", cells.Select((c, i) => c.PadRight(widths[i])))).TrimEnd());
-        Line(header);
-        foreach (var r in rows) Line(r);
-    }
 }
 
 /// <summary>Writes rendered artifacts to a directory, each file atomically.</summary>
@@ -68,10 +60,6 @@ public static class ArtifactWriter
 
     private static void Save(string dir, string name, string content)
     {
-        var path = Path.Join(dir, name);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        var tmp = path + ".tmp";
-        File.WriteAllText(tmp, content);
-        File.Move(tmp, path, overwrite: true);
+        Leases.AtomicFile.Write(Path.Join(dir, name), content, durable: false);
     }
 }

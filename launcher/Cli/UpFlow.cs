@@ -44,7 +44,7 @@ internal static class UpFlow
             // The leases follow the domain: gone when it is undefined outside vmnet. Not so on libvirt's test driver,
             // whose domains end with the process that made them: there the leases last until `vmnet rm`.
             if (await backend.OwnerOfAsync(vm.Name, ct) is { } token && token.StartsWith("libvirt:", StringComparison.Ordinal)
-                && backend is LibvirtBackend libvirt && !libvirt.Uri.StartsWith("test:", StringComparison.Ordinal))
+                && backend is LibvirtBackend { IsTestDriver: false } libvirt)
             {
                 using (ops.Ledger.Lock(ct))
                     foreach (var a in plan.Vfs)
@@ -63,8 +63,8 @@ internal static class UpFlow
             progress.Step("wait for guest", "skipped: no guest agent to ship (put vmnet-agent next to vmnet, or set VMNET_AGENT); the bonds come from cloud-init alone");
         else if (!options.Wait)
             progress.Step("wait for guest", "skipped (--no-wait); `vmnet status " + vm.Name + "` shows the agent's report when it comes");
-        else if (backend is LibvirtBackend { Uri: var uri } && uri.StartsWith("test:", StringComparison.Ordinal))
-            progress.Step("wait for guest", $"skipped: libvirt's test driver ({uri}) runs no guest");
+        else if (backend is LibvirtBackend { IsTestDriver: true } test)
+            progress.Step("wait for guest", $"skipped: libvirt's test driver ({test.Uri}) runs no guest");
         else
             await LaunchCommands.WaitForGuestAsync(plan, progress, options.WaitTimeout, ct);
         progress.Summary(plan, backend.Name, where);

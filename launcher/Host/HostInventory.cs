@@ -51,11 +51,7 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
                 v.Mac ?? "-", v.Vlan is > 0 ? v.Vlan.Value.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-",
                 v.Owner is null ? (v.Free ? "free" : "in use (not vmnet)") : $"{v.Owner}/{v.Network}",
             }).ToList();
-            string[] header = ["VF", "PCI", "DRIVER", "NETDEV", "STATE", "MAC", "VLAN", "OWNER"];
-            var widths = header.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
-            void Line(string[] cells) => o.WriteLine(("  " + string.Join("  ", cells.Select((c, i) => c.PadRight(widths[i])))).TrimEnd());
-            Line(header);
-            foreach (var r in rows) Line(r);
+            TextTable.Print(o, ["VF", "PCI", "DRIVER", "NETDEV", "STATE", "MAC", "VLAN", "OWNER"], rows);
         }
     }
 }

@@ -155,13 +155,11 @@ public sealed class LeaseStore(StateDir state) : ILeaseView, Host.ILeaseStore
         foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
         {
             if (!int.TryParse(line, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var i))
-                throw new VmNetException($"the lease index {State.PfIndexFile(pfPci)} is corrupt (line {MapQuote(line)}); run `vmnet gc` to rebuild it", ExitCodes.Failure);
+                throw new VmNetException($"the lease index {State.PfIndexFile(pfPci)} is corrupt (line {Spec.MapReader.Quote(line)}); run `vmnet gc` to rebuild it", ExitCodes.Failure);
             set.Add(i);
         }
         return set;
     }
-
-    private static string MapQuote(string s) => Spec.MapReader.Quote(s);
 
     public Lease? Find(string pci)
     {

@@ -175,21 +175,6 @@ public static class Liveness
         return null;
     }
 
-    /// <summary>A process's start time in clock ticks since boot (<c>/proc/PID/stat</c> field 22), or null when it does not exist.</summary>
-    public static long? StartTime(int pid)
-    {
-        string stat;
-        try
-        {
-            stat = File.ReadAllText($"/proc/{pid}/stat");
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return null;
-        }
-        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        // fields[0] is field 3 (state); a zombie has exited.
-        if (fields.Length < 20 || fields[0] == "Z") return null;
-        return long.TryParse(fields[19], NumberStyles.None, CultureInfo.InvariantCulture, out var t) ? t : null;
-    }
+    /// <summary>A live process's start time in clock ticks since boot (<c>/proc/PID/stat</c>), or null when it is gone.</summary>
+    public static long? StartTime(int pid) => Backends.HostProcess.Find(pid) is { } p ? (long)p.StartTicks : null;
 }

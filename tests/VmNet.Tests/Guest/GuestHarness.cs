@@ -13,15 +13,7 @@ public static class GuestImage
 {
     private static readonly Lazy<(string? Dir, string? Problem)> Built = new(Build);
 
-    public static string RepoRoot
-    {
-        get
-        {
-            var dir = new DirectoryInfo(AppContext.BaseDirectory);
-            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "VmNet.sln"))) dir = dir.Parent;
-            return dir?.FullName ?? throw new InvalidOperationException("VmNet.sln not found above " + AppContext.BaseDirectory);
-        }
-    }
+    public static string RepoRoot => Support.Repo.Root;
 
     /// <summary>The directory holding vmlinuz and initrd.gz, or why it cannot be had (a missing tool).</summary>
     public static (string? Dir, string? Problem) TryGet() => Built.Value;
