@@ -86,7 +86,7 @@ public static class VmFiles
     /// <summary>Deletes the files <see cref="PrepareAsync"/> and a run made, then the VM directory if nothing else is left in it.</summary>
     public static void Delete(VmPaths paths, IEnumerable<string> extra)
     {
-        foreach (var file in new[] { paths.Disk, paths.Seed, paths.SerialLog, paths.QmpSocket, paths.AgentSocket, paths.PidFile, paths.AgentConfig, GuestAgentChannel.ReportFile(paths) }.Concat(extra))
+        foreach (var file in new[] { paths.Disk, paths.Seed, paths.SerialLog, paths.QmpSocket, paths.AgentSocket, paths.PidFile, paths.AgentConfig, paths.ConsoleSocket, GuestAgentChannel.ReportFile(paths) }.Concat(extra))
             DeleteFile(file);
         try
         {

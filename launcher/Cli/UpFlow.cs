@@ -18,6 +18,7 @@ internal static class UpFlow
 
     public static async Task<int> RunAsync(HostOps ops, VmSpec vm, Options options, TextWriter stdout, CancellationToken ct)
     {
+        var agent = Seed.SeedImage.FindAgent(); // before any host change: a VMNET_AGENT naming no file is refused here
         var progress = new UpProgress(stdout);
         var hadLeases = ops.Ledger.Store.OfVm(vm.Name).Count > 0;
         progress.Step("reserve", $"one VF per port for {vm.Networks.Count} network{(vm.Networks.Count == 1 ? "" : "s")}, under the ledger lock");
@@ -59,7 +60,7 @@ internal static class UpFlow
         }
 
         var where = backend is LibvirtBackend l ? l.Uri : "qemu-system-x86_64";
-        if (Seed.SeedImage.FindAgent() is null)
+        if (agent is null)
             progress.Step("wait for guest", "skipped: no guest agent to ship (put vmnet-agent next to vmnet, or set VMNET_AGENT); the bonds come from cloud-init alone");
         else if (!options.Wait)
             progress.Step("wait for guest", "skipped (--no-wait); `vmnet status " + vm.Name + "` shows the agent's report when it comes");

@@ -20,13 +20,13 @@ public sealed record VfAssignment(
 }
 
 /// <summary>Where a VM's files live on the host.</summary>
-public sealed record VmPaths(string VmDir, string Disk, string Seed, string SerialLog, string QmpSocket, string AgentSocket, string PidFile, string AgentConfig)
+public sealed record VmPaths(string VmDir, string Disk, string Seed, string SerialLog, string QmpSocket, string AgentSocket, string PidFile, string AgentConfig, string ConsoleSocket)
 {
     public static VmPaths For(Leases.StateDir state, string vm)
     {
         var dir = state.VmDir(vm);
         string F(string name) => Path.Join(dir, name);
-        return new VmPaths(dir, F("disk.qcow2"), F("seed.iso"), F("serial.log"), F("qmp.sock"), F("agent.sock"), F("qemu.pid"), F("agent.json"));
+        return new VmPaths(dir, F("disk.qcow2"), F("seed.iso"), F("serial.log"), F("qmp.sock"), F("agent.sock"), F("qemu.pid"), F("agent.json"), F("console.sock"));
     }
 }
 

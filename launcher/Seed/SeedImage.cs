@@ -14,12 +14,18 @@ public static class SeedImage
 
     /// <summary>
     /// The guest agent binary to ship (a self-contained NativeAOT publish of guest-agent/): <c>VMNET_AGENT</c>, else
-    /// <c>/usr/lib/vmnet/vmnet-agent</c> or <c>/usr/local/lib/vmnet/vmnet-agent</c>; null when there is none.
+    /// <c>vmnet-agent</c> next to vmnet (as scripts/publish.sh lays them out), <c>/usr/lib/vmnet/vmnet-agent</c> or
+    /// <c>/usr/local/lib/vmnet/vmnet-agent</c>; null when there is none. A <c>VMNET_AGENT</c> naming a missing file is
+    /// an error, not a quiet fallback.
     /// </summary>
     public static string? FindAgent()
     {
-        if (Environment.GetEnvironmentVariable("VMNET_AGENT") is { Length: > 0 } set) return File.Exists(set) ? set : null;
-        return new[] { "/usr/lib/vmnet/vmnet-agent", "/usr/local/lib/vmnet/vmnet-agent" }.FirstOrDefault(File.Exists);
+        if (Environment.GetEnvironmentVariable("VMNET_AGENT") is { Length: > 0 } set)
+            return File.Exists(set) ? set : throw new VmNetException(
+                $"VMNET_AGENT names {set}, which does not exist; point it at a vmnet-agent binary (scripts/publish.sh builds one) or unset it",
+                ExitCodes.InvalidInput);
+        return new[] { Path.Join(AppContext.BaseDirectory, "vmnet-agent"), "/usr/lib/vmnet/vmnet-agent", "/usr/local/lib/vmnet/vmnet-agent" }
+            .FirstOrDefault(File.Exists);
     }
 
     /// <summary>

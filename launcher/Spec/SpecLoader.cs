@@ -95,6 +95,8 @@ public static partial class SpecLoader
             if (image is not null) disk = new DiskSpec(image, size);
         }
 
+        var boot = ReadBoot(r.Map("boot"), p);
+
         var networks = new List<NetworkSpec>();
         var networkReaders = r.MapList("networks");
         if (networkReaders is null || networkReaders.Count == 0)
@@ -116,7 +118,34 @@ public static partial class SpecLoader
         r.RejectUnknownKeys();
 
         if (p.Any || name is null || disk is null) return null;
-        return new VmSpec(name, cpus, memory, disk, networks, guest, backend, accel, autostart);
+        return new VmSpec(name, cpus, memory, disk, networks, guest, backend, accel, autostart, boot);
+    }
+
+    private static BootSpec? ReadBoot(MapReader? b, Problems p)
+    {
+        if (b is null) return null;
+        string? Path(string key, bool required)
+        {
+            var value = b.String(key);
+            if (value is null)
+            {
+                if (required) p.Add(b.Child(key), "is required in boot: an absolute path to the kernel image (e.g. /var/lib/vmnet/vmlinuz)", b.Node);
+                return null;
+            }
+            if (value.StartsWith('/') && !HasControl(value)) return value;
+            p.Add(b.Child(key), $"must be an absolute path without control characters, got {MapReader.Quote(value)}", b.Get(key));
+            return null;
+        }
+        var kernel = Path("kernel", required: true);
+        var initrd = Path("initrd", required: false);
+        var cmdline = b.String("cmdline");
+        if (cmdline is not null && (HasControl(cmdline) || cmdline.Length > 2048))
+        {
+            p.Add(b.Child("cmdline"), $"must be one line of at most 2048 characters without control characters, got {MapReader.Quote(cmdline)}", b.Get("cmdline"));
+            cmdline = null;
+        }
+        b.RejectUnknownKeys();
+        return kernel is null ? null : new BootSpec(kernel, initrd, cmdline);
     }
 
     private static NetworkSpec? ReadNetwork(MapReader n)

@@ -14,9 +14,13 @@ public sealed record VmSpec(
     GuestSpec Guest,
     Backend Backend,
     Accel Accel,
-    bool Autostart);
+    bool Autostart,
+    BootSpec? Boot = null);
 
 public sealed record DiskSpec(string Image, long? SizeMiB);
+
+/// <summary>Direct kernel boot (QEMU <c>-kernel</c>, libvirt <c>&lt;os&gt;&lt;kernel&gt;</c>): the firmware loads this kernel instead of booting the disk.</summary>
+public sealed record BootSpec(string Kernel, string? Initrd, string? Cmdline);
 
 public sealed record NetworkSpec(
     string Name,

@@ -124,6 +124,25 @@ public class CliSpecs
     }
 
     [Fact]
+    public async Task A_vmnet_agent_variable_naming_no_file_is_refused_before_any_host_change()
+    {
+        using var tmp = new TempDir();
+        VmNet.Host.Sim.SimHost.CreateExample(tmp["host"]);
+        var before = HostSide.HostSnapshot.Of(tmp["host"]);
+        var result = await CliWrap.Cli.Wrap("dotnet")
+            .WithArguments([typeof(VmNetCli).Assembly.Location, "up", Example, "--host-root", tmp["host"], "--state-dir", tmp["state"], "--connect", "test:///default"])
+            .WithEnvironmentVariables(e => e.Set("VMNET_AGENT", tmp["no-such-agent"]))
+            .WithValidation(CommandResultValidation.None)
+            .ExecuteBufferedAsync(TestContext.Current.CancellationToken);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"VMNET_AGENT names {tmp["no-such-agent"]}, which does not exist", result.StandardError);
+        Assert.DoesNotContain("   at ", result.StandardError);
+        Assert.Equal(before, HostSide.HostSnapshot.Of(tmp["host"]));
+        Assert.Equal("", HostSide.HostSnapshot.Ledger(tmp["state"]));
+    }
+
+    [Fact]
     public async Task The_real_command_exits_with_the_documented_codes_and_prints_no_stack_trace()
     {
         var exe = typeof(VmNetCli).Assembly.Location;

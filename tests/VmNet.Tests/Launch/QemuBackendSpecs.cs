@@ -21,7 +21,7 @@ public sealed class QemuBackendSpecs : IDisposable
         var paths = _vm.Plan.Paths;
         // This machine has no VFIO: the vfio-pci devices are left out; everything else is the rendered argv.
         var artifacts = _vm.Artifacts with { QemuArgs = _vm.QemuArgsWithoutVfio() };
-        Assert.Contains("q35,accel=tcg", artifacts.QemuArgs);
+        Assert.Contains($"tcg,tb-size={VmNet.Rendering.Renderer.TcgCacheMiB}", artifacts.QemuArgs);
 
         await backend.PrepareAsync(_vm.Plan, artifacts, Cancel);
         await backend.DefineAndStartAsync(_vm.Plan, artifacts, Cancel);
@@ -30,6 +30,7 @@ public sealed class QemuBackendSpecs : IDisposable
             var process = backend.Running("qvm1");
             Assert.NotNull(process);
             Assert.True(File.Exists(paths.PidFile));
+            Assert.True(File.Exists(paths.ConsoleSocket), "the serial console's socket (logged to serial.log) is there to attach to");
             await using (var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, Cancel))
             {
                 Assert.Equal(new QmpStatus("running", true), await qmp.QueryStatusAsync(Cancel));

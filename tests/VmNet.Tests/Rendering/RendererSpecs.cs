@@ -104,6 +104,9 @@ public class RendererSpecs
 
         Assert.Contains("file=/srv/vm,,net/vms/edge-2/disk.qcow2,if=virtio,format=qcow2,discard=unmap", a.QemuArgs);
         Assert.Contains("socket,id=qmp,path=/srv/vm,,net/vms/edge-2/qmp.sock,server=on,wait=off", a.QemuArgs);
+        Assert.Contains("-kernel\n/srv/images/vmlinuz,,2\n-initrd\n/srv/images/initrd.gz\n-append\nconsole=ttyS0 note=<a&b>,c\n", string.Join('\n', a.QemuArgs));
+        Assert.Contains("<kernel>/srv/images/vmlinuz,2</kernel>", a.DomainXml);
+        Assert.Contains("<cmdline>console=ttyS0 note=&lt;a&amp;b&gt;,c</cmdline>", a.DomainXml);
         Assert.Contains("      - \"ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY= it's \\\"quoted\\\" & <odd>\"", a.UserData);
         var userData = new YamlDotNet.RepresentationModel.YamlStream();
         userData.Load(new StringReader(a.UserData));
