@@ -12,8 +12,12 @@ public sealed record GuestMember(string Name, string Mac, string Link);
 /// <summary>One bond as the guest agent reports it: the active member, the members' links and the addresses.</summary>
 public sealed record GuestNetwork(string Name, string? Active, IReadOnlyList<GuestMember> Members, IReadOnlyList<string> Addresses, int? Mtu);
 
-/// <summary>The agent's <c>network-ready</c> report (other events are read for <c>event</c> and <c>message</c> only).</summary>
-public sealed record GuestEvent(string Event, long UptimeMs, string? Message, IReadOnlyList<GuestNetwork>? Networks);
+/// <summary>
+/// One line of the agent: <c>network-ready</c> (all networks), <c>active-changed</c> (network, active),
+/// <c>link-changed</c> (network, member, link) or <c>error</c> (message).
+/// </summary>
+public sealed record GuestEvent(string Event, long UptimeMs, string? Message, IReadOnlyList<GuestNetwork>? Networks,
+    string? Network = null, string? Active = null, string? Member = null, string? Link = null);
 
 /// <summary>The last guest report VmNet received, kept in the VM directory for <c>vmnet status</c>.</summary>
 public sealed record GuestStatus(DateTimeOffset ReceivedAt, IReadOnlyList<GuestNetwork> Networks);
@@ -79,6 +83,63 @@ public static class GuestAgentChannel
                 $"the guest agent did not report its network ready within {timeout.TotalSeconds:0.#} s; see the serial log {paths.SerialLog}",
                 ExitCodes.Failure);
         }
+    }
+
+    /// <summary>
+    /// Brings the saved report up to date: connects to the agent socket, reads what the agent queued while no one
+    /// listened (it keeps its events until the host side connects) until the line goes quiet, folds the events into
+    /// the saved report and saves it. Without a socket or a saved report it returns what is saved.
+    /// </summary>
+    public static async Task<GuestStatus?> RefreshAsync(VmPaths paths, CancellationToken cancel, TimeSpan? quiet = null, TimeSpan? max = null)
+    {
+        var status = ReadSaved(paths);
+        if (!File.Exists(paths.AgentSocket)) return status;
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        deadline.CancelAfter(max ?? TimeSpan.FromSeconds(2));
+        var read = 0;
+        try
+        {
+            using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            await socket.ConnectAsync(new UnixDomainSocketEndPoint(paths.AgentSocket), deadline.Token);
+            using var reader = new StreamReader(new NetworkStream(socket, ownsSocket: false), new UTF8Encoding(false));
+            while (true)
+            {
+                using var idle = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token);
+                idle.CancelAfter(quiet ?? TimeSpan.FromMilliseconds(400));
+                if (await reader.ReadLineAsync(idle.Token) is not { } line) break;
+                GuestEvent? e;
+                try { e = JsonSerializer.Deserialize(line, GuestJson.Default.GuestEvent); }
+                catch (JsonException) { continue; }
+                if (e is null) continue;
+                read++;
+                status = Fold(status, e);
+            }
+        }
+        catch (Exception e) when (e is SocketException or IOException or OperationCanceledException && !cancel.IsCancellationRequested) { }
+        if (read > 0 && status is not null)
+        {
+            status = status with { ReceivedAt = DateTimeOffset.UtcNow };
+            try { Leases.AtomicFile.Write(ReportFile(paths), JsonSerializer.Serialize(status, GuestJson.Default.GuestStatus), durable: false); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        return status;
+    }
+
+    /// <summary>One event applied to a report: a new network-ready replaces it; the others change one network.</summary>
+    public static GuestStatus? Fold(GuestStatus? status, GuestEvent e)
+    {
+        if (e is { Event: "network-ready", Networks: { } all }) return new GuestStatus(DateTimeOffset.UtcNow, all);
+        if (status is null || e.Network is null) return status;
+        return status with
+        {
+            Networks = status.Networks.Select(n => n.Name != e.Network ? n : e.Event switch
+            {
+                "active-changed" => n with { Active = e.Active },
+                "link-changed" when e.Member is not null && e.Link is not null =>
+                    n with { Members = n.Members.Select(m => m.Name == e.Member ? m with { Link = e.Link } : m).ToList() },
+                _ => n,
+            }).ToList(),
+        };
     }
 
     /// <summary>The last saved report, or null when none was received (or the file is unreadable).</summary>

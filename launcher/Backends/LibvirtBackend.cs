@@ -96,10 +96,13 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         VmFiles.Delete(VmPaths.For(State, vm), []);
     }
 
-    public Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel)
+    /// <summary>The domain's state, VFs and the agent's latest report (read fresh from its socket while it runs).</summary>
+    public async Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel)
     {
-        using var domain = Call(() => Connection.TryLookupDomain(vm));
-        return Task.FromResult(domain is null ? null : StatusOf(domain));
+        VmStatus? status;
+        using (var domain = Call(() => Connection.TryLookupDomain(vm)))
+            status = domain is null ? null : StatusOf(domain);
+        return status is { Running: true } ? status with { Guest = await GuestAgentChannel.RefreshAsync(VmPaths.For(State, vm), cancel) } : status;
     }
 
     public Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel)

@@ -144,7 +144,7 @@ public sealed class QemuBackend(StateDir state) : IBackend
             }
         }
         var running = state.StartsWith("running", StringComparison.Ordinal) || state == "paused";
-        return new VmStatus(vm, Name, state, running, record.Vfs, paths.SerialLog, running ? GuestAgentChannel.ReadSaved(paths) : null);
+        return new VmStatus(vm, Name, state, running, record.Vfs, paths.SerialLog, running ? await GuestAgentChannel.RefreshAsync(paths, cancel) : null);
     }
 
     public async Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel)

@@ -12,12 +12,16 @@ namespace VmNet.Tests.Guest;
 /// Nothing leaves the machine. With several ports (one stream per emulated switch) it also joins the switches, as
 /// an inter-switch link would: every frame that arrives on one port is passed on to the others, and the peer's own
 /// frames go out on all of them. With a VLAN it tags what it sends and answers only frames tagged with that VLAN.
+/// It answers echo requests to its address too. With <c>alsoOn</c> it is present with the same address on further
+/// VLANs (as one router per VLAN would be): there it answers ARP and echo requests, tagged with the VLAN they came on.
 /// </summary>
 public sealed class EthernetPeer : IDisposable
 {
     private readonly Stream[] _ports;
     private readonly Channel<byte[]>[] _outgoing;
     private readonly ushort? _vlan;
+    private readonly HashSet<ushort> _alsoOn;
+    private readonly Dictionary<ushort, int> _echoes = new();
     private readonly byte[] _mac;
     private readonly byte[] _ip;
     private readonly byte[] _guestIp;
@@ -30,8 +34,9 @@ public sealed class EthernetPeer : IDisposable
     public EthernetPeer(Stream stream, string ip, string guestIp, byte id, Stopwatch clock)
         : this([stream], ip, guestIp, id, clock) { }
 
-    public EthernetPeer(IReadOnlyList<Stream> ports, string ip, string guestIp, byte id, Stopwatch clock, ushort? vlan = null)
+    public EthernetPeer(IReadOnlyList<Stream> ports, string ip, string guestIp, byte id, Stopwatch clock, ushort? vlan = null, IEnumerable<ushort>? alsoOn = null)
     {
+        _alsoOn = [.. alsoOn ?? []];
         _ports = ports.ToArray();
         // One writer per port with a bounded queue that drops when full, as a switch port does: a port whose far end
         // stops reading (QEMU stops reading a stream netdev while its NIC cannot receive) must not stall the others.
@@ -58,6 +63,9 @@ public sealed class EthernetPeer : IDisposable
     public IReadOnlyCollection<string> SourceMacs { get { lock (_sources) return _sources.ToList(); } }
     private readonly HashSet<string> _sources = [];
 
+    /// <summary>Echo requests to the peer's address that it answered on <paramref name="vlan"/> (0: untagged).</summary>
+    public int EchoesAnswered(ushort vlan) { lock (_echoes) return _echoes.GetValueOrDefault(vlan); }
+
     public TimeSpan? ReplyTime(ushort seq) { lock (_replies) return _replies.TryGetValue(seq, out var t) ? t : null; }
 
     private async Task ReadLoop(int port)
@@ -74,19 +82,21 @@ public sealed class EthernetPeer : IDisposable
                 for (var other = 0; other < _ports.Length; other++) if (other != port) Write(other, frame);
                 FramesReceived++;
                 if (frame.Length >= 12) lock (_sources) _sources.Add(Convert.ToHexString(frame, 6, 6).ToLowerInvariant());
+                ushort tag = 0;
                 if (_vlan is { } vlan)
                 {
-                    if (frame.Length < 18 || BinaryPrimitives.ReadUInt16BigEndian(frame.AsSpan(12)) != 0x8100
-                        || (BinaryPrimitives.ReadUInt16BigEndian(frame.AsSpan(14)) & 0xfff) != vlan) continue;
+                    if (frame.Length < 18 || BinaryPrimitives.ReadUInt16BigEndian(frame.AsSpan(12)) != 0x8100) continue;
+                    tag = (ushort)(BinaryPrimitives.ReadUInt16BigEndian(frame.AsSpan(14)) & 0xfff);
+                    if (tag != vlan && !_alsoOn.Contains(tag)) continue;
                     frame = [.. frame.AsSpan(0, 12), .. frame.AsSpan(16)];
                 }
-                Handle(frame);
+                Handle(frame, tag, main: tag == (_vlan ?? 0));
             }
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or EndOfStreamException or ObjectDisposedException) { }
     }
 
-    private void Handle(byte[] f)
+    private void Handle(byte[] f, ushort tag, bool main)
     {
         if (f.Length < 42) return;
         var type = BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(12));
@@ -96,7 +106,7 @@ public sealed class EthernetPeer : IDisposable
             var senderMac = f[22..28];
             var senderIp = f.AsSpan(28, 4);
             var targetIp = f.AsSpan(38, 4);
-            if (senderIp.SequenceEqual(_guestIp))
+            if (main && senderIp.SequenceEqual(_guestIp))
             {
                 lock (_replies)
                 {
@@ -106,8 +116,8 @@ public sealed class EthernetPeer : IDisposable
             }
             if (op == 1 && targetIp.SequenceEqual(_ip))
             {
-                if (senderIp.SequenceEqual(_guestIp)) ArpRequestsFromGuest++;
-                Send(Arp(2, senderMac, senderMac, senderIp.ToArray()));
+                if (main && senderIp.SequenceEqual(_guestIp)) ArpRequestsFromGuest++;
+                Send(Arp(2, senderMac, senderMac, senderIp.ToArray()), tag);
             }
             return;
         }
@@ -115,11 +125,30 @@ public sealed class EthernetPeer : IDisposable
         {
             var ihl = (f[14] & 0xf) * 4;
             var icmp = 14 + ihl;
-            if (f.Length < icmp + 8 || f[icmp] != 0) return; // echo reply only
-            if (BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(icmp + 4)) != _icmpId) return;
+            if (f.Length < icmp + 8) return;
+            if (f[icmp] == 8 && f.AsSpan(30, 4).SequenceEqual(_ip)) { AnswerEcho(f, icmp, tag); return; }
+            if (!main || f[icmp] != 0 || BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(icmp + 4)) != _icmpId) return;
             var seq = BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(icmp + 6));
             lock (_replies) _replies.TryAdd(seq, _clock.Elapsed);
         }
+    }
+
+    private void AnswerEcho(byte[] request, int icmp, ushort tag)
+    {
+        var f = (byte[])request.Clone();
+        request.AsSpan(6, 6).CopyTo(f);
+        _mac.CopyTo(f, 6);
+        request.AsSpan(30, 4).CopyTo(f.AsSpan(26));
+        request.AsSpan(26, 4).CopyTo(f.AsSpan(30));
+        f[22] = 64;
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(24), 0);
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(24), Checksum(f.AsSpan(14, icmp - 14)));
+        var length = 14 + BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(16));
+        f[icmp] = 0;
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(icmp + 2), 0);
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(icmp + 2), Checksum(f.AsSpan(icmp, Math.Min(length, f.Length) - icmp)));
+        lock (_echoes) _echoes[tag] = _echoes.GetValueOrDefault(tag) + 1;
+        Send(f[..Math.Min(length, f.Length)], tag);
     }
 
     private byte[] Arp(ushort op, byte[] destination, byte[] targetMac, byte[] targetIp)
@@ -199,9 +228,11 @@ public sealed class EthernetPeer : IDisposable
         return false;
     }
 
-    private void Send(byte[] frame)
+    private void Send(byte[] frame) => Send(frame, _vlan ?? 0);
+
+    private void Send(byte[] frame, ushort vlan)
     {
-        if (_vlan is { } vlan)
+        if (vlan != 0)
         {
             var tag = new byte[4];
             BinaryPrimitives.WriteUInt16BigEndian(tag, 0x8100);

@@ -21,6 +21,7 @@ public sealed class GuestAgentChannelSpecs : IDisposable
     private Task FakeAgent(params string[] lines)
     {
         Directory.CreateDirectory(_vm.Plan.Paths.VmDir);
+        File.Delete(_vm.Plan.Paths.AgentSocket);
         var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         listener.Bind(new UnixDomainSocketEndPoint(_vm.Plan.Paths.AgentSocket));
         listener.Listen();
@@ -30,6 +31,31 @@ public sealed class GuestAgentChannelSpecs : IDisposable
             using (var client = await listener.AcceptAsync(Cancel))
                 await client.SendAsync(Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n"), Cancel);
         }, Cancel);
+    }
+
+    [Fact]
+    public async Task Status_reads_the_events_the_agent_queued_since_and_shows_the_bond_as_it_is_now()
+    {
+        await _vm.CreateBaseImage();
+        using var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
+        await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+        var ready = FakeAgent(Ready);
+        await LaunchCommands.WaitForGuestAsync(_vm.Plan, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+        await ready;
+        // What the agent queued while no one listened: storage0 lost its link, the bond moved to storage1.
+        var later = FakeAgent(
+            """{"event":"link-changed","uptimeMs":20000,"network":"storage","member":"storage0","link":"down"}""",
+            """{"event":"active-changed","uptimeMs":20100,"network":"storage","active":"storage1","previous":"storage0"}""");
+
+        var status = await backend.StatusAsync("agent1", Cancel);
+        await later;
+
+        var text = new StringWriter();
+        LaunchCommands.PrintStatus(text, status!);
+        Assert.Contains("  storage: active storage1; storage0 down, storage1 up; 192.168.40.11/24\n", text.ToString());
+        Assert.Equal("storage1", GuestAgentChannel.ReadSaved(_vm.Plan.Paths)?.Networks.Single().Active); // kept for the next look
+        var again = await backend.StatusAsync("agent1", Cancel); // no agent listening now: the saved report
+        Assert.Equal("storage1", again?.Guest?.Networks.Single().Active);
     }
 
     [Fact]
