@@ -15,7 +15,8 @@ public static class Program
         usage: vmnet-agent [--config FILE] [--once] [--root DIR] [--version]
           Builds one active-backup bond per network from the config, sets addresses, routes, DNS and the hostname,
           reports network-ready on the virtio-serial report port, then reports bond changes until killed.
-          --config FILE  read this config instead of /etc/vmnet/agent.json or fw_cfg opt/vmnet/agent.json
+          --config FILE  read this config instead of /etc/vmnet/agent.json, fw_cfg opt/vmnet/agent.json or
+                         vmnet/agent.json on the NoCloud seed (the volume labelled cidata)
           --once         configure, report and exit (a second run changes nothing)
           --root DIR     treat DIR as / (tests)
         """;
@@ -48,10 +49,10 @@ public static class Program
         (AgentConfig Config, string Source) loaded;
         try
         {
-            var found = ConfigLoader.Load(host, configFile);
+            var found = ConfigLoader.Load(host, configFile, host.Root);
             if (found is null)
             {
-                log.WriteLine($"vmnet-agent: no config: looked in {string.Join(", ", ConfigLoader.DefaultSources.Select(s => "/" + s))}; nothing to do");
+                log.WriteLine($"vmnet-agent: no config: looked in {ConfigLoader.Described}; nothing to do");
                 return 0;
             }
             loaded = found.Value;

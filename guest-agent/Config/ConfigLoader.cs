@@ -12,16 +12,23 @@ public sealed class ConfigException(string message) : Exception(message);
 /// <summary>Finds, parses and validates the agent's config.</summary>
 public static class ConfigLoader
 {
-    /// <summary>Sources in order of precedence, relative to the host root; the first that exists wins.
-    /// The NoCloud seed volume (label cidata) is not read by this agent.</summary>
+    /// <summary>Sources in order of precedence, relative to the host root; the first that exists wins. After them
+    /// comes the NoCloud seed volume (label cidata, file <see cref="SeedFile"/>), read from the block device.</summary>
     public static readonly string[] DefaultSources =
     [
         "etc/vmnet/agent.json",
         "sys/firmware/qemu_fw_cfg/by_name/opt/vmnet/agent.json/raw",
     ];
 
-    /// <summary>Returns the config and where it came from, or null when no source exists.</summary>
-    public static (AgentConfig Config, string Source)? Load(IHostFiles host, string? explicitFile)
+    /// <summary>The agent's config on the seed volume, as the launcher writes it.</summary>
+    public const string SeedFile = "vmnet/agent.json";
+
+    /// <summary>Every place looked in, for the message when none has a config.</summary>
+    public static string Described => string.Join(", ", DefaultSources.Select(s => "/" + s)) + $", {SeedFile} on a volume labelled {SeedVolume.Label}";
+
+    /// <summary>Returns the config and where it came from, or null when no source exists. With <paramref name="seedRoot"/>
+    /// (the root the block devices are under) the cidata seed is looked at last.</summary>
+    public static (AgentConfig Config, string Source)? Load(IHostFiles host, string? explicitFile, string? seedRoot = null)
     {
         if (explicitFile is not null)
         {
@@ -33,6 +40,7 @@ public static class ConfigLoader
             var text = host.Read(source);
             if (text is not null) return (Parse(text, "/" + source), "/" + source);
         }
+        if (seedRoot is not null && SeedVolume.Find(seedRoot, SeedFile) is { } seed) return (Parse(seed.Content, seed.Source), seed.Source);
         return null;
     }
 

@@ -22,7 +22,7 @@ busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "images/guest: busybox-static missing: run scripts/install-deps.sh" >&2; exit 3; }
 
 # Modules the bond needs; dependencies are followed through modules.dep.
-modules=(virtio_pci virtio_net virtio_console qemu_fw_cfg e1000e igbvf bonding 8021q)
+modules=(virtio_pci virtio_net virtio_console qemu_fw_cfg e1000e igbvf bonding 8021q ahci sr_mod)
 
 # 1. The kernel: the package linux-image-amd64 depends on, unpacked once.
 kdir="$cache/kernel"

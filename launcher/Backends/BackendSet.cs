@@ -19,12 +19,20 @@ public sealed class BackendSet(string libvirtUri, StateDir state) : IDisposable
 
     /// <summary>
     /// The backend that knows <paramref name="vm"/>: the QEMU backend when the VM directory holds its record (a local
-    /// check), else libvirt. Null when neither knows it.
+    /// check), else libvirt. Null when neither knows it. When libvirt cannot be asked, the error says that the VM is
+    /// not a QEMU-backend VM and why libvirt could not be asked.
     /// </summary>
     public async Task<(IBackend Backend, VmStatus Status)?> FindAsync(string vm, CancellationToken cancel)
     {
         if (await Qemu.StatusAsync(vm, cancel) is { } q) return (Qemu, q);
-        if (await Libvirt.StatusAsync(vm, cancel) is { } l) return (Libvirt, l);
+        try
+        {
+            if (await Libvirt.StatusAsync(vm, cancel) is { } l) return (Libvirt, l);
+        }
+        catch (VmNetException e)
+        {
+            throw new VmNetException($"no VM named {vm} runs on the QEMU backend (state {state.Path}), and libvirt could not be asked: {e.Message}", e.ExitCode, e);
+        }
         return null;
     }
 

@@ -54,9 +54,12 @@ internal static class UpFlow
         }
         catch (Exception e) when (!hadLeases && e is VmNetException or Libvirt.LibvirtException or IOException or OperationCanceledException)
         {
+            var log = KeepSerialLog(plan, ops.Ledger.State);
             await backend.RemoveAsync(vm.Name, TimeSpan.FromSeconds(5), CancellationToken.None);
             await ops.RemoveAsync(vm.Name, CancellationToken.None);
-            throw new VmNetException($"{Reason(e)}; {vm.Name}'s VFs were given back as they were found", ExitCodes.Failure, e);
+            var reason = log is null ? Reason(e) : Reason(e).Replace(plan.Paths.SerialLog, log, StringComparison.Ordinal);
+            throw new VmNetException($"{reason}; {vm.Name}'s VFs were given back as they were found" +
+                (log is null ? "" : $"; its serial log is kept at {log}"), ExitCodes.Failure, e);
         }
 
         var where = backend is LibvirtBackend l ? l.Uri : "qemu-system-x86_64";
@@ -70,6 +73,26 @@ internal static class UpFlow
             await LaunchCommands.WaitForGuestAsync(plan, progress, options.WaitTimeout, ct);
         progress.Summary(plan, backend.Name, where);
         return ExitCodes.Ok;
+    }
+
+    /// <summary>
+    /// A VM that failed to come up is removed with its directory; its serial log (what the guest said) is kept in the
+    /// state dir's logs/ for the user to read. Null when there is none.
+    /// </summary>
+    private static string? KeepSerialLog(Planning.Plan plan, StateDir state)
+    {
+        try
+        {
+            if (!File.Exists(plan.Paths.SerialLog) || new FileInfo(plan.Paths.SerialLog).Length == 0) return null;
+            var kept = Path.Join(state.Path, "logs", $"{plan.Vm.Name}.serial.log");
+            Directory.CreateDirectory(Path.GetDirectoryName(kept)!);
+            File.Copy(plan.Paths.SerialLog, kept, overwrite: true);
+            return kept;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     private static string Reason(Exception e) => e is OperationCanceledException ? "interrupted" : e.Message;

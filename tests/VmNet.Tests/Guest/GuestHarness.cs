@@ -125,6 +125,9 @@ public abstract class GuestFixture : IAsyncLifetime
     /// <summary>The agent's config; null to build it from <see cref="Networks"/>.</summary>
     protected virtual string? Config => null;
 
+    /// <summary>Where the guest finds the config: QEMU fw_cfg, or the NoCloud seed (a cidata CD-ROM) as vmnet writes it.</summary>
+    protected virtual ConfigPath Delivery => ConfigPath.FwCfg;
+
     /// <summary>From QEMU's start to the agent's network-ready report, as the host saw it.</summary>
     public TimeSpan BootToReady { get; private set; }
     public string? ReadyReport { get; private set; }
@@ -145,7 +148,7 @@ public abstract class GuestFixture : IAsyncLifetime
         if (problem is not null) { _problem = problem; return; }
         try
         {
-            _guest = await QemuGuest.Start(dir!, Networks, Config);
+            _guest = await QemuGuest.Start(dir!, Networks, Config, Delivery);
             ReadyReport = await _guest.WaitForReport("network-ready", TimeSpan.FromSeconds(120));
             BootToReady = _guest.Reports.Snapshot().First(r => r.Line == ReadyReport).At - _guest.QemuStarted;
         }
@@ -158,6 +161,8 @@ public abstract class GuestFixture : IAsyncLifetime
         GC.SuppressFinalize(this);
     }
 }
+
+public enum ConfigPath { FwCfg, Seed }
 
 /// <summary>
 /// A test guest under QEMU TCG. Every channel is a unix socket the test listens on and QEMU connects to at start:
@@ -190,10 +195,10 @@ public sealed class QemuGuest : IAsyncDisposable
 
     public string SerialLog => File.Exists(Path.Combine(Dir, "serial.log")) ? File.ReadAllText(Path.Combine(Dir, "serial.log")) : "";
 
-    public static async Task<QemuGuest> Start(string imageDir, GuestNetwork[] networks, string? config = null)
+    public static async Task<QemuGuest> Start(string imageDir, GuestNetwork[] networks, string? config = null, ConfigPath delivery = ConfigPath.FwCfg)
     {
         var guest = new QemuGuest(networks);
-        try { await guest.Boot(imageDir, config); }
+        try { await guest.Boot(imageDir, config, delivery); }
         catch { await guest.DisposeAsync(); throw; }
         return guest;
     }
@@ -207,7 +212,7 @@ public sealed class QemuGuest : IAsyncDisposable
         return socket;
     }
 
-    private async Task Boot(string imageDir, string? rendered)
+    private async Task Boot(string imageDir, string? rendered, ConfigPath delivery)
     {
         var config = rendered ?? "{\"version\":1,\"hostname\":\"vmnet-test\",\"reportPort\":\"org.vmnet.agent.0\",\"networks\":["
                      + string.Join(",", Networks.Select(n => n.ConfigJson())) + "]}";
@@ -223,8 +228,17 @@ public sealed class QemuGuest : IAsyncDisposable
             "-device", "virtio-serial-pci,id=vser",
             "-chardev", $"socket,id=report,path={Path.Combine(Dir, "report.sock")}", "-device", "virtserialport,chardev=report,name=org.vmnet.agent.0",
             "-chardev", $"socket,id=shell,path={Path.Combine(Dir, "shell.sock")}", "-device", "virtserialport,chardev=shell,name=org.vmnet.test.0",
-            "-fw_cfg", $"name=opt/vmnet/agent.json,file={Path.Combine(Dir, "agent.json")}",
         };
+        if (delivery == ConfigPath.FwCfg)
+            args.AddRange(["-fw_cfg", $"name=opt/vmnet/agent.json,file={Path.Combine(Dir, "agent.json")}"]);
+        else
+        {
+            // The seed as vmnet writes it (label cidata, the agent's config at vmnet/agent.json), on the q35 AHCI CD-ROM.
+            var seed = Path.Combine(Dir, "seed.iso");
+            VmNet.Seed.IsoImageWriter.WriteFile(seed, VmNet.Seed.SeedImage.VolumeLabel,
+                [new VmNet.Seed.IsoFile("meta-data", "instance-id: vmnet-test\n"u8.ToArray()), new VmNet.Seed.IsoFile(VmNet.GuestAgent.Config.ConfigLoader.SeedFile, System.Text.Encoding.UTF8.GetBytes(config))]);
+            args.AddRange(["-drive", $"file={seed},if=none,id=seed,format=raw,readonly=on,media=cdrom", "-device", "ide-cd,drive=seed,bus=ide.0"]);
+        }
         for (var i = 0; i < Networks.Count; i++)
         {
             args.AddRange(["-netdev", $"stream,id=peer{i},server=off,addr.type=unix,addr.path={Path.Combine(Dir, $"peer{i}.sock")}",

@@ -73,6 +73,7 @@ public sealed class LabFixture : IAsyncLifetime
     public async ValueTask DisposeAsync()
     {
         if (_lab is not null) await _lab.DisposeAsync();
+        if (AgentPath is not null) try { Directory.Delete(Path.GetDirectoryName(AgentPath)!, true); } catch (IOException) { }
     }
 }
 

@@ -81,6 +81,33 @@ public sealed class LifecycleSpecs : IDisposable
     }
 
     /// <summary>The host as a kernel shows it: the sysfs and /dev trees, and each PF's VF settings (ip -j link show).</summary>
+    /// <summary>
+    /// QEMU refuses to start (the simulated host's VFs are no real PCI devices, so vfio-pci cannot open them): up
+    /// removes what it made and gives the new VM's VFs back as they were found, with a message and exit code 1.
+    /// </summary>
+    [Fact]
+    public async Task When_the_vm_cannot_start_up_gives_its_vfs_back_and_says_why()
+    {
+        RequiredTool.Path("qemu-system-x86_64");
+        SimHost.CreateExample(_dir["host"]);
+        var start = HostState();
+        await CliWrap.Cli.Wrap(RequiredTool.Path("qemu-img")).WithArguments(["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])
+            .ExecuteAsync(TestContext.Current.CancellationToken);
+        var spec = _dir.Write("vm.yaml", "backend: qemu\naccel: tcg\n" + File.ReadAllText(Repo.File("examples/vm.yaml"))
+            .Replace("ceph-osd-1", "nostart").Replace("memory: 16GiB", "memory: 128MiB")
+            .Replace("/var/lib/vmnet/images/debian-13-genericcloud-amd64.qcow2", _dir["base.qcow2"]));
+
+        var up = Vmnet("up", spec);
+
+        Assert.True(up.Code == 1, up.Out + up.Err);
+        Assert.Contains("[5/7] define: qemu-system-x86_64 for nostart", up.Out);
+        Assert.Contains("nostart's VFs were given back as they were found", up.Err);
+        Assert.DoesNotContain("   at ", up.Err);
+        Assert.Equal(start, HostState());
+        Assert.Empty(new LeaseStore(new StateDir(_dir["state"])).OfVm("nostart"));
+        Assert.False(Directory.Exists(_dir["state/vms/nostart"]));
+    }
+
     private string HostState()
     {
         var kernel = new VmNet.Host.Sim.SimulatedKernel(new HostRoot(_dir["host"]));
