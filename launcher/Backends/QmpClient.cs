@@ -87,7 +87,14 @@ public sealed class QmpClient : IAsyncDisposable
     public async Task<JsonElement> ExecuteAsync(string command, CancellationToken cancel, Dictionary<string, string>? arguments = null)
     {
         var line = JsonSerializer.Serialize(new QmpCommand(command, arguments), QmpJson.Default.QmpCommand) + "\n";
-        await _stream.WriteAsync(Encoding.UTF8.GetBytes(line), cancel);
+        try
+        {
+            await _stream.WriteAsync(Encoding.UTF8.GetBytes(line), cancel);
+        }
+        catch (IOException e)
+        {
+            throw new QmpException($"QEMU closed the QMP connection {_path}: {e.Message}");
+        }
         while (true)
         {
             using var message = await ReadMessageAsync(cancel);
@@ -128,8 +135,16 @@ public sealed class QmpClient : IAsyncDisposable
 
     private async Task<JsonDocument> ReadMessageAsync(CancellationToken cancel)
     {
-        var line = await _reader.ReadLineAsync(cancel)
-            ?? throw new QmpException($"QEMU closed the QMP connection {_path}");
+        string? line;
+        try
+        {
+            line = await _reader.ReadLineAsync(cancel);
+        }
+        catch (IOException e) // the peer reset the connection: QEMU ended mid-conversation
+        {
+            throw new QmpException($"QEMU closed the QMP connection {_path}: {e.Message}");
+        }
+        if (line is null) throw new QmpException($"QEMU closed the QMP connection {_path}");
         return JsonDocument.Parse(line);
     }
 

@@ -55,11 +55,20 @@ internal static class UpFlow
         catch (Exception e) when (!hadLeases && e is VmNetException or Libvirt.LibvirtException or IOException or OperationCanceledException)
         {
             var log = KeepSerialLog(plan, ops.Ledger.State);
-            await backend.RemoveAsync(vm.Name, TimeSpan.FromSeconds(5), CancellationToken.None);
+            var leftover = "";
+            try
+            {
+                await backend.RemoveAsync(vm.Name, TimeSpan.FromSeconds(5), CancellationToken.None);
+            }
+            catch (Exception removing) when (removing is VmNetException or Libvirt.LibvirtException or IOException)
+            {
+                // The VFs go back all the same; what the backend could not undo is named.
+                leftover = $"; removing the VM failed too ({removing.Message}): check `vmnet status {vm.Name}`";
+            }
             await ops.RemoveAsync(vm.Name, CancellationToken.None);
             var reason = log is null ? Reason(e) : Reason(e).Replace(plan.Paths.SerialLog, log, StringComparison.Ordinal);
             throw new VmNetException($"{reason}; {vm.Name}'s VFs were given back as they were found" +
-                (log is null ? "" : $"; its serial log is kept at {log}"), ExitCodes.Failure, e);
+                (log is null ? "" : $"; its serial log is kept at {log}") + leftover, ExitCodes.Failure, e);
         }
 
         var where = backend is LibvirtBackend l ? l.Uri : "qemu-system-x86_64";

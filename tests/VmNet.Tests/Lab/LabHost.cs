@@ -18,6 +18,8 @@ public sealed class LabCollection;
 public sealed class LabHost : IAsyncDisposable
 {
     public const ushort Vlan = 40;
+    /// <summary>A second VLAN on the same switches; the peer answers there too, with the same address.</summary>
+    public const ushort OtherVlan = 41;
     public const string PeerIp = "192.168.40.1";
     public const string GuestIp = "192.168.40.11";
 
@@ -122,7 +124,7 @@ public sealed class LabHost : IAsyncDisposable
         _ = LineLog.Pump(await Accept("report.sock"), Reports, _cancel.Token);
         _shell = await Accept("shell.sock");
         _shellReader = new StreamReader(_shell);
-        Peer = new EthernetPeer([await Accept("peer0.sock"), await Accept("peer1.sock")], PeerIp, GuestIp, 0x40, Clock, Vlan);
+        Peer = new EthernetPeer([await Accept("peer0.sock"), await Accept("peer1.sock")], PeerIp, GuestIp, 0x40, Clock, Vlan, alsoOn: [OtherVlan]);
         _disposables.Add(Peer);
         await Qmp("{\"execute\":\"qmp_capabilities\"}");
     }
