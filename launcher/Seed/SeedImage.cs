@@ -24,8 +24,15 @@ public static class SeedImage
             return File.Exists(set) ? set : throw new VmNetException(
                 $"VMNET_AGENT names {set}, which does not exist; point it at a vmnet-agent binary (scripts/publish.sh builds one) or unset it",
                 ExitCodes.InvalidInput);
-        return new[] { Path.Join(AppContext.BaseDirectory, "vmnet-agent"), "/usr/lib/vmnet/vmnet-agent", "/usr/local/lib/vmnet/vmnet-agent" }
-            .FirstOrDefault(File.Exists);
+        return new[] { NextToVmnet(), "/usr/lib/vmnet/vmnet-agent", "/usr/local/lib/vmnet/vmnet-agent" }
+            .FirstOrDefault(p => p is not null && File.Exists(p));
+    }
+
+    /// <summary>vmnet-agent beside the running vmnet executable (not beside a host such as dotnet or a test runner).</summary>
+    private static string? NextToVmnet()
+    {
+        var exe = Environment.ProcessPath;
+        return exe is not null && Path.GetFileName(exe) == "vmnet" ? Path.Join(Path.GetDirectoryName(exe), "vmnet-agent") : null;
     }
 
     /// <summary>

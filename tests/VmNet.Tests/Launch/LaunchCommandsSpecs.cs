@@ -114,7 +114,8 @@ public sealed class LaunchCommandsSpecs : IDisposable
         Assert.Equal("test:///x", LibvirtBackend.ResolveUri("test:///x"));
         var (exit, _, error) = Vmnet("status", _name, "--connect", "bogus:///x");
         Assert.Equal(ExitCodes.Failure, exit);
-        Assert.StartsWith("vmnet: Cannot connect to libvirt at 'bogus:///x': ", error);
+        Assert.StartsWith($"vmnet: no VM named {_name} runs on the QEMU backend (state ", error);
+        Assert.Contains("and libvirt could not be asked: Cannot connect to libvirt at 'bogus:///x': ", error);
         Assert.DoesNotContain("   at ", error);
     }
 }
