@@ -24,6 +24,8 @@ packages=(
   xorriso genisoimage                                  # reading the NoCloud seed image back in tests
   hyperfine                                            # whole-command benchmarks
   busybox-static cpio kmod iproute2 socat              # the test guest's initramfs and the lab
+  e2fsprogs fdisk jq                                   # images/agent-disk/bake.sh: debugfs, e2fsck, sfdisk --json
+  systemd                                              # systemd-analyze verify on the agent's unit
 )
 missing=()
 for p in "${packages[@]}"; do
