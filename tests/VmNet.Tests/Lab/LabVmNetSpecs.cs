@@ -89,7 +89,7 @@ public sealed class LabVmNetFixture : IAsyncLifetime
             foreach (Match m in Regex.Matches(output, @"^== (\S+) (\d+) (\d+)\n(.*?)(?=^== |\z)", RegexOptions.Multiline | RegexOptions.Singleline))
                 Up[m.Groups[1].Value] = (m.Groups[4].Value, int.Parse(m.Groups[2].Value), int.Parse(m.Groups[3].Value) / 1000.0);
             if (Up.Count != 2 || Up.Values.Any(u => u.Exit != 0))
-                Diagnostics = (await _lab.Shell("for f in /run/vmnet/logs/*.log /run/vmnet/vms/*/serial.log; do [ -f $f ] && { echo \"== $f\"; tail -60 $f; }; done; free -m; cat /proc/loadavg")).Output;
+                Diagnostics = (await _lab.Shell("for f in /run/vmnet/logs/*.log /run/vmnet/vms/*/serial.log; do [ -f $f ] && { echo \"== $f\"; tail -60 $f; }; done; free -m; cat /proc/loadavg; dmesg | tail -40")).Output;
         }
         catch (Exception e) { _error = e; }
     }
@@ -237,78 +237,56 @@ public sealed class LabVmNetSpecs(LabVmNetFixture fixture, ITestOutputHelper out
         Assert.Contains("100% packet loss", aToB.Output);
     }
 
+    /// <summary>
+    /// Pings lab-a from the peer every <see cref="PingEvery"/>, breaks the active path with <paramref name="fail"/>,
+    /// waits for `vmnet status` to show lab1 active, lets traffic run 4 s more, then mends the path and waits for the
+    /// primary (lab0) to take over again. Asserts that traffic continued and prints the figures.
+    /// </summary>
+    private async Task Failover(string what, Func<Task> fail, Func<Task> mend, ushort firstSeq)
+    {
+        Lab.Peer.ForgetGuest();
+        Assert.True(await Lab.Peer.Reaches(TimeSpan.FromSeconds(30)), $"the peer does not reach lab-a before: {what}");
+        using var stop = new CancellationTokenSource();
+        var pinging = Lab.Peer.PingUntil(PingEvery, stop.Token, firstSeq);
+        try
+        {
+            await Task.Delay(2000, TestContext.Current.CancellationToken);
+            var broken = Lab.Clock.Elapsed;
+            await fail();
+            var (moved, status) = await WaitForActive("lab-a", "lab1", TimeSpan.FromSeconds(30));
+            await Task.Delay(4000, TestContext.Current.CancellationToken);
+            var end = Lab.Clock.Elapsed;
+            await stop.CancelAsync();
+            var sent = await pinging;
+            output.WriteLine(status);
+
+            Assert.True(moved is not null, $"vmnet status did not show lab1 active within 30 s of {what}:\n{status}");
+            var outage = Guest.Failover.Outage(Lab.Peer, sent, broken, end);
+            var tail = Guest.Failover.Outage(Lab.Peer, sent, end - TimeSpan.FromSeconds(2), end);
+            output.WriteLine($"{what} -> vmnet status shows lab1 active: {(moved!.Value - broken).TotalSeconds:F1} s");
+            output.WriteLine(Figures($"nested guest, ARP monitor 200 ms, {what}", outage));
+            Assert.True(tail.Lost <= 2, $"traffic did not continue on lab1: {tail.Lost} of {tail.Sent} pings lost in the last 2 s");
+            Assert.True(outage.Gap < TimeSpan.FromSeconds(10), Figures("gap over 10 s", outage));
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await mend();
+            var (back, status) = await WaitForActive("lab-a", "lab0", TimeSpan.FromSeconds(60));
+            Assert.True(back is not null, $"lab0 (the primary) did not come back within 60 s of mending {what}:\n{status}");
+        }
+    }
+
     [Fact, Step(5)]
     public async Task When_the_active_pf_goes_down_the_bond_moves_to_the_other_port_and_traffic_continues()
     {
         var pf0 = (await Lab.Must($"ls /sys/bus/pci/devices/{LabVmNetFixture.Pf0}/net")).Trim();
-        Lab.Peer.ForgetGuest();
-        Assert.True(await Lab.Peer.Reaches(TimeSpan.FromSeconds(30)), "the peer does not reach lab-a before the failover");
-        using var stop = new CancellationTokenSource();
-        var pinging = Lab.Peer.PingUntil(PingEvery, stop.Token, firstSeq: 5000);
-        try
-        {
-            await Task.Delay(2000, TestContext.Current.CancellationToken);
-            var down = Lab.Clock.Elapsed;
-            await Lab.Must($"ip link set dev {pf0} down");
-            var (moved, status) = await WaitForActive("lab-a", "lab1", TimeSpan.FromSeconds(30));
-            await Task.Delay(4000, TestContext.Current.CancellationToken);
-            var end = Lab.Clock.Elapsed;
-            await stop.CancelAsync();
-            var sent = await pinging;
-            output.WriteLine(status);
-
-            Assert.True(moved is not null, $"vmnet status did not show lab1 active within 30 s of `ip link set {pf0} down`:\n{status}");
-            var outage = Failover.Outage(Lab.Peer, sent, down, end);
-            var tail = Failover.Outage(Lab.Peer, sent, end - TimeSpan.FromSeconds(2), end);
-            output.WriteLine($"PF down -> vmnet status shows lab1 active: {(moved!.Value - down).TotalSeconds:F1} s");
-            output.WriteLine(Figures($"nested guest, ARP monitor 200 ms, ip link set {pf0} down", outage));
-            Assert.True(tail.Lost <= 2, $"traffic did not continue on lab1: {tail.Lost} of {tail.Sent} pings lost in the last 2 s");
-            Assert.True(outage.Gap < TimeSpan.FromSeconds(10), Figures("gap over 10 s", outage));
-        }
-        finally
-        {
-            await stop.CancelAsync();
-            await Lab.Shell($"ip link set dev {pf0} up");
-            var (back, status) = await WaitForActive("lab-a", "lab0", TimeSpan.FromSeconds(60));
-            Assert.True(back is not null, $"lab0 (the primary) did not come back within 60 s of the PF coming up:\n{status}");
-        }
+        await Failover($"ip link set {pf0} down", () => Lab.Must($"ip link set dev {pf0} down"), () => Lab.Shell($"ip link set dev {pf0} up"), 5000);
     }
 
     [Fact, Step(6)]
-    public async Task When_the_cable_beyond_the_vf_is_pulled_arp_monitoring_moves_the_bond()
-    {
-        Lab.Peer.ForgetGuest();
-        Assert.True(await Lab.Peer.Reaches(TimeSpan.FromSeconds(30)), "the peer does not reach lab-a before the cable pull");
-        using var stop = new CancellationTokenSource();
-        var pinging = Lab.Peer.PingUntil(PingEvery, stop.Token, firstSeq: 8000);
-        try
-        {
-            await Task.Delay(2000, TestContext.Current.CancellationToken);
-            var pulled = Lab.Clock.Elapsed;
-            await Lab.Cable(0, connected: false);
-            var (moved, status) = await WaitForActive("lab-a", "lab1", TimeSpan.FromSeconds(30));
-            await Task.Delay(4000, TestContext.Current.CancellationToken);
-            var end = Lab.Clock.Elapsed;
-            await stop.CancelAsync();
-            var sent = await pinging;
-            output.WriteLine(status);
-
-            Assert.True(moved is not null, $"vmnet status did not show lab1 active within 30 s of the cable pull:\n{status}");
-            var outage = Failover.Outage(Lab.Peer, sent, pulled, end);
-            var tail = Failover.Outage(Lab.Peer, sent, end - TimeSpan.FromSeconds(2), end);
-            output.WriteLine($"cable pulled -> vmnet status shows lab1 active: {(moved!.Value - pulled).TotalSeconds:F1} s");
-            output.WriteLine(Figures("nested guest, ARP monitor 200 ms, QMP set_link pf0 off", outage));
-            Assert.True(tail.Lost <= 2, $"traffic did not continue on lab1: {tail.Lost} of {tail.Sent} pings lost in the last 2 s");
-            Assert.True(outage.Gap < TimeSpan.FromSeconds(10), Figures("gap over 10 s", outage));
-        }
-        finally
-        {
-            await stop.CancelAsync();
-            await Lab.Cable(0, connected: true);
-            var (back, status) = await WaitForActive("lab-a", "lab0", TimeSpan.FromSeconds(60));
-            Assert.True(back is not null, $"lab0 (the primary) did not come back within 60 s of the cable:\n{status}");
-        }
-    }
+    public Task When_the_cable_beyond_the_vf_is_pulled_arp_monitoring_moves_the_bond() =>
+        Failover("QMP set_link pf0 off", () => Lab.Cable(0, connected: false), () => Lab.Cable(0, connected: true), 8000);
 
     [Fact, Step(7)]
     public async Task A_vmnet_killed_in_the_middle_of_up_leaks_no_vf_once_gc_ran()
