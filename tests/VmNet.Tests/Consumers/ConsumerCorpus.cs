@@ -67,16 +67,8 @@ public static class ConsumerCorpus
         return dir;
     }
 
-    /// <summary>The repository's root: the nearest parent of the test binaries holding examples/vm.yaml.</summary>
-    public static string RepoRoot
-    {
-        get
-        {
-            for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-                if (File.Exists(Path.Join(d.FullName, "examples", "vm.yaml"))) return d.FullName;
-            throw new InvalidOperationException($"no examples/vm.yaml above {AppContext.BaseDirectory}");
-        }
-    }
+    /// <summary>The repository's root (the source tree, wherever the test binaries run from).</summary>
+    public static string RepoRoot => Support.Repo.Root;
 }
 
 /// <summary>One rendered VM; the temp directory (simulated host, state dir with the VM's paths, files) goes on dispose.</summary>
