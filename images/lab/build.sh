@@ -17,8 +17,10 @@ need depmod; need cpio; need gzip
 busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "images/lab: busybox-static missing: run scripts/install-deps.sh" >&2; exit 3; }
 
-# 9p root + overlay, the test shell's virtio-serial port, the SR-IOV NIC and its VF driver, VFIO, the bond's modules.
-modules=(virtio_pci virtio_console 9pnet_virtio 9p overlay igb igbvf vfio vfio_iommu_type1 vfio-pci bonding 8021q)
+# 9p root + overlay, the test shell's virtio-serial port, the SR-IOV NIC and its VF driver, VFIO, the bond's modules,
+# then the peer's NICs (console and exec modes) and its bridge. e1000e after igb: the PFs stay eth0 and eth1.
+modules=(virtio_pci virtio_console 9pnet_virtio 9p overlay igb igbvf vfio vfio_iommu_type1 vfio-pci bonding 8021q
+  e1000e bridge)
 
 # The kernel: the same unpacked package images/guest/build.sh uses (it downloads it when missing).
 kdir="$cache/kernel"

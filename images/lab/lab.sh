@@ -6,9 +6,11 @@
 #                                    on in DIR: qmp.sock (QMP), report.sock (virtio-serial org.vmnet.agent.0),
 #                                    shell.sock (a bash in the host, virtio-serial org.vmnet.test.0), peer0.sock and
 #                                    peer1.sock (-netdev stream: the far side of PF0's and PF1's switch). serial.log in DIR.
-#   images/lab/lab.sh console        boots it with an interactive bash on this terminal (switches without peers)
+#   images/lab/lab.sh console        boots it with an interactive bash on this terminal
 #   images/lab/lab.sh exec SCRIPT    boots it, runs SCRIPT (bash, from this machine's / over 9p) on this terminal,
-#                                    powers off (used by capture-sysfs.sh)
+#                                    powers off (used by capture-sysfs.sh and demo.sh)
+#                                    console and exec: one e1000e NIC on each PF's switch as well (MACs
+#                                    52:54:00:bb:00:01 and :02), for a peer inside the lab host
 #
 # The lab host: q35 (kernel-irqchip=split) + intel-iommu (intremap, caching-mode) under TCG, -m 2560 (under 4 GiB:
 # above it QEMU 10.0 maps the VF BARs as 32-bit and the VFs read zeros), two igb PFs (Intel 82576, 7 VFs each) on
@@ -50,9 +52,17 @@ case "$mode" in
   exec)
     script=$(realpath "${2:?usage: lab.sh exec SCRIPT}")
     args+=(-append "$cmdline lab.exec=$script" -serial stdio) ;;
-  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac
 for i in 0 1; do
   args+=(-netdev "hubport,id=pfn$i,hubid=$i" -device "igb,bus=rp$((i + 1)),netdev=pfn$i,id=pf$i,mac=52:54:00:aa:00:0$((i + 1))")
 done
+# console and exec: a peer NIC on each switch (e1000e, QMP names peer0 / peer1), for a peer inside the lab host
+# (demo.sh bridges both in a network namespace: the link between the two top-of-rack switches). After the PFs, so
+# the PFs keep their PCI addresses; the lab's module list loads e1000e after igb, so the PFs stay eth0 and eth1.
+if [ "$mode" != run ]; then
+  for i in 0 1; do
+    args+=(-netdev "hubport,id=peern$i,hubid=$i" -device "e1000e,netdev=peern$i,id=peer$i,mac=52:54:00:bb:00:0$((i + 1))")
+  done
+fi
 exec qemu-system-x86_64 "${args[@]}"
