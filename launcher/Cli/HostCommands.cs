@@ -37,10 +37,13 @@ internal static class HostCommands
     {
         var name = new Argument<string>("NAME") { Description = "The VM's name" };
         var connect = LaunchCommands.ConnectOption();
-        var cmd = new Command("rm", "Stop and undefine a VM, give its VFs back as they were found and drop its leases (idempotent)") { name, connect };
+        var timeout = new Option<int>("--timeout") { Description = "Seconds to wait for a running guest to power off before stopping it hard", DefaultValueFactory = _ => 30 };
+        var cmd = new Command("rm", "Stop and undefine a VM, give its VFs back as they were found and drop its leases (idempotent)") { name, timeout, connect };
         cmd.SetAction(r =>
         {
             var vm = r.GetValue(name)!;
+            var seconds = r.GetValue(timeout);
+            if (seconds < 0) throw new VmNetException($"--timeout must be 0 or more seconds, got {seconds}", ExitCodes.InvalidInput);
             var ops = Ops(r);
             using (var backends = new Backends.BackendSet(Backends.LibvirtBackend.ResolveUri(r.GetValue(connect)), ops.Ledger.State))
             {
@@ -55,7 +58,7 @@ internal static class HostCommands
                 }
                 if (found is { } f)
                 {
-                    f.Backend.RemoveAsync(vm, TimeSpan.FromSeconds(30), CancellationToken.None).GetAwaiter().GetResult();
+                    f.Backend.RemoveAsync(vm, TimeSpan.FromSeconds(seconds), CancellationToken.None).GetAwaiter().GetResult();
                     stdout.WriteLine($"{vm}: stopped and removed from {f.Backend.Name}");
                 }
                 else

@@ -124,6 +124,17 @@ public class CliSpecs
     }
 
     [Fact]
+    public void Rm_refuses_a_negative_timeout_before_touching_anything()
+    {
+        using var state = new TempDir();
+        var (code, _, error) = Run("rm", "vm1", "--timeout", "-1", "--state-dir", state.Path, "--host-root", ExampleHost);
+
+        Assert.Equal(2, code);
+        Assert.Contains("--timeout must be 0 or more seconds, got -1", error);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(state.Path));
+    }
+
+    [Fact]
     public async Task A_vmnet_agent_variable_naming_no_file_is_refused_before_any_host_change()
     {
         using var tmp = new TempDir();
