@@ -138,7 +138,13 @@ public static class LaunchCommands
     public static async Task<GuestStatus> WaitForGuestAsync(Plan plan, UpProgress progress, TimeSpan timeout, CancellationToken cancel)
     {
         progress.Step("wait for guest", $"the agent's network-ready report on {plan.Paths.AgentSocket} (up to {timeout.TotalSeconds:0} s; serial log {plan.Paths.SerialLog})");
-        return await GuestAgentChannel.WaitForReadyAsync(plan.Paths, timeout, cancel);
+        var guest = await GuestAgentChannel.WaitForReadyAsync(plan.Paths, timeout, cancel);
+        // The agent reports after 15 s even when a bond has no active member yet (e.g. ARP monitoring that has not
+        // seen a reply): the VM runs, but that network carries no traffic until a member takes over.
+        foreach (var n in guest.Networks.Where(n => n.Active is null))
+            progress.Note($"warning: {n.Name} has no active member yet ({string.Join(", ", n.Members.Select(m => $"{m.Name} {m.Link}"))}); " +
+                $"`vmnet status {plan.Vm.Name}` shows when one takes over");
+        return guest;
     }
 
     internal static void PrintStatus(TextWriter o, VmStatus s)
@@ -177,6 +183,9 @@ public sealed class UpProgress(TextWriter output, int total = 7)
     /// <summary>Prints "[i/n] step: detail" for the next step.</summary>
     public void Step(string step, string detail) =>
         output.WriteLine($"[{++_done}/{total}] {step}: {detail}");
+
+    /// <summary>Prints an indented line under the current step.</summary>
+    public void Note(string line) => output.WriteLine($"      {line}");
 
     /// <summary>
     /// Prints the next step, then polls <paramref name="probe"/> every <paramref name="every"/> until it returns a value

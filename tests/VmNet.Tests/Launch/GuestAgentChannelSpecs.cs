@@ -34,6 +34,20 @@ public sealed class GuestAgentChannelSpecs : IDisposable
     }
 
     [Fact]
+    public async Task Up_warns_when_a_bond_has_no_active_member_in_the_agents_report()
+    {
+        Directory.CreateDirectory(_vm.Plan.Paths.VmDir);
+        var output = new StringWriter();
+        var agent = FakeAgent(Ready.Replace("\"active\":\"storage0\"", "\"active\":null").Replace("\"link\":\"up\"}]", "\"link\":\"down\"}]"));
+
+        var guest = await LaunchCommands.WaitForGuestAsync(_vm.Plan, new UpProgress(output, total: 1), TimeSpan.FromSeconds(10), Cancel);
+        await agent;
+
+        Assert.Null(guest.Networks.Single().Active);
+        Assert.Contains("      warning: storage has no active member yet (storage0 up, storage1 down); `vmnet status agent1` shows when one takes over\n", output.ToString());
+    }
+
+    [Fact]
     public async Task Status_reads_the_events_the_agent_queued_since_and_shows_the_bond_as_it_is_now()
     {
         await _vm.CreateBaseImage();
