@@ -193,9 +193,12 @@ public sealed class LabVmNetSpecs(LabVmNetFixture fixture, ITestOutputHelper out
     [Fact, Step(2)]
     public async Task Status_shows_both_vfs_and_the_agents_report_and_the_peer_reaches_the_guest_on_its_vlan()
     {
-        var status = await Lab.Must("vmnet status lab-a");
+        // ARP monitoring validates a member only once the peer's replies come back: under TCG inside TCG that can lag the
+        // agent's network-ready report (which then says "active none"; up warns). Give it a minute.
+        var (active, status) = await WaitForActive("lab-a", "lab0", TimeSpan.FromSeconds(60));
         output.WriteLine(status);
 
+        Assert.True(active is not null, $"lab-a's bond has no active lab0 a minute after up:\n{status}");
         Assert.Contains("lab-a: running (qemu)", status);
         Assert.Matches(@"lab +lab0 +eth0 +vf 0 +0000:01:10\.0 +\S+ +vlan 40", status);
         Assert.Matches(@"lab +lab1 +eth1 +vf 0 +0000:02:10\.0 +\S+ +vlan 40", status);
