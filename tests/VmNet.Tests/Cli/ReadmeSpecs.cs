@@ -14,7 +14,8 @@ public class ReadmeSpecs
 {
     private const string Prefix = "dotnet run --project launcher -- ";
 
-    private static List<string> ShellBlocks()
+    /// <summary>The README's ```sh blocks, in order, each as one text.</summary>
+    public static List<string> ShellBlocks()
     {
         var blocks = new List<string>();
         List<string>? current = null;

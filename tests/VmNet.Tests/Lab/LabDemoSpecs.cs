@@ -49,22 +49,8 @@ public sealed partial class LabDemoSpecs(ITestOutputHelper output)
     private const int MaxLostPings = 40;
 
     /// <summary>The README's shell block holding <see cref="Command"/>.</summary>
-    public static string ReadmeBlock()
-    {
-        var blocks = new List<string>();
-        List<string>? current = null;
-        foreach (var line in File.ReadAllLines(Repo.File("README.md")))
-        {
-            if (line.StartsWith("```", StringComparison.Ordinal))
-            {
-                if (current is not null) { blocks.Add(string.Join('\n', current)); current = null; }
-                else if (line == "```sh") current = [];
-                continue;
-            }
-            current?.Add(line);
-        }
-        return Assert.Single(blocks, b => b.Contains(Command, StringComparison.Ordinal));
-    }
+    public static string ReadmeBlock() =>
+        Assert.Single(ReadmeSpecs.ShellBlocks(), b => b.Contains(Command, StringComparison.Ordinal));
 
     [Fact]
     public void The_readme_block_is_the_one_command()
