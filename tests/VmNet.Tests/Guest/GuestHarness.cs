@@ -29,18 +29,9 @@ public static class GuestImage
         foreach (var tool in new[] { "qemu-system-x86_64", "cpio", "depmod", "apt-get", "dpkg-deb", "gzip" })
             if (!OnPath(tool)) return (null, $"{tool} missing: run scripts/install-deps.sh");
         if (!File.Exists("/bin/busybox")) return (null, "busybox-static missing: run scripts/install-deps.sh");
-        var psi = new ProcessStartInfo("bash", [Path.Combine(RepoRoot, "images/guest/build.sh")])
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
-        };
-        foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase)).ToList())
-            psi.Environment.Remove(key);
-        using var build = Process.Start(psi)!;
-        var stderr = build.StandardError.ReadToEndAsync();
-        var stdout = build.StandardOutput.ReadToEnd();
-        if (!build.WaitForExit(TimeSpan.FromMinutes(10))) { build.Kill(true); return (null, "images/guest/build.sh took over 10 minutes"); }
-        if (build.ExitCode == 3) return (null, stderr.Result.Trim());
-        if (build.ExitCode != 0) throw new InvalidOperationException($"images/guest/build.sh failed ({build.ExitCode}):\n{stderr.Result}");
+        var (stdout, exit, stderr) = Support.Repo.RunScript("images/guest/build.sh", []);
+        if (exit is 3 or 124) return (null, stderr.Trim()); // a missing tool, or the build took over 10 minutes
+        if (exit != 0) throw new InvalidOperationException($"images/guest/build.sh failed ({exit}):\n{stderr}");
         return (stdout.Trim().Split('\n')[^1], null);
     }
 

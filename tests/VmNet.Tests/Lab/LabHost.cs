@@ -46,7 +46,7 @@ public sealed class LabHost : IAsyncDisposable
     public static (string? Dir, string? Problem) Image()
     {
         if (RequiredTool.Find("qemu-system-x86_64") is null) return (null, RequiredTool.MissingMessage("qemu-system-x86_64"));
-        var (output, exit, stderr) = RunScript("images/lab/lab.sh", "build");
+        var (output, exit, stderr) = Repo.RunScript("images/lab/lab.sh", ["build"]);
         if (exit == 3) return (null, stderr.Trim());
         if (exit != 0) throw new InvalidOperationException($"images/lab/lab.sh build failed ({exit}):\n{stderr}");
         return (output.Trim().Split('\n')[^1], null);
@@ -59,21 +59,6 @@ public sealed class LabHost : IAsyncDisposable
         var (guest, problem) = GuestImage.TryGet();
         if (problem is not null) return (null, problem);
         return (Path.Combine(Path.GetDirectoryName(guest!)!, "agent", "vmnet-agent"), null);
-    }
-
-    private static (string Output, int Exit, string Stderr) RunScript(string script, params string[] args)
-    {
-        var psi = new ProcessStartInfo("bash", [Repo.File(script), .. args])
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
-        };
-        foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase)).ToList())
-            psi.Environment.Remove(key);
-        using var p = Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        var stdout = p.StandardOutput.ReadToEnd();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(10))) { p.Kill(true); return ("", 1, $"{script} took over 10 minutes"); }
-        return (stdout, p.ExitCode, stderr.Result);
     }
 
     public static async Task<LabHost> Start()

@@ -114,15 +114,8 @@ public sealed class LabVmNetFixture : IAsyncLifetime
     private static string PublishVmnet()
     {
         var cache = Path.Combine(Environment.GetEnvironmentVariable("VMNET_CACHE") ?? Repo.File(".cache"), "publish");
-        var psi = new ProcessStartInfo("bash", [Repo.File("scripts/publish.sh"), cache])
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
-        };
-        using var p = Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        var stdout = p.StandardOutput.ReadToEnd();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(10))) { p.Kill(true); throw new TimeoutException("scripts/publish.sh took over 10 minutes"); }
-        if (p.ExitCode != 0) throw new InvalidOperationException($"scripts/publish.sh failed ({p.ExitCode}):\n{stderr.Result}");
+        var (stdout, exit, stderr) = Repo.RunScript("scripts/publish.sh", [cache]);
+        if (exit != 0) throw new InvalidOperationException($"scripts/publish.sh failed ({exit}):\n{stderr}");
         return stdout.Trim().Split('\n')[^1];
     }
 

@@ -9,6 +9,27 @@ public static class Repo
 
     public static string File(string relative) => Path.Join(Root, relative);
 
+    /// <summary>
+    /// Runs one of the repository's bash scripts (e.g. images/guest/build.sh) outside the MSBuild that may have started
+    /// the tests, so its node settings do not leak into a nested dotnet publish. After <paramref name="timeout"/>
+    /// (default 10 minutes) the script is killed and the result is exit 124 (as timeout(1) reports) with a message as stderr.
+    /// </summary>
+    public static (string Output, int Exit, string Stderr) RunScript(string script, IReadOnlyList<string> args, TimeSpan? timeout = null)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("bash", [File(script), .. args])
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase)).ToList())
+            psi.Environment.Remove(key);
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        var stdout = p.StandardOutput.ReadToEnd();
+        var limit = timeout ?? TimeSpan.FromMinutes(10);
+        if (!p.WaitForExit(limit)) { p.Kill(true); return ("", 124, $"{script} took over {limit.TotalMinutes:0} minutes"); }
+        return (stdout, p.ExitCode, stderr.Result);
+    }
+
     private static string FindRoot([CallerFilePath] string here = "")
     {
         var dir = Path.GetDirectoryName(here);
