@@ -17,6 +17,11 @@ set -e
 
 n() { grep -E "^\s+$1: [0-9]+" "$log" | tail -1 | grep -oE '[0-9]+' || echo 0; }
 total=$(n total); failed=$(n failed); passed=$(n succeeded); skipped=$(n skipped)
+# The failures again, last, so that a log cut to its tail still names them.
+if grep -q '^failed ' "$log"; then
+  echo "failures:"
+  awk '/^failed /{show=1; n=0; print; next} show && /^[^ \t]/{show=0} show && n<40 {print; n++}' "$log"
+fi
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 if [ "$status" -ne 0 ]; then exit "$status"; fi
 if [ "$total" -eq 0 ]; then echo "no test ran" >&2; exit 1; fi
