@@ -25,6 +25,7 @@ packages=(
   hyperfine                                            # whole-command benchmarks
   busybox-static cpio kmod iproute2 socat              # the test guest's initramfs and the lab
   e2fsprogs fdisk jq                                   # images/agent-disk/bake.sh: debugfs, e2fsck, sfdisk --json
+  mmdebstrap                                           # images/cloud-guest/build.sh: the cloud-init guest's root
   systemd                                              # systemd-analyze verify on the agent's unit
 )
 missing=()

@@ -15,7 +15,7 @@ public static class ConsumerCorpus
 {
     public const string Example = "example";
 
-    public static readonly string[] Names = [Example, "igb-dhcp", "three-ipv6", "arp-monitor", "qos-qinq", "qemu-tcg"];
+    public static readonly string[] Names = [Example, "igb-dhcp", "three-ipv6", "arp-monitor", "qos-qinq", "qemu-tcg", "cloud-guest"];
 
     public static TheoryData<string> All => new(Names);
 

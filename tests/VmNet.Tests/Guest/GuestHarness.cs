@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
@@ -24,14 +25,23 @@ public static class GuestImage
         Assert.Skip(problem);
     }
 
-    private static (string?, string?) Build()
+    /// <summary>The NativeAOT agent images/guest/build.sh publishes (after <see cref="TryGet"/>).</summary>
+    public static string AgentBinary =>
+        Path.Combine(Environment.GetEnvironmentVariable("VMNET_CACHE") ?? Path.Combine(RepoRoot, ".cache"), "images", "agent", "vmnet-agent");
+
+    private static (string?, string?) Build() =>
+        BuildWith("images/guest/build.sh", ["qemu-system-x86_64", "cpio", "depmod", "apt-get", "dpkg-deb", "gzip"]);
+
+    /// <summary>Runs an image recipe that prints its output directory last; a missing tool (exit 3) or a build over
+    /// 10 minutes is a problem to report, any other failure an error.</summary>
+    public static (string? Dir, string? Problem) BuildWith(string script, string[] tools)
     {
-        foreach (var tool in new[] { "qemu-system-x86_64", "cpio", "depmod", "apt-get", "dpkg-deb", "gzip" })
+        foreach (var tool in tools)
             if (!OnPath(tool)) return (null, $"{tool} missing: run scripts/install-deps.sh");
         if (!File.Exists("/bin/busybox")) return (null, "busybox-static missing: run scripts/install-deps.sh");
-        var (stdout, exit, stderr) = Support.Repo.RunScript("images/guest/build.sh", []);
-        if (exit is 3 or 124) return (null, stderr.Trim()); // a missing tool, or the build took over 10 minutes
-        if (exit != 0) throw new InvalidOperationException($"images/guest/build.sh failed ({exit}):\n{stderr}");
+        var (stdout, exit, stderr) = Support.Repo.RunScript(script, []);
+        if (exit is 3 or 124) return (null, stderr.Trim());
+        if (exit != 0) throw new InvalidOperationException($"{script} failed ({exit}):\n{stderr}");
         return (stdout.Trim().Split('\n')[^1], null);
     }
 
@@ -155,6 +165,19 @@ public abstract class GuestFixture : IAsyncLifetime
 
 public enum ConfigPath { FwCfg, Seed }
 
+/// <summary>What QEMU boots: a kernel and initramfs (direct boot), optionally a root disk image and a seed image.</summary>
+public sealed record GuestMachine(string Kernel, string Initrd, string Append, int MemoryMiB, string? Disk = null, string? Seed = null)
+{
+    /// <summary>The test guest of images/guest: everything in the initramfs.</summary>
+    public static GuestMachine TestGuest(string imageDir) =>
+        new(Path.Combine(imageDir, "vmlinuz"), Path.Combine(imageDir, "initrd.gz"), "console=ttyS0 panic=-1 loglevel=4", 384);
+
+    /// <summary>The cloud-init guest of images/cloud-guest: systemd and cloud-init on root.img.</summary>
+    public static GuestMachine CloudGuest(string imageDir) =>
+        new(Path.Combine(imageDir, "vmlinuz"), Path.Combine(imageDir, "initrd.gz"), "console=ttyS0 panic=-1 loglevel=4", 1024,
+            Disk: Path.Combine(imageDir, "root.img"));
+}
+
 /// <summary>
 /// A test guest under QEMU TCG. Every channel is a unix socket the test listens on and QEMU connects to at start:
 /// QMP, the agent's report port (virtio-serial "org.vmnet.agent.0"), a shell on virtio-serial "org.vmnet.test.0",
@@ -189,7 +212,16 @@ public sealed class QemuGuest : IAsyncDisposable
     public static async Task<QemuGuest> Start(string imageDir, GuestNetwork[] networks, string? config = null, ConfigPath delivery = ConfigPath.FwCfg)
     {
         var guest = new QemuGuest(networks);
-        try { await guest.Boot(imageDir, config, delivery); }
+        try { await guest.Boot(GuestMachine.TestGuest(imageDir), config, delivery); }
+        catch { await guest.DisposeAsync(); throw; }
+        return guest;
+    }
+
+    /// <summary>Boots <paramref name="machine"/> with a seed image made by the caller (vmnet's own seed), no fw_cfg.</summary>
+    public static async Task<QemuGuest> Start(GuestMachine machine, GuestNetwork[] networks, string seedIso)
+    {
+        var guest = new QemuGuest(networks);
+        try { await guest.Boot(machine with { Seed = seedIso }, "", ConfigPath.Seed); }
         catch { await guest.DisposeAsync(); throw; }
         return guest;
     }
@@ -203,7 +235,7 @@ public sealed class QemuGuest : IAsyncDisposable
         return socket;
     }
 
-    private async Task Boot(string imageDir, string? rendered, ConfigPath delivery)
+    private async Task Boot(GuestMachine machine, string? rendered, ConfigPath delivery)
     {
         var config = rendered ?? "{\"version\":1,\"hostname\":\"vmnet-test\",\"reportPort\":\"org.vmnet.agent.0\",\"networks\":["
                      + string.Join(",", Networks.Select(n => n.ConfigJson())) + "]}";
@@ -212,22 +244,34 @@ public sealed class QemuGuest : IAsyncDisposable
             .ToDictionary(n => n, Listen);
         var args = new List<string>
         {
-            "-accel", "tcg", "-machine", "q35", "-cpu", "max", "-smp", "1", "-m", "384", "-nodefaults", "-display", "none", "-no-reboot",
-            "-kernel", Path.Combine(imageDir, "vmlinuz"), "-initrd", Path.Combine(imageDir, "initrd.gz"),
-            "-append", "console=ttyS0 panic=-1 loglevel=4", "-serial", $"file:{Path.Combine(Dir, "serial.log")}",
+            "-accel", "tcg,tb-size=256", "-machine", "q35", "-cpu", "max", "-smp", "1", "-m", machine.MemoryMiB.ToString(CultureInfo.InvariantCulture),
+            "-nodefaults", "-display", "none", "-no-reboot",
+            "-kernel", machine.Kernel, "-initrd", machine.Initrd, "-append", machine.Append, "-serial", $"file:{Path.Combine(Dir, "serial.log")}",
             "-chardev", $"socket,id=qmp,path={Path.Combine(Dir, "qmp.sock")}", "-mon", "chardev=qmp,mode=control",
             "-device", "virtio-serial-pci,id=vser",
             "-chardev", $"socket,id=report,path={Path.Combine(Dir, "report.sock")}", "-device", "virtserialport,chardev=report,name=org.vmnet.agent.0",
             "-chardev", $"socket,id=shell,path={Path.Combine(Dir, "shell.sock")}", "-device", "virtserialport,chardev=shell,name=org.vmnet.test.0",
         };
+        if (machine.Disk is { } disk)
+        {
+            // A copy-on-write overlay, so the cached image stays as built.
+            var overlay = Path.Combine(Dir, "disk.qcow2");
+            await CliWrap.Buffered.BufferedCommandExtensions.ExecuteBufferedAsync(
+                CliWrap.Cli.Wrap("qemu-img").WithArguments(["create", "-q", "-f", "qcow2", "-b", disk, "-F", "raw", overlay]));
+            args.AddRange(["-drive", $"file={overlay},if=virtio,format=qcow2"]);
+        }
         if (delivery == ConfigPath.FwCfg)
             args.AddRange(["-fw_cfg", $"name=opt/vmnet/agent.json,file={Path.Combine(Dir, "agent.json")}"]);
         else
         {
             // The seed as vmnet writes it (label cidata, the agent's config at vmnet/agent.json), on the q35 AHCI CD-ROM.
-            var seed = Path.Combine(Dir, "seed.iso");
-            VmNet.Seed.IsoImageWriter.WriteFile(seed, VmNet.Seed.SeedImage.VolumeLabel,
-                [new VmNet.Seed.IsoFile("meta-data", "instance-id: vmnet-test\n"u8.ToArray()), new VmNet.Seed.IsoFile(VmNet.GuestAgent.Config.ConfigLoader.SeedFile, System.Text.Encoding.UTF8.GetBytes(config))]);
+            var seed = machine.Seed;
+            if (seed is null)
+            {
+                seed = Path.Combine(Dir, "seed.iso");
+                VmNet.Seed.IsoImageWriter.WriteFile(seed, VmNet.Seed.SeedImage.VolumeLabel,
+                    [new VmNet.Seed.IsoFile("meta-data", "instance-id: vmnet-test\n"u8.ToArray()), new VmNet.Seed.IsoFile(VmNet.GuestAgent.Config.ConfigLoader.SeedFile, System.Text.Encoding.UTF8.GetBytes(config))]);
+            }
             args.AddRange(["-drive", $"file={seed},if=none,id=seed,format=raw,readonly=on,media=cdrom", "-device", "ide-cd,drive=seed,bus=ide.0"]);
         }
         for (var i = 0; i < Networks.Count; i++)
