@@ -20,7 +20,8 @@ mkdir -p "$cache"
 img_need cpio; img_need gzip
 
 # Modules the bond needs; dependencies are followed through modules.dep.
-modules=(virtio_pci virtio_net virtio_console qemu_fw_cfg e1000e igbvf bonding 8021q ahci sr_mod)
+# button and evdev: the ACPI power button, which busybox acpid turns into a power-off (vmnet rm, virsh shutdown).
+modules=(virtio_pci virtio_net virtio_console qemu_fw_cfg e1000e igbvf bonding 8021q ahci sr_mod button evdev)
 
 # 1. The kernel: the package linux-image-amd64 depends on, unpacked once (sets kroot, kver).
 img_kernel
@@ -58,6 +59,10 @@ for lib in $(ldd "$agent" | grep -oE '/[^ ]+' | sort -u); do
   mkdir -p "$stage$(dirname "$lib")"; cp -L "$lib" "$stage$lib"
 done
 cp "$here/init" "$stage/init"; chmod 755 "$stage/init"
+# busybox acpid maps the power button's input event to "PWRF" and runs /etc/acpi/PWRF/00000080.
+mkdir -p "$stage/etc/acpi/PWRF"
+printf '#!/bin/sh\necho "vmnet-init: power button, powering off"\nsync\npoweroff -f\n' > "$stage/etc/acpi/PWRF/00000080"
+chmod 755 "$stage/etc/acpi/PWRF/00000080"
 echo "vmnet-guest" > "$stage/etc/hostname"
 : > "$stage/etc/resolv.conf"
 

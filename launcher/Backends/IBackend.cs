@@ -24,7 +24,7 @@ public interface IBackend
     Task<StopResult> StopAsync(string vm, TimeSpan graceful, CancellationToken cancel);
 
     /// <summary>Stops the VM as <see cref="StopAsync"/> does, then undefines it and deletes its run files, seed and overlay.</summary>
-    Task RemoveAsync(string vm, TimeSpan graceful, CancellationToken cancel);
+    Task<StopResult> RemoveAsync(string vm, TimeSpan graceful, CancellationToken cancel);
 
     /// <summary>The VM's state and VFs, or null when this backend does not know a VmNet VM of that name.</summary>
     Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel);

@@ -87,13 +87,14 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         return StopResult.Forced;
     }
 
-    public async Task RemoveAsync(string vm, TimeSpan graceful, CancellationToken cancel)
+    public async Task<StopResult> RemoveAsync(string vm, TimeSpan graceful, CancellationToken cancel)
     {
-        await StopAsync(vm, graceful, cancel);
+        var stopped = await StopAsync(vm, graceful, cancel);
         using (var domain = VmNetDomain(vm))
             if (domain is not null)
                 Call(domain.Undefine);
         VmFiles.Delete(VmPaths.For(State, vm), []);
+        return stopped;
     }
 
     /// <summary>The domain's state, VFs and the agent's latest report (read fresh from its socket while it runs).</summary>

@@ -119,10 +119,11 @@ public sealed class QemuBackend(StateDir state) : IBackend
         return result;
     }
 
-    public async Task RemoveAsync(string vm, TimeSpan graceful, CancellationToken cancel)
+    public async Task<StopResult> RemoveAsync(string vm, TimeSpan graceful, CancellationToken cancel)
     {
-        await StopAsync(vm, graceful, cancel);
+        var stopped = await StopAsync(vm, graceful, cancel);
         VmFiles.Delete(PathsOf(vm), [RecordPath(vm)]);
+        return stopped;
     }
 
     public async Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel)

@@ -58,8 +58,13 @@ internal static class HostCommands
                 }
                 if (found is { } f)
                 {
-                    f.Backend.RemoveAsync(vm, TimeSpan.FromSeconds(seconds), CancellationToken.None).GetAwaiter().GetResult();
-                    stdout.WriteLine($"{vm}: stopped and removed from {f.Backend.Name}");
+                    var stopped = f.Backend.RemoveAsync(vm, TimeSpan.FromSeconds(seconds), CancellationToken.None).GetAwaiter().GetResult();
+                    stdout.WriteLine(stopped switch
+                    {
+                        Backends.StopResult.AlreadyStopped => $"{vm}: was not running; removed from {f.Backend.Name}",
+                        Backends.StopResult.ShutDown => $"{vm}: shut down and removed from {f.Backend.Name}",
+                        _ => $"{vm}: did not power off within {seconds} s and was stopped hard; removed from {f.Backend.Name}",
+                    });
                 }
                 else
                 {

@@ -325,6 +325,14 @@ public sealed class QemuGuest : IAsyncDisposable
         await Qmp("{\"execute\":\"qmp_capabilities\"}");
     }
 
+    /// <summary>Whether QEMU exited within <paramref name="timeout"/> (e.g. after the guest powered off).</summary>
+    public async Task<bool> WaitForExit(TimeSpan timeout)
+    {
+        using var cancel = new CancellationTokenSource(timeout);
+        try { await _qemu!.WaitForExitAsync(cancel.Token); return true; }
+        catch (OperationCanceledException) { return false; }
+    }
+
     public static string NicId(int network, int member) => $"nic{network}{member}";
 
     /// <summary>Sends one QMP command and returns its "return" (or throws on "error"); events are skipped.</summary>

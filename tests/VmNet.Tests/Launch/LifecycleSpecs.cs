@@ -72,7 +72,7 @@ public sealed class LifecycleSpecs : IDisposable
 
         var rm = Vmnet("rm", name);
         Assert.True(rm.Code == 0, rm.Out + rm.Err);
-        Assert.Contains($"{name}: stopped and removed from libvirt", rm.Out);
+        Assert.Contains($"{name}: was not running; removed from libvirt", rm.Out);
         using (var libvirt = VmNet.Libvirt.LibvirtConnection.Open("test:///default"))
             Assert.Null(libvirt.TryLookupDomain(name));
         Assert.Equal(start, HostState());
