@@ -14,8 +14,9 @@ public interface IBackend
     /// <summary>"libvirt" or "qemu".</summary>
     string Name { get; }
 
-    /// <summary>Writes what a start needs: the VM directory, the NoCloud seed and the disk overlay.</summary>
-    Task PrepareAsync(Plan plan, Artifacts artifacts, CancellationToken cancel);
+    /// <summary>Writes what a start needs: the VM directory, the NoCloud seed (with the agent binary
+    /// <paramref name="agent"/> on it, when not null) and the disk overlay.</summary>
+    Task PrepareAsync(Plan plan, Artifacts artifacts, string? agent, CancellationToken cancel);
 
     /// <summary>Defines the VM (libvirt: validated domain XML, autostart as the spec says) and starts it unless it runs.</summary>
     Task DefineAndStartAsync(Plan plan, Artifacts artifacts, CancellationToken cancel);

@@ -41,7 +41,7 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
     /// <summary>The backend's connection, opened on first use.</summary>
     internal LibvirtConnection Connection => _connection ??= Call(() => LibvirtConnection.Open(Uri));
 
-    public Task PrepareAsync(Plan plan, Artifacts artifacts, CancellationToken cancel) => VmFiles.PrepareAsync(plan, artifacts, cancel);
+    public Task PrepareAsync(Plan plan, Artifacts artifacts, string? agent, CancellationToken cancel) => VmFiles.PrepareAsync(plan, artifacts, agent, cancel);
 
     public Task DefineAndStartAsync(Plan plan, Artifacts artifacts, CancellationToken cancel)
     {
@@ -102,7 +102,7 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
     {
         VmStatus? status;
         using (var domain = Call(() => Connection.TryLookupDomain(vm)))
-            status = domain is null ? null : StatusOf(domain);
+            status = domain is null ? null : StatusOf(domain, savedReport: false);
         return status is { Running: true } ? status with { Guest = await GuestAgentChannel.RefreshAsync(VmPaths.For(State, vm), cancel) } : status;
     }
 
@@ -111,7 +111,7 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         var domains = Call(Connection.ListDomains);
         try
         {
-            IReadOnlyList<VmStatus> list = domains.Select(StatusOf).OfType<VmStatus>().OrderBy(s => s.Name, StringComparer.Ordinal).ToList();
+            IReadOnlyList<VmStatus> list = domains.Select(d => StatusOf(d)).OfType<VmStatus>().OrderBy(s => s.Name, StringComparer.Ordinal).ToList();
             return Task.FromResult(list);
         }
         finally
@@ -154,7 +154,8 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         throw new VmNetException($"the libvirt domain {vm} was not made by VmNet (it has no vmnet metadata); manage it with virsh", ExitCodes.InvalidInput);
     }
 
-    private VmStatus? StatusOf(LibvirtDomain domain)
+    /// <summary>The domain's status from libvirt; with <paramref name="savedReport"/>, the agent's last saved report too.</summary>
+    private VmStatus? StatusOf(LibvirtDomain domain, bool savedReport = true)
     {
         var metadata = Call(() => domain.GetMetadata(Renderer.XmlNamespace));
         if (metadata is null) return null;
@@ -163,7 +164,7 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         var paths = VmPaths.For(State, domain.Name);
         // The agent's report describes the current boot only: a stopped VM shows none.
         return new VmStatus(domain.Name, Name, StateName(state), running, ParseMetadata(metadata), paths.SerialLog,
-            running ? GuestAgentChannel.ReadSaved(paths) : null);
+            running && savedReport ? GuestAgentChannel.ReadSaved(paths) : null);
     }
 
     /// <summary>

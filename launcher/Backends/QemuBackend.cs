@@ -37,7 +37,7 @@ public sealed class QemuBackend(StateDir state) : IBackend
 
     private string RecordPath(string vm) => Path.Join(State.VmDir(vm), RecordFile);
 
-    public Task PrepareAsync(Plan plan, Artifacts artifacts, CancellationToken cancel) => VmFiles.PrepareAsync(plan, artifacts, cancel);
+    public Task PrepareAsync(Plan plan, Artifacts artifacts, string? agent, CancellationToken cancel) => VmFiles.PrepareAsync(plan, artifacts, agent, cancel);
 
     public async Task DefineAndStartAsync(Plan plan, Artifacts artifacts, CancellationToken cancel)
     {

@@ -15,12 +15,13 @@ public static class VmFiles
     /// <summary>
     /// Creates the VM directory, writes the seed (always: it follows the rendered plan) and creates the overlay when it
     /// does not exist yet. An existing overlay is the VM's disk and is kept, if it sits on the same base image.
+    /// With <paramref name="agent"/> (a vmnet-agent binary, <see cref="SeedImage.FindAgent"/>), the agent goes on the seed.
     /// </summary>
-    public static async Task PrepareAsync(Plan plan, Artifacts artifacts, CancellationToken cancel)
+    public static async Task PrepareAsync(Plan plan, Artifacts artifacts, string? agent, CancellationToken cancel)
     {
         var paths = plan.Paths;
         if (OperatingSystem.IsWindows()) Directory.CreateDirectory(paths.VmDir); else Directory.CreateDirectory(paths.VmDir, DirMode);
-        SeedImage.Write(paths.Seed, artifacts, SeedImage.FindAgent());
+        SeedImage.Write(paths.Seed, artifacts, agent);
         // The agent's config through QEMU fw_cfg too (opt/vmnet/agent.json), for guests without cloud-init. QEMU reads
         // it as its own user (libvirt-qemu), and it holds no secret: addresses and MACs.
         Leases.AtomicFile.Write(paths.AgentConfig, artifacts.AgentConfig);

@@ -118,13 +118,13 @@ public static class LaunchCommands
     /// The steps of <c>up</c> after the host side has applied the plan: "seed" (seed image and disk overlay),
     /// "define" (and start), then "start" waits until the VM runs. Returns the running VM's status.
     /// </summary>
-    public static async Task<VmStatus> StartVmAsync(IBackend backend, Plan plan, Rendering.Artifacts artifacts, UpProgress progress,
+    public static async Task<VmStatus> StartVmAsync(IBackend backend, Plan plan, Rendering.Artifacts artifacts, string? agent, UpProgress progress,
         TimeSpan startTimeout, CancellationToken cancel)
     {
         var vm = plan.Vm.Name;
         var paths = plan.Paths;
         progress.Step("seed", $"{paths.Seed} (label cidata) and disk {paths.Disk} over {plan.Vm.Disk.Image}");
-        await backend.PrepareAsync(plan, artifacts, cancel);
+        await backend.PrepareAsync(plan, artifacts, agent, cancel);
         progress.Step("define", backend is LibvirtBackend l
             ? $"libvirt domain {vm} at {l.Uri}{(plan.Vm.Autostart ? ", autostart on" : "")}"
             : $"qemu-system-x86_64 for {vm}, pid file {paths.PidFile}, QMP {paths.QmpSocket}");

@@ -41,7 +41,7 @@ internal static class UpFlow
         var backend = backends.For(vm, options.Backend);
         try
         {
-            await LaunchCommands.StartVmAsync(backend, plan, artifacts, progress, TimeSpan.FromSeconds(60), ct);
+            await LaunchCommands.StartVmAsync(backend, plan, artifacts, agent, progress, TimeSpan.FromSeconds(60), ct);
             // The leases follow the domain: gone when it is undefined outside vmnet. Not so on libvirt's test driver,
             // whose domains end with the process that made them: there the leases last until `vmnet rm`.
             if (await backend.OwnerOfAsync(vm.Name, ct) is { } token && token.StartsWith("libvirt:", StringComparison.Ordinal)

@@ -52,7 +52,7 @@ public sealed class GuestAgentChannelSpecs : IDisposable
     {
         await _vm.CreateBaseImage();
         using var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
-        await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+        await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, null, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
         var ready = FakeAgent(Ready);
         await LaunchCommands.WaitForGuestAsync(_vm.Plan, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
         await ready;
@@ -79,7 +79,7 @@ public sealed class GuestAgentChannelSpecs : IDisposable
         using var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
         var output = new StringWriter();
         var progress = new UpProgress(output, total: 2);
-        await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+        await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, null, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
         var agent = FakeAgent("""{"event":"link-changed","uptimeMs":10,"network":"storage","member":"storage1","link":"up"}""", "not json", Ready);
 
         var guest = await LaunchCommands.WaitForGuestAsync(_vm.Plan, progress, TimeSpan.FromSeconds(10), Cancel);

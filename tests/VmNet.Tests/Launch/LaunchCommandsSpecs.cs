@@ -167,7 +167,7 @@ public sealed class StartVmSpecs
         var progress = new UpProgress(output);
         foreach (var step in UpProgress.Steps.Take(3)) progress.Step(step, "(host side)");
 
-        var status = await LaunchCommands.StartVmAsync(backend, vm.Plan, vm.Artifacts, progress, TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken);
+        var status = await LaunchCommands.StartVmAsync(backend, vm.Plan, vm.Artifacts, null, progress, TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken);
 
         Assert.Equal("running", status.State);
         Assert.True(File.Exists(vm.Plan.Paths.Seed));

@@ -28,7 +28,7 @@ public sealed class LibvirtBackendSpecs : IDisposable
     private async Task Up()
     {
         await _vm.CreateBaseImage();
-        await _backend.PrepareAsync(_vm.Plan, _vm.Artifacts, Cancel);
+        await _backend.PrepareAsync(_vm.Plan, _vm.Artifacts, null, Cancel);
         await _backend.DefineAndStartAsync(_vm.Plan, _vm.Artifacts, Cancel);
     }
 
@@ -134,7 +134,7 @@ public sealed class LibvirtBackendSpecs : IDisposable
         await vm.CreateBaseImage();
         using var backend = new LibvirtBackend("test://" + vm.Dir.Write("node.xml", "<node/>"), vm.State);
 
-        await backend.PrepareAsync(plan, vm.Artifacts, Cancel);
+        await backend.PrepareAsync(plan, vm.Artifacts, null, Cancel);
         await backend.DefineAndStartAsync(plan, vm.Artifacts, Cancel);
 
         using var domain = backend.Connection.TryLookupDomain("auto1");

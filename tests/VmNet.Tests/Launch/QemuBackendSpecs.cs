@@ -23,7 +23,7 @@ public sealed class QemuBackendSpecs : IDisposable
         var artifacts = _vm.Artifacts with { QemuArgs = _vm.QemuArgsWithoutVfio() };
         Assert.Contains($"tcg,tb-size={VmNet.Rendering.Renderer.TcgCacheMiB}", artifacts.QemuArgs);
 
-        await backend.PrepareAsync(_vm.Plan, artifacts, Cancel);
+        await backend.PrepareAsync(_vm.Plan, artifacts, null, Cancel);
         await backend.DefineAndStartAsync(_vm.Plan, artifacts, Cancel);
         try
         {

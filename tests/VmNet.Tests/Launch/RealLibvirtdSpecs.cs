@@ -63,7 +63,7 @@ public sealed class RealLibvirtdSpecs(LibvirtdFixture libvirtd)
         using var backend = new LibvirtBackend(uri, vm.State);
         try
         {
-            await backend.PrepareAsync(vm.Plan, artifacts, Cancel);
+            await backend.PrepareAsync(vm.Plan, artifacts, null, Cancel);
             await backend.DefineAndStartAsync(vm.Plan, artifacts, Cancel);
 
             var running = await backend.StatusAsync(name, Cancel);
