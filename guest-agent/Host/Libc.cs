@@ -12,6 +12,7 @@ internal static unsafe partial class Libc
     public const int SOCK_CLOEXEC = 0x80000;
     public const int NETLINK_ROUTE = 0;
     public const int O_WRONLY = 1;
+    public const int O_RDWR = 2;
     public const int O_NONBLOCK = 0x800;
     public const int O_CLOEXEC = 0x80000;
     public const int EAGAIN = 11;
@@ -29,6 +30,9 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Library, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int open(string path, int flags);
+
+    [LibraryImport(Library, EntryPoint = "read", SetLastError = true)]
+    public static partial nint read(int fd, byte* buffer, nint length);
 
     [LibraryImport(Library, EntryPoint = "write", SetLastError = true)]
     public static partial nint write(int fd, byte* buffer, nint length);

@@ -79,11 +79,26 @@ public sealed class BondMonitor(IHostFiles host, AgentConfig config, Reporter re
         reporter.Flush();
     }
 
+    /// <summary>
+    /// Answers the host's requests: <c>{"query":"state"}</c> gets a <c>state</c> report of every bond as it is now,
+    /// after the changes <see cref="Poll"/> just reported, so a host that missed events still sees the truth.
+    /// </summary>
+    public void Answer(string request)
+    {
+        HostRequest? parsed;
+        try { parsed = JsonSerializer.Deserialize(request, ReportJsonContext.Default.HostRequest); }
+        catch (JsonException) { parsed = null; }
+        if (parsed?.Query != "state") return;
+        reporter.Send(JsonSerializer.Serialize(new StateEvent("state", UptimeMs(), config.Networks.Select(Read).ToList()),
+            ReportJsonContext.Default.StateEvent), logged: false);
+    }
+
     public void Run(TimeSpan interval, CancellationToken cancel)
     {
         while (!cancel.IsCancellationRequested)
         {
             Poll();
+            foreach (var request in reporter.ReadRequests()) Answer(request);
             cancel.WaitHandle.WaitOne(interval);
         }
     }

@@ -7,10 +7,12 @@ namespace VmNet.GuestAgent.Reporting;
 /// <summary>
 /// Writes JSON lines to the virtio-serial report port and to stderr. The port is opened non-blocking: while the host
 /// side is not connected, lines wait in a queue (at most 1000) and go out on the next <see cref="Flush"/>.
+/// The host writes requests on the same port, one JSON line each (<see cref="ReadRequests"/>).
 /// </summary>
 public sealed class Reporter(IHostFiles host, string? portName, TextWriter log) : IDisposable
 {
     private readonly Queue<byte[]> _pending = new();
+    private readonly List<byte> _incoming = [];
     private int _fd = -1;
     private bool _warned;
 
@@ -26,9 +28,11 @@ public sealed class Reporter(IHostFiles host, string? portName, TextWriter log) 
         return null;
     }
 
-    public void Send(string json)
+    /// <summary>Queues one report line and flushes; <paramref name="logged"/> false keeps it off stderr (answers to
+    /// the host's queries, which would otherwise fill the journal or serial log at each `vmnet status`).</summary>
+    public void Send(string json, bool logged = true)
     {
-        log.WriteLine("vmnet-agent: report " + json);
+        if (logged) log.WriteLine("vmnet-agent: report " + json);
         if (portName is null) return;
         if (_pending.Count >= 1000) _pending.Dequeue();
         _pending.Enqueue(Encoding.UTF8.GetBytes(json + "\n"));
@@ -54,6 +58,31 @@ public sealed class Reporter(IHostFiles host, string? portName, TextWriter log) 
         }
     }
 
+    /// <summary>
+    /// The complete lines the host wrote since the last call (without blocking; none while the host side is not
+    /// connected). A line longer than 4 KiB is dropped: requests are short.
+    /// </summary>
+    public unsafe IReadOnlyList<string> ReadRequests()
+    {
+        if (portName is null || (_fd < 0 && !TryOpen())) return [];
+        var buffer = stackalloc byte[512];
+        while (true)
+        {
+            var n = Libc.read(_fd, buffer, 512);
+            if (n <= 0) break; // EAGAIN: nothing more; 0: the host side is not connected
+            for (var i = 0; i < n; i++) _incoming.Add(buffer[i]);
+        }
+        var lines = new List<string>();
+        int newline;
+        while ((newline = _incoming.IndexOf((byte)'\n')) >= 0)
+        {
+            lines.Add(Encoding.UTF8.GetString(_incoming.GetRange(0, newline).ToArray()).Trim());
+            _incoming.RemoveRange(0, newline + 1);
+        }
+        if (_incoming.Count > 4096) _incoming.Clear();
+        return lines;
+    }
+
     private bool TryOpen()
     {
         var path = ResolvePort();
@@ -63,7 +92,7 @@ public sealed class Reporter(IHostFiles host, string? portName, TextWriter log) 
             return false;
         }
         var full = host is HostFiles real ? real.Full(path) : "/" + path;
-        _fd = Libc.open(full, Libc.O_WRONLY | Libc.O_NONBLOCK | Libc.O_CLOEXEC);
+        _fd = Libc.open(full, Libc.O_RDWR | Libc.O_NONBLOCK | Libc.O_CLOEXEC);
         if (_fd >= 0) return true;
         var errno = Marshal.GetLastPInvokeError();
         Warn(errno == Libc.EBUSY

@@ -16,10 +16,18 @@ public sealed record LinkChangedEvent(string Event, long UptimeMs, string Networ
 
 public sealed record ErrorEvent(string Event, long UptimeMs, string Message);
 
+/// <summary>The answer to the host's <c>{"query":"state"}</c>: every bond as it is now.</summary>
+public sealed record StateEvent(string Event, long UptimeMs, IReadOnlyList<NetworkState> Networks);
+
+/// <summary>A line the host writes on the report port.</summary>
+public sealed record HostRequest(string? Query);
+
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
     DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
 [JsonSerializable(typeof(NetworkReadyEvent))]
 [JsonSerializable(typeof(ActiveChangedEvent))]
 [JsonSerializable(typeof(LinkChangedEvent))]
 [JsonSerializable(typeof(ErrorEvent))]
+[JsonSerializable(typeof(StateEvent))]
+[JsonSerializable(typeof(HostRequest))]
 public sealed partial class ReportJsonContext : JsonSerializerContext;

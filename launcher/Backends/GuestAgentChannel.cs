@@ -13,8 +13,9 @@ public sealed record GuestMember(string Name, string Mac, string Link);
 public sealed record GuestNetwork(string Name, string? Active, IReadOnlyList<GuestMember> Members, IReadOnlyList<string> Addresses, int? Mtu);
 
 /// <summary>
-/// One line of the agent: <c>network-ready</c> (all networks), <c>active-changed</c> (network, active),
-/// <c>link-changed</c> (network, member, link) or <c>error</c> (message).
+/// One line of the agent: <c>network-ready</c> (all networks), <c>state</c> (all networks, the answer to
+/// <see cref="GuestAgentChannel.StateQuery"/>), <c>active-changed</c> (network, active), <c>link-changed</c>
+/// (network, member, link) or <c>error</c> (message).
 /// </summary>
 public sealed record GuestEvent(string Event, long UptimeMs, string? Message, IReadOnlyList<GuestNetwork>? Networks,
     string? Network = null, string? Active = null, string? Member = null, string? Link = null);
@@ -34,6 +35,9 @@ internal sealed partial class GuestJson : JsonSerializerContext;
 /// </summary>
 public static class GuestAgentChannel
 {
+    /// <summary>What the host writes to ask the agent for a <c>state</c> report of every bond as it is now.</summary>
+    public const string StateQuery = "{\"query\":\"state\"}\n";
+
     /// <summary>Where the last report is kept.</summary>
     public static string ReportFile(VmPaths paths) => Path.Join(paths.VmDir, "guest.json");
 
@@ -86,33 +90,36 @@ public static class GuestAgentChannel
     }
 
     /// <summary>
-    /// Brings the saved report up to date: connects to the agent socket, reads what the agent queued while no one
-    /// listened (it keeps its events until the host side connects) until the line goes quiet, folds the events into
-    /// the saved report and saves it. Without a socket or a saved report it returns what is saved.
+    /// Brings the saved report up to date: connects to the agent socket, asks for the agent's <c>state</c>, and folds
+    /// into the saved report what comes: the events the agent queued while no one listened, then the state, which
+    /// replaces the report whole (so an event lost between two looks does no lasting harm). An agent that does not
+    /// answer within <paramref name="max"/> (3 s; not running yet, or too old to answer) leaves the folded events.
+    /// Without a socket it returns what is saved.
     /// </summary>
-    public static async Task<GuestStatus?> RefreshAsync(VmPaths paths, CancellationToken cancel, TimeSpan? quiet = null, TimeSpan? max = null)
+    public static async Task<GuestStatus?> RefreshAsync(VmPaths paths, CancellationToken cancel, TimeSpan? max = null)
     {
         var status = ReadSaved(paths);
         if (!File.Exists(paths.AgentSocket)) return status;
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-        deadline.CancelAfter(max ?? TimeSpan.FromSeconds(2));
+        deadline.CancelAfter(max ?? TimeSpan.FromSeconds(3));
         var read = 0;
         try
         {
             using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(paths.AgentSocket), deadline.Token);
-            using var reader = new StreamReader(new NetworkStream(socket, ownsSocket: false), new UTF8Encoding(false));
+            using var stream = new NetworkStream(socket, ownsSocket: false);
+            await stream.WriteAsync(Encoding.UTF8.GetBytes(StateQuery), deadline.Token);
+            using var reader = new StreamReader(stream, new UTF8Encoding(false));
             while (true)
             {
-                using var idle = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token);
-                idle.CancelAfter(quiet ?? TimeSpan.FromMilliseconds(400));
-                if (await reader.ReadLineAsync(idle.Token) is not { } line) break;
+                if (await reader.ReadLineAsync(deadline.Token) is not { } line) break;
                 GuestEvent? e;
                 try { e = JsonSerializer.Deserialize(line, GuestJson.Default.GuestEvent); }
                 catch (JsonException) { continue; }
                 if (e is null) continue;
                 read++;
                 status = Fold(status, e);
+                if (e.Event == "state" && status is not null) break; // the whole truth: nothing more to wait for
             }
         }
         catch (Exception e) when (e is SocketException or IOException or OperationCanceledException && !cancel.IsCancellationRequested) { }
@@ -125,10 +132,10 @@ public static class GuestAgentChannel
         return status;
     }
 
-    /// <summary>One event applied to a report: a new network-ready replaces it; the others change one network.</summary>
+    /// <summary>One event applied to a report: network-ready and state replace it; the others change one network.</summary>
     public static GuestStatus? Fold(GuestStatus? status, GuestEvent e)
     {
-        if (e is { Event: "network-ready", Networks: { } all }) return new GuestStatus(DateTimeOffset.UtcNow, all);
+        if (e is { Event: "network-ready" or "state", Networks: { } all }) return new GuestStatus(DateTimeOffset.UtcNow, all);
         if (status is null || e.Network is null) return status;
         return status with
         {

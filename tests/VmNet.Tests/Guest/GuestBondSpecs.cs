@@ -69,6 +69,23 @@ public sealed class GuestBondSpecs(OneBondGuest fixture, ITestOutputHelper outpu
     }
 
     [Fact]
+    public async Task The_agent_answers_the_hosts_state_query_with_every_bond_as_it_is_now()
+    {
+        var from = Guest.Reports.Count;
+        await Guest.SendToAgent("not json");
+        await Guest.SendToAgent(VmNet.Backends.GuestAgentChannel.StateQuery);
+        var state = await Guest.WaitForReport("state", TimeSpan.FromSeconds(30), from);
+        output.WriteLine(state);
+
+        using var report = JsonDocument.Parse(state);
+        var network = report.RootElement.GetProperty("networks")[0];
+        Assert.Equal("storage", network.GetProperty("name").GetString());
+        Assert.Equal((await Guest.Shell("cat /sys/class/net/storage/bonding/active_slave")).Output.Trim(), network.GetProperty("active").GetString());
+        Assert.Equal(["up", "up"], network.GetProperty("members").EnumerateArray().Select(m => m.GetProperty("link").GetString()));
+        Assert.DoesNotContain("vmnet-agent: report {\"event\":\"state\"", Guest.SerialLog); // answers stay off the console
+    }
+
+    [Fact]
     public async Task A_second_run_of_the_agent_changes_nothing()
     {
         const string state = "ip -o link; ip -o addr; ip route; cat /proc/net/bonding/storage /etc/resolv.conf /proc/sys/kernel/hostname";

@@ -195,6 +195,7 @@ public sealed class QemuGuest : IAsyncDisposable
     private readonly CancellationTokenSource _cancel = new();
     private Process? _qemu;
     private Stream? _shell;
+    private Stream? _report;
     private StreamReader? _shellReader;
     private Stream? _qmp;
     private StreamReader? _qmpReader;
@@ -311,6 +312,7 @@ public sealed class QemuGuest : IAsyncDisposable
         _qmp = await Accept("qmp.sock");
         _qmpReader = new StreamReader(_qmp);
         var report = await Accept("report.sock");
+        _report = report;
         _ = LineLog.Pump(report, Reports, _cancel.Token);
         _shell = await Accept("shell.sock");
         _shellReader = new StreamReader(_shell);
@@ -332,6 +334,9 @@ public sealed class QemuGuest : IAsyncDisposable
         try { await _qemu!.WaitForExitAsync(cancel.Token); return true; }
         catch (OperationCanceledException) { return false; }
     }
+
+    /// <summary>Writes a line to the agent on its report port, as `vmnet status` does (e.g. the state query).</summary>
+    public async Task SendToAgent(string line) => await _report!.WriteAsync(Encoding.UTF8.GetBytes(line.TrimEnd('\n') + "\n"));
 
     public static string NicId(int network, int member) => $"nic{network}{member}";
 

@@ -33,6 +33,68 @@ public sealed class GuestAgentChannelSpecs : IDisposable
         }, Cancel);
     }
 
+    /// <summary>Like <see cref="FakeAgent"/>, but reads the host's first line and answers it with <paramref name="answer"/>.</summary>
+    private Task<string> FakeAnsweringAgent(string[] queued, Func<string, string> answer)
+    {
+        Directory.CreateDirectory(_vm.Plan.Paths.VmDir);
+        File.Delete(_vm.Plan.Paths.AgentSocket);
+        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(_vm.Plan.Paths.AgentSocket));
+        listener.Listen();
+        return Task.Run(async () =>
+        {
+            using (listener)
+            using (var client = await listener.AcceptAsync(Cancel))
+            using (var stream = new NetworkStream(client))
+            using (var reader = new StreamReader(stream))
+            {
+                foreach (var line in queued) await stream.WriteAsync(Encoding.UTF8.GetBytes(line + "\n"), Cancel);
+                var request = await reader.ReadLineAsync(Cancel) ?? "";
+                await stream.WriteAsync(Encoding.UTF8.GetBytes(answer(request) + "\n"), Cancel);
+                await reader.ReadToEndAsync(Cancel); // stays connected until the host closes
+                return request;
+            }
+        }, Cancel);
+    }
+
+    [Fact]
+    public async Task Status_asks_the_agent_for_its_state_which_heals_an_event_lost_between_two_looks()
+    {
+        await _vm.CreateBaseImage();
+        using var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
+        await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, null, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+        var ready = FakeAgent(Ready);
+        await LaunchCommands.WaitForGuestAsync(_vm.Plan, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+        await ready;
+        // The link-changed of storage0 went to a reader that closed before reading it: only active-changed is queued.
+        var agent = FakeAnsweringAgent(
+            ["""{"event":"active-changed","uptimeMs":20100,"network":"storage","active":"storage1","previous":"storage0"}"""],
+            _ => Ready.Replace("network-ready", "state").Replace("\"changes\":4,", "")
+                .Replace("\"active\":\"storage0\"", "\"active\":\"storage1\"").Replace("\"link\":\"up\"},{", "\"link\":\"down\"},{"));
+
+        var status = await backend.StatusAsync("agent1", Cancel);
+
+        Assert.Equal(GuestAgentChannel.StateQuery.TrimEnd('\n'), await agent);
+        var text = new StringWriter();
+        LaunchCommands.PrintStatus(text, status!);
+        Assert.Contains("  storage: active storage1; storage0 down, storage1 up; 192.168.40.11/24\n", text.ToString());
+        Assert.Equal("down", GuestAgentChannel.ReadSaved(_vm.Plan.Paths)?.Networks.Single().Members[0].Link);
+    }
+
+    [Fact]
+    public async Task The_state_ends_the_look_without_waiting_for_the_agent_to_go_quiet()
+    {
+        var agent = FakeAnsweringAgent([], _ => Ready.Replace("network-ready", "state"));
+
+        // The agent stays connected: only the state ends the read, long before the 60 s deadline.
+        var look = GuestAgentChannel.RefreshAsync(_vm.Plan.Paths, Cancel, max: TimeSpan.FromSeconds(60));
+        var first = await Task.WhenAny(look, Task.Delay(TimeSpan.FromSeconds(30), Cancel));
+
+        Assert.Same(look, first);
+        Assert.Equal("storage0", (await look)?.Networks.Single().Active);
+        await agent; // the host closed its end
+    }
+
     [Fact]
     public async Task Up_warns_when_a_bond_has_no_active_member_in_the_agents_report()
     {
