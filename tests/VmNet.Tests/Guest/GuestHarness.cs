@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Diagnostics;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 
@@ -186,29 +185,21 @@ public sealed record GuestMachine(string Kernel, string Initrd, string Append, i
 public sealed class QemuGuest : IAsyncDisposable
 {
     public Stopwatch Clock { get; } = Stopwatch.StartNew();
-    public string Dir { get; }
+    public string Dir => _session.Dir;
     public LineLog Reports { get; }
     public IReadOnlyList<EthernetPeer> Peers { get; private set; } = [];
     public IReadOnlyList<GuestNetwork> Networks { get; }
     public TimeSpan QemuStarted { get; private set; }
-    private readonly List<IDisposable> _disposables = [];
-    private readonly CancellationTokenSource _cancel = new();
-    private Process? _qemu;
-    private Stream? _shell;
+    private readonly Support.QemuSession _session = new("guest", "vmnet-guest-");
     private Stream? _report;
-    private StreamReader? _shellReader;
-    private Stream? _qmp;
-    private StreamReader? _qmpReader;
-    private int _commands;
 
     private QemuGuest(IReadOnlyList<GuestNetwork> networks)
     {
         Networks = networks;
-        Dir = Directory.CreateTempSubdirectory("vmnet-guest-").FullName;
         Reports = new LineLog(Clock);
     }
 
-    public string SerialLog => File.Exists(Path.Combine(Dir, "serial.log")) ? File.ReadAllText(Path.Combine(Dir, "serial.log")) : "";
+    public string SerialLog => _session.SerialLog;
 
     public static async Task<QemuGuest> Start(string imageDir, GuestNetwork[] networks, string? config = null, ConfigPath delivery = ConfigPath.FwCfg)
     {
@@ -227,49 +218,39 @@ public sealed class QemuGuest : IAsyncDisposable
         return guest;
     }
 
-    private Socket Listen(string name)
-    {
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        socket.Bind(new UnixDomainSocketEndPoint(Path.Combine(Dir, name)));
-        socket.Listen(1);
-        _disposables.Add(socket);
-        return socket;
-    }
-
     private async Task Boot(GuestMachine machine, string? rendered, ConfigPath delivery)
     {
         var config = rendered ?? "{\"version\":1,\"hostname\":\"vmnet-test\",\"reportPort\":\"org.vmnet.agent.0\",\"networks\":["
                      + string.Join(",", Networks.Select(n => n.ConfigJson())) + "]}";
-        File.WriteAllText(Path.Combine(Dir, "agent.json"), config);
-        var listeners = new[] { "qmp.sock", "report.sock", "shell.sock" }.Concat(Networks.Select((_, i) => $"peer{i}.sock"))
-            .ToDictionary(n => n, Listen);
+        File.WriteAllText(_session.Path("agent.json"), config);
+        _session.Listen(new[] { "qmp.sock", "report.sock", "shell.sock" }.Concat(Networks.Select((_, i) => $"peer{i}.sock")));
         var args = new List<string>
         {
             "-accel", "tcg,tb-size=256", "-machine", "q35", "-cpu", "max", "-smp", "1", "-m", machine.MemoryMiB.ToString(CultureInfo.InvariantCulture),
             "-nodefaults", "-display", "none", "-no-reboot",
-            "-kernel", machine.Kernel, "-initrd", machine.Initrd, "-append", machine.Append, "-serial", $"file:{Path.Combine(Dir, "serial.log")}",
-            "-chardev", $"socket,id=qmp,path={Path.Combine(Dir, "qmp.sock")}", "-mon", "chardev=qmp,mode=control",
+            "-kernel", machine.Kernel, "-initrd", machine.Initrd, "-append", machine.Append, "-serial", $"file:{_session.Path("serial.log")}",
+            "-chardev", $"socket,id=qmp,path={_session.Path("qmp.sock")}", "-mon", "chardev=qmp,mode=control",
             "-device", "virtio-serial-pci,id=vser",
-            "-chardev", $"socket,id=report,path={Path.Combine(Dir, "report.sock")}", "-device", "virtserialport,chardev=report,name=org.vmnet.agent.0",
-            "-chardev", $"socket,id=shell,path={Path.Combine(Dir, "shell.sock")}", "-device", "virtserialport,chardev=shell,name=org.vmnet.test.0",
+            "-chardev", $"socket,id=report,path={_session.Path("report.sock")}", "-device", "virtserialport,chardev=report,name=org.vmnet.agent.0",
+            "-chardev", $"socket,id=shell,path={_session.Path("shell.sock")}", "-device", "virtserialport,chardev=shell,name=org.vmnet.test.0",
         };
         if (machine.Disk is { } disk)
         {
             // A copy-on-write overlay, so the cached image stays as built.
-            var overlay = Path.Combine(Dir, "disk.qcow2");
+            var overlay = _session.Path("disk.qcow2");
             await CliWrap.Buffered.BufferedCommandExtensions.ExecuteBufferedAsync(
                 CliWrap.Cli.Wrap("qemu-img").WithArguments(["create", "-q", "-f", "qcow2", "-b", disk, "-F", "raw", overlay]));
             args.AddRange(["-drive", $"file={overlay},if=virtio,format=qcow2"]);
         }
         if (delivery == ConfigPath.FwCfg)
-            args.AddRange(["-fw_cfg", $"name=opt/vmnet/agent.json,file={Path.Combine(Dir, "agent.json")}"]);
+            args.AddRange(["-fw_cfg", $"name=opt/vmnet/agent.json,file={_session.Path("agent.json")}"]);
         else
         {
             // The seed as vmnet writes it (label cidata, the agent's config at vmnet/agent.json), on the q35 AHCI CD-ROM.
             var seed = machine.Seed;
             if (seed is null)
             {
-                seed = Path.Combine(Dir, "seed.iso");
+                seed = _session.Path("seed.iso");
                 VmNet.Seed.IsoImageWriter.WriteFile(seed, VmNet.Seed.SeedImage.VolumeLabel,
                     [new VmNet.Seed.IsoFile("meta-data", "instance-id: vmnet-test\n"u8.ToArray()), new VmNet.Seed.IsoFile(VmNet.GuestAgent.Config.ConfigLoader.SeedFile, System.Text.Encoding.UTF8.GetBytes(config))]);
             }
@@ -277,99 +258,47 @@ public sealed class QemuGuest : IAsyncDisposable
         }
         for (var i = 0; i < Networks.Count; i++)
         {
-            args.AddRange(["-netdev", $"stream,id=peer{i},server=off,addr.type=unix,addr.path={Path.Combine(Dir, $"peer{i}.sock")}",
+            args.AddRange(["-netdev", $"stream,id=peer{i},server=off,addr.type=unix,addr.path={_session.Path($"peer{i}.sock")}",
                 "-netdev", $"hubport,id=hpp{i},hubid={i},netdev=peer{i}"]);
             for (var j = 0; j < Networks[i].Members.Count; j++)
                 args.AddRange(["-netdev", $"hubport,id=hp{i}{j},hubid={i}",
                     "-device", $"e1000e,netdev=hp{i}{j},id={NicId(i, j)},mac={Networks[i].Members[j].Mac}"]);
         }
-        var psi = new ProcessStartInfo("qemu-system-x86_64", args)
-        {
-            UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true,
-        };
         QemuStarted = Clock.Elapsed;
-        _qemu = Process.Start(psi)!;
-        var stderr = new StringBuilder();
-        _qemu.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.AppendLine(e.Data); };
-        _qemu.BeginErrorReadLine();
-        _qemu.OutputDataReceived += (_, _) => { };
-        _qemu.BeginOutputReadLine();
+        _session.Start("qemu-system-x86_64", args);
 
-        async Task<Stream> Accept(string name)
-        {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            var accept = listeners[name].AcceptAsync(timeout.Token).AsTask();
-            while (!accept.IsCompleted)
-            {
-                if (_qemu.HasExited) throw new InvalidOperationException($"QEMU exited ({_qemu.ExitCode}) before connecting {name}: {stderr}");
-                await Task.WhenAny(accept, Task.Delay(100));
-            }
-            var stream = new NetworkStream(await accept, ownsSocket: true);
-            _disposables.Add(stream);
-            return stream;
-        }
-
-        _qmp = await Accept("qmp.sock");
-        _qmpReader = new StreamReader(_qmp);
-        var report = await Accept("report.sock");
-        _report = report;
-        _ = LineLog.Pump(report, Reports, _cancel.Token);
-        _shell = await Accept("shell.sock");
-        _shellReader = new StreamReader(_shell);
+        var connect = TimeSpan.FromSeconds(30);
+        await _session.ConnectQmp("qmp.sock", connect);
+        _report = await _session.Accept("report.sock", connect);
+        _ = LineLog.Pump(_report, Reports, _session.Stopping);
+        await _session.ConnectShell("shell.sock", connect);
         var peers = new List<EthernetPeer>();
         for (var i = 0; i < Networks.Count; i++)
         {
-            var peer = new EthernetPeer(await Accept($"peer{i}.sock"), Networks[i].PeerIp, Networks[i].GuestIp, (byte)(0x10 + i), Clock);
-            _disposables.Add(peer);
+            var peer = new EthernetPeer(await _session.Accept($"peer{i}.sock", connect), Networks[i].PeerIp, Networks[i].GuestIp, (byte)(0x10 + i), Clock);
+            _session.Own(peer);
             peers.Add(peer);
         }
         Peers = peers;
-        await Qmp("{\"execute\":\"qmp_capabilities\"}");
     }
-
-    /// <summary>Whether QEMU exited within <paramref name="timeout"/> (e.g. after the guest powered off).</summary>
-    public async Task<bool> WaitForExit(TimeSpan timeout)
-    {
-        using var cancel = new CancellationTokenSource(timeout);
-        try { await _qemu!.WaitForExitAsync(cancel.Token); return true; }
-        catch (OperationCanceledException) { return false; }
-    }
-
-    /// <summary>Writes a line to the agent on its report port, as `vmnet status` does (e.g. the state query).</summary>
-    public async Task SendToAgent(string line) => await _report!.WriteAsync(Encoding.UTF8.GetBytes(line.TrimEnd('\n') + "\n"));
 
     public static string NicId(int network, int member) => $"nic{network}{member}";
 
     /// <summary>Sends one QMP command and returns its "return" (or throws on "error"); events are skipped.</summary>
-    public async Task<string> Qmp(string command)
-    {
-        await _qmp!.WriteAsync(Encoding.UTF8.GetBytes(command + "\n"));
-        while (await _qmpReader!.ReadLineAsync() is { } line)
-        {
-            if (line.Contains("\"QMP\"") || line.Contains("\"event\"")) continue;
-            if (line.Contains("\"error\"")) throw new InvalidOperationException($"QMP {command} failed: {line}");
-            return line;
-        }
-        throw new InvalidOperationException("QMP closed");
-    }
+    public Task<string> Qmp(string command) => _session.Qmp(command);
 
     public Task SetLink(string nicId, bool up) =>
         Qmp($"{{\"execute\":\"set_link\",\"arguments\":{{\"name\":\"{nicId}\",\"up\":{(up ? "true" : "false")}}}}}");
 
     /// <summary>Runs a command in the guest's test shell; returns its output and exit code.</summary>
-    public async Task<(string Output, int Exit)> Shell(string command, TimeSpan? timeout = null)
-    {
-        var marker = $"__VMNET_END_{++_commands}__";
-        await _shell!.WriteAsync(Encoding.UTF8.GetBytes($"{{ {command}\n}} 2>&1; echo \"{marker} $?\"\n"));
-        var output = new StringBuilder();
-        using var cancel = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(30));
-        while (await _shellReader!.ReadLineAsync(cancel.Token) is { } line)
-        {
-            if (line.StartsWith(marker, StringComparison.Ordinal)) return (output.ToString(), int.Parse(line[(marker.Length + 1)..]));
-            output.AppendLine(line);
-        }
-        throw new InvalidOperationException("guest shell closed");
-    }
+    public Task<(string Output, int Exit)> Shell(string command, TimeSpan? timeout = null) =>
+        _session.Shell(command, timeout ?? TimeSpan.FromSeconds(30));
+
+    /// <summary>Writes a line to the agent on its report port, as `vmnet status` does (e.g. the state query).</summary>
+    public async Task SendToAgent(string line) => await _report!.WriteAsync(Encoding.UTF8.GetBytes(line.TrimEnd('\n') + "\n"));
+
+    /// <summary>Whether QEMU exited within <paramref name="timeout"/> (e.g. after the guest powered off).</summary>
+    public Task<bool> WaitForExit(TimeSpan timeout) => _session.WaitForExit(timeout);
 
     public async Task<string> WaitForReport(string eventName, TimeSpan timeout, int from = 0, Func<string, bool>? also = null)
     {
@@ -379,18 +308,7 @@ public sealed class QemuGuest : IAsyncDisposable
         return found.Value.Line;
     }
 
-    public static string Tail(string text, int lines) => string.Join("\n", text.Split('\n').TakeLast(lines));
+    public static string Tail(string text, int lines) => Support.QemuSession.Tail(text, lines);
 
-    public async ValueTask DisposeAsync()
-    {
-        _cancel.Cancel();
-        if (_qemu is { HasExited: false })
-        {
-            try { await Qmp("{\"execute\":\"quit\"}").WaitAsync(TimeSpan.FromSeconds(2)); } catch (Exception) { }
-            if (!_qemu.WaitForExit(TimeSpan.FromSeconds(3))) _qemu.Kill(true);
-        }
-        _qemu?.Dispose();
-        foreach (var d in Enumerable.Reverse(_disposables)) { try { d.Dispose(); } catch (Exception) { } }
-        try { Directory.Delete(Dir, true); } catch (IOException) { }
-    }
+    public ValueTask DisposeAsync() => _session.DisposeAsync();
 }

@@ -17,24 +17,12 @@ public sealed class GuestAgentChannelSpecs : IDisposable
 
     private const string Ready = """{"event":"network-ready","uptimeMs":8123,"changes":4,"networks":[{"name":"storage","active":"storage0","members":[{"name":"storage0","mac":"02:00:00:00:40:11","link":"up"},{"name":"storage1","mac":"02:00:00:00:40:12","link":"up"}],"addresses":["192.168.40.11/24"],"mtu":1500}]}""";
 
-    /// <summary>Listens on the VM's agent socket and sends <paramref name="lines"/> to the first client.</summary>
-    private Task FakeAgent(params string[] lines)
-    {
-        Directory.CreateDirectory(_vm.Plan.Paths.VmDir);
-        File.Delete(_vm.Plan.Paths.AgentSocket);
-        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        listener.Bind(new UnixDomainSocketEndPoint(_vm.Plan.Paths.AgentSocket));
-        listener.Listen();
-        return Task.Run(async () =>
-        {
-            using (listener)
-            using (var client = await listener.AcceptAsync(Cancel))
-                await client.SendAsync(Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n"), Cancel);
-        }, Cancel);
-    }
-
-    /// <summary>Like <see cref="FakeAgent"/>, but reads the host's first line and answers it with <paramref name="answer"/>.</summary>
-    private Task<string> FakeAnsweringAgent(string[] queued, Func<string, string> answer)
+    /// <summary>
+    /// Listens on the VM's agent socket and sends <paramref name="queued"/> to the first client. With
+    /// <paramref name="answer"/>, it then reads the client's first line, answers it and stays connected until the
+    /// client closes; it returns the line read ("" without an answer).
+    /// </summary>
+    private Task<string> FakeAgent(string[] queued, Func<string, string>? answer = null)
     {
         Directory.CreateDirectory(_vm.Plan.Paths.VmDir);
         File.Delete(_vm.Plan.Paths.AgentSocket);
@@ -48,7 +36,8 @@ public sealed class GuestAgentChannelSpecs : IDisposable
             using (var stream = new NetworkStream(client))
             using (var reader = new StreamReader(stream))
             {
-                foreach (var line in queued) await stream.WriteAsync(Encoding.UTF8.GetBytes(line + "\n"), Cancel);
+                await stream.WriteAsync(Encoding.UTF8.GetBytes(string.Concat(queued.Select(l => l + "\n"))), Cancel);
+                if (answer is null) return "";
                 var request = await reader.ReadLineAsync(Cancel) ?? "";
                 await stream.WriteAsync(Encoding.UTF8.GetBytes(answer(request) + "\n"), Cancel);
                 await reader.ReadToEndAsync(Cancel); // stays connected until the host closes
@@ -56,6 +45,8 @@ public sealed class GuestAgentChannelSpecs : IDisposable
             }
         }, Cancel);
     }
+
+    private Task FakeAgent(params string[] lines) => FakeAgent(lines, null);
 
     [Fact]
     public async Task Status_asks_the_agent_for_its_state_which_heals_an_event_lost_between_two_looks()
@@ -67,7 +58,7 @@ public sealed class GuestAgentChannelSpecs : IDisposable
         await LaunchCommands.WaitForGuestAsync(_vm.Plan, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
         await ready;
         // The link-changed of storage0 went to a reader that closed before reading it: only active-changed is queued.
-        var agent = FakeAnsweringAgent(
+        var agent = FakeAgent(
             ["""{"event":"active-changed","uptimeMs":20100,"network":"storage","active":"storage1","previous":"storage0"}"""],
             _ => Ready.Replace("network-ready", "state").Replace("\"changes\":4,", "")
                 .Replace("\"active\":\"storage0\"", "\"active\":\"storage1\"").Replace("\"link\":\"up\"},{", "\"link\":\"down\"},{"));
@@ -84,7 +75,7 @@ public sealed class GuestAgentChannelSpecs : IDisposable
     [Fact]
     public async Task The_state_ends_the_look_without_waiting_for_the_agent_to_go_quiet()
     {
-        var agent = FakeAnsweringAgent([], _ => Ready.Replace("network-ready", "state"));
+        var agent = FakeAgent([], _ => Ready.Replace("network-ready", "state"));
 
         // The agent stays connected: only the state ends the read, long before the 60 s deadline.
         var look = GuestAgentChannel.RefreshAsync(_vm.Plan.Paths, Cancel, max: TimeSpan.FromSeconds(60));
