@@ -42,7 +42,16 @@ nic_by_mac() {
   return 1
 }
 # The agent's reports in the VM's serial log after line $1 (the agent also writes each report to its console).
-reports_since() { tail -n +"$(($1 + 1))" "$serial" | tr -d '\r' | grep -a -o 'vmnet-agent: report .*' || true; }
+# The agent's reports in the serial log after line $1, once the one making $2 active is there: the serial console
+# (115200 baud, emulated) can lag behind the report channel that `vmnet status` reads, so wait up to 10 s for it.
+reports_since() {
+  local i
+  for i in $(seq 100); do
+    tail -n +"$(($1 + 1))" "$serial" | tr -d '\r' | grep -a -q "\"event\":\"active-changed\".*\"active\":\"$2\"" && break
+    sleep 0.1
+  done
+  tail -n +"$(($1 + 1))" "$serial" | tr -d '\r' | grep -a -o 'vmnet-agent: report .*' || true
+}
 # Polls `vmnet status demo` for up to $1 s until the bond's active member is $2; prints the status and, last, the
 # milliseconds since $3 (an ms() time); fails when the time is up.
 wait_active() {
@@ -145,7 +154,7 @@ echo "\$ vmnet status demo"
 sed '$d' <<<"$out"
 note "failover: \`vmnet status\` showed lab1 active $(seconds "$(tail -n 1 <<<"$out")") s after eth0 went down"
 note "the agent's reports since then (it also writes each to the VM's serial log, with the guest's uptime in ms):"
-reports_since "$from"
+reports_since "$from" lab1
 wait "$ping_pid" || true
 run tail -n 3 "$work/ping.log"
 received=$(grep -c '^64 bytes from' "$work/ping.log" || true)
@@ -167,7 +176,7 @@ else
   echo "$out"
   note "lab0 not active again within 30 s (the bond keeps lab1; the demo goes on)"
 fi
-reports_since "$from"
+reports_since "$from" lab0
 
 header "vmnet rm: the VM stops, every VF goes back as it was found"
 run vmnet rm demo   # the power button: the guest powers off, then its VFs go back

@@ -125,6 +125,26 @@ public sealed class LabFailoverSpecs(LabFixture fixture, ITestOutputHelper outpu
         return found is null ? null : (found.Value.Line, found.Value.At);
     }
 
+    /// <summary>
+    /// Pings from the peer every <see cref="PingEvery"/>, breaks the link with <paramref name="fault"/> after a second,
+    /// waits for the lab1 active-changed report (up to <paramref name="reportTimeout"/>), then
+    /// <paramref name="settle"/> more; returns the report (null if none), the pings sent and when the fault and the end came.
+    /// </summary>
+    private async Task<((string Line, TimeSpan At)? Changed, List<(ushort Seq, TimeSpan Sent)> Sent, TimeSpan Fault, TimeSpan End)> WhilePinging(
+        int from, ushort firstSeq, Func<Task> fault, TimeSpan reportTimeout, TimeSpan settle)
+    {
+        using var stop = new CancellationTokenSource();
+        var pinging = Lab.Peer.PingUntil(PingEvery, stop.Token, firstSeq);
+        await Task.Delay(1000, TestContext.Current.CancellationToken);
+        var at = Lab.Clock.Elapsed;
+        await fault();
+        var changed = await Report("active-changed", "active", "lab1", from, reportTimeout);
+        await Task.Delay(settle, TestContext.Current.CancellationToken);
+        var end = Lab.Clock.Elapsed;
+        await stop.CancelAsync();
+        return (changed, await pinging, at, end);
+    }
+
     private static string Figures(string what, (int Sent, int Lost, TimeSpan Gap) o) =>
         $"{what}: {o.Lost} of {o.Sent} pings lost (every {PingEvery.TotalMilliseconds} ms), " +
         (o.Lost == o.Sent ? "no reply at all" : $"longest time without a reply {o.Gap.TotalMilliseconds:F0} ms");
@@ -164,16 +184,8 @@ public sealed class LabFailoverSpecs(LabFixture fixture, ITestOutputHelper outpu
         var from = await StartBond(Network(miimon: 0, arpInterval: 100));
         try
         {
-            using var stop = new CancellationTokenSource();
-            var pinging = Lab.Peer.PingUntil(PingEvery, stop.Token, firstSeq: 1000);
-            await Task.Delay(1000, TestContext.Current.CancellationToken);
-            var pulled = Lab.Clock.Elapsed;
-            await Lab.Cable(0, connected: false);
-            var changed = await Report("active-changed", "active", "lab1", from, TimeSpan.FromSeconds(15));
-            await Task.Delay(3000, TestContext.Current.CancellationToken);
-            var end = Lab.Clock.Elapsed;
-            await stop.CancelAsync();
-            var sent = await pinging;
+            var (changed, sent, pulled, end) = await WhilePinging(from, 1000, () => Lab.Cable(0, connected: false),
+                TimeSpan.FromSeconds(15), TimeSpan.FromSeconds(3));
             var (bonding, _) = await Lab.Shell("cat /proc/net/bonding/lab");
             output.WriteLine(bonding);
 
@@ -199,15 +211,8 @@ public sealed class LabFailoverSpecs(LabFixture fixture, ITestOutputHelper outpu
         var from = await StartBond(Network(miimon: 100, arpInterval: 0));
         try
         {
-            using var stop = new CancellationTokenSource();
-            var pinging = Lab.Peer.PingUntil(PingEvery, stop.Token, firstSeq: 2000);
-            await Task.Delay(1000, TestContext.Current.CancellationToken);
-            var pulled = Lab.Clock.Elapsed;
-            await Lab.Cable(0, connected: false);
-            var changed = await Report("active-changed", "active", "lab1", from, TimeSpan.FromSeconds(4));
-            var end = Lab.Clock.Elapsed;
-            await stop.CancelAsync();
-            var sent = await pinging;
+            var (changed, sent, pulled, end) = await WhilePinging(from, 2000, () => Lab.Cable(0, connected: false),
+                TimeSpan.FromSeconds(4), TimeSpan.Zero);
             var (state, _) = await Lab.Shell("cat /sys/class/net/lab0/carrier /sys/class/net/lab0/operstate; cat /proc/net/bonding/lab");
             output.WriteLine(state);
 
@@ -232,17 +237,9 @@ public sealed class LabFailoverSpecs(LabFixture fixture, ITestOutputHelper outpu
         var pf0 = (await Lab.Must($"ls /sys/bus/pci/devices/{LabFixture.Pfs[0]}/net")).Trim();
         try
         {
-            using var stop = new CancellationTokenSource();
-            var pinging = Lab.Peer.PingUntil(PingEvery, stop.Token, firstSeq: 3000);
-            await Task.Delay(1000, TestContext.Current.CancellationToken);
-            var down = Lab.Clock.Elapsed;
-            await Lab.Must($"ip link set dev {pf0} down");
-            var linkDown = await Report("link-changed", "member", "lab0", from, TimeSpan.FromSeconds(15));
-            var changed = await Report("active-changed", "active", "lab1", from, TimeSpan.FromSeconds(15));
-            await Task.Delay(3000, TestContext.Current.CancellationToken);
-            var end = Lab.Clock.Elapsed;
-            await stop.CancelAsync();
-            var sent = await pinging;
+            var (changed, sent, down, end) = await WhilePinging(from, 3000, () => Lab.Must($"ip link set dev {pf0} down"),
+                TimeSpan.FromSeconds(15), TimeSpan.FromSeconds(3));
+            var linkDown = await Report("link-changed", "member", "lab0", from, TimeSpan.Zero);
             var (bonding, _) = await Lab.Shell("cat /proc/net/bonding/lab");
             output.WriteLine(bonding);
 
