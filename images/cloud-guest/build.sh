@@ -56,10 +56,11 @@ CFG
 cat > "$root/etc/systemd/system/vmnet-test-shell.service" <<'UNIT'
 [Unit]
 Description=Root shell on virtio-serial org.vmnet.test.0 (VmNet test image only)
-ConditionPathExists=/dev/virtio-ports/org.vmnet.test.0
 After=systemd-udevd.service
 
 [Service]
+# udev may make the port's link after this unit starts: wait up to 60 s for it (a condition would skip the unit).
+ExecStartPre=/bin/sh -c 'for i in $(seq 600); do [ -e /dev/virtio-ports/org.vmnet.test.0 ] && exit 0; sleep 0.1; done; exit 1'
 ExecStart=/bin/sh -c 'exec /bin/bash 0<>/dev/virtio-ports/org.vmnet.test.0 1>&0 2>&0'
 Restart=always
 RestartSec=1

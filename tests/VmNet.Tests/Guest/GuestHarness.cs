@@ -164,8 +164,10 @@ public abstract class GuestFixture : IAsyncLifetime
 
 public enum ConfigPath { FwCfg, Seed }
 
-/// <summary>What QEMU boots: a kernel and initramfs (direct boot), optionally a root disk image and a seed image.</summary>
-public sealed record GuestMachine(string Kernel, string Initrd, string Append, int MemoryMiB, string? Disk = null, string? Seed = null)
+/// <summary>What QEMU boots: a kernel and initramfs (direct boot), optionally a root disk image (booted through a
+/// qcow2 overlay) and a seed image.</summary>
+public sealed record GuestMachine(string Kernel, string Initrd, string Append, int MemoryMiB, string? Disk = null, string? Seed = null,
+    string DiskFormat = "raw")
 {
     /// <summary>The test guest of images/guest: everything in the initramfs.</summary>
     public static GuestMachine TestGuest(string imageDir) =>
@@ -210,10 +212,14 @@ public sealed class QemuGuest : IAsyncDisposable
     }
 
     /// <summary>Boots <paramref name="machine"/> with a seed image made by the caller (vmnet's own seed), no fw_cfg.</summary>
-    public static async Task<QemuGuest> Start(GuestMachine machine, GuestNetwork[] networks, string seedIso)
+    public static Task<QemuGuest> Start(GuestMachine machine, GuestNetwork[] networks, string seedIso) =>
+        Start(machine with { Seed = seedIso }, networks, "", ConfigPath.Seed);
+
+    /// <summary>Boots <paramref name="machine"/>; the agent's config (built from the networks when null) goes by <paramref name="delivery"/>.</summary>
+    public static async Task<QemuGuest> Start(GuestMachine machine, GuestNetwork[] networks, string? config, ConfigPath delivery)
     {
         var guest = new QemuGuest(networks);
-        try { await guest.Boot(machine with { Seed = seedIso }, "", ConfigPath.Seed); }
+        try { await guest.Boot(machine, config, delivery); }
         catch { await guest.DisposeAsync(); throw; }
         return guest;
     }
@@ -239,7 +245,7 @@ public sealed class QemuGuest : IAsyncDisposable
             // A copy-on-write overlay, so the cached image stays as built.
             var overlay = _session.Path("disk.qcow2");
             await CliWrap.Buffered.BufferedCommandExtensions.ExecuteBufferedAsync(
-                CliWrap.Cli.Wrap("qemu-img").WithArguments(["create", "-q", "-f", "qcow2", "-b", disk, "-F", "raw", overlay]));
+                CliWrap.Cli.Wrap("qemu-img").WithArguments(["create", "-q", "-f", "qcow2", "-b", disk, "-F", machine.DiskFormat, overlay]));
             args.AddRange(["-drive", $"file={overlay},if=virtio,format=qcow2"]);
         }
         if (delivery == ConfigPath.FwCfg)
