@@ -7,18 +7,28 @@
 #   images/cloud-guest/build.sh     -> prints the directory holding vmlinuz, initrd.gz and root.img (raw ext4)
 #
 # For tests only: the image has a root shell on the virtio-serial port org.vmnet.test.0 and no password.
+# Needs root (mmdebstrap's root mode, and mkfs.ext4 -d keeps file owners): run as another user, it re-runs itself
+# with `sudo -n` when that works, and hands what it made back to that user.
 # Cached under ${VMNET_CACHE:-<repo>/.cache}/images/cloud-guest-<kver>-<hash>/ (hash: this recipe, init, lib.sh).
 # Exit code 3: a tool or package is missing (run scripts/install-deps.sh) or the mirror cannot be reached.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    exec sudo -n VMNET_CACHE="${VMNET_CACHE:-$repo/.cache}" PATH="$PATH" bash "$0" "$@"
+  fi
+  echo "images/cloud-guest: needs root (mmdebstrap's root mode; mkfs.ext4 -d keeps file owners), or sudo without a password" >&2
+  exit 3
+fi
 cache=${VMNET_CACHE:-$repo/.cache}/images
 tag=images/cloud-guest
 mkdir -p "$cache"
 . "$repo/images/lib.sh"
 img_need cpio; img_need gzip; img_need mmdebstrap; img_need mkfs.ext4
-[ "$(id -u)" -eq 0 ] || { echo "$tag: needs root (mmdebstrap's root mode and mkfs.ext4 -d keep file owners)" >&2; exit 3; }
+# Run through sudo: what this makes in the cache goes back to the user who asked.
+give_back() { [ -n "${SUDO_UID:-}" ] && chown -R "$SUDO_UID:$SUDO_GID" "$@" 2>/dev/null || true; }
 
 # The guest's packages. cloud-init renders eni (its first renderer) when ifupdown is there; ifenslave makes ifupdown
 # build bonds. No recommends (mmdebstrap's default).
@@ -28,6 +38,7 @@ root_modules=(virtio_pci virtio_net virtio_console virtio_blk qemu_fw_cfg e1000e
 initrd_modules=(virtio_pci virtio_blk ext4 crc32c_generic)
 
 img_kernel
+give_back "$cache/kernel"
 hash=$(cat "$repo/images/lib.sh" "$here/build.sh" "$here/init" | sha256sum | cut -c1-16)
 out="$cache/cloud-guest-$kver-$hash"
 if [ -f "$out/root.img" ] && [ -f "$out/initrd.gz" ] && [ -f "$out/vmlinuz" ]; then echo "$out"; exit 0; fi
@@ -89,5 +100,6 @@ cp "$here/init" "$stage/init"; chmod 755 "$stage/init"
 img_initrd "$stage" "$out.tmp/initrd.gz"
 cp "$kroot/boot/vmlinuz-$kver" "$out.tmp/vmlinuz"
 rm -rf "$out"; mv "$out.tmp" "$out"
+give_back "$out"
 img_log "built $out"
 echo "$out"
