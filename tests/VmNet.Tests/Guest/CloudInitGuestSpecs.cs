@@ -16,8 +16,11 @@ public static class CloudGuestImage
 /// Specs/consumers/cloud-guest.yaml (user-data, meta-data, network-config and the agent, from the launcher's own
 /// templates and seed writer). Four e1000e NICs with the planned VFs' MACs stand in for the VFs, two per network hub.
 /// </summary>
-public sealed class CloudInitGuest : IAsyncLifetime
+public class CloudInitGuest : IAsyncLifetime
 {
+    /// <summary>The spec of Specs/consumers/ the guest is planned from.</summary>
+    protected virtual string SpecName => "cloud-guest";
+
     private QemuGuest? _guest;
     private string? _problem;
     private Exception? _bootError;
@@ -48,7 +51,7 @@ public sealed class CloudInitGuest : IAsyncLifetime
 
     public async ValueTask InitializeAsync()
     {
-        _vm = ConsumerCorpus.Render("cloud-guest");
+        _vm = ConsumerCorpus.Render(SpecName);
         var (guestDir, problem) = await Task.Run(GuestImage.TryGet); // publishes the agent the seed carries
         var (imageDir, cloudProblem) = problem is null ? await Task.Run(CloudGuestImage.TryGet) : (null, null);
         if ((problem ?? cloudProblem) is { } p) { _problem = p; return; }
@@ -170,5 +173,37 @@ public sealed class CloudInitGuestSpecs(CloudInitGuest fixture, ITestOutputHelpe
         await Run("systemctl restart vmnet-agent.service");
         var again = await Guest.WaitForReport("network-ready", TimeSpan.FromSeconds(120), from);
         Assert.Contains("\"changes\":0", again);
+    }
+}
+
+/// <summary>An ARP-monitored network (Specs/consumers/arp-monitor.yaml) on the same cloud-init guest.</summary>
+public sealed class CloudInitArpGuest : CloudInitGuest
+{
+    protected override string SpecName => "arp-monitor";
+}
+
+/// <summary>
+/// cloud-init 22.4 cannot render a bond with <c>arp-ip-targets</c> for ifupdown (KeyError, LP: #1906187): the guest
+/// gets no network from cloud-init. The agent, which user-data still installs, builds the bond with ARP monitoring.
+/// </summary>
+[Collection("Guest")]
+public sealed class CloudInitArpGuestSpecs(CloudInitArpGuest fixture, ITestOutputHelper output) : IClassFixture<CloudInitArpGuest>
+{
+    [Fact]
+    public async Task When_cloud_init_cannot_render_an_arp_monitored_bond_the_agent_builds_it()
+    {
+        var guest = fixture.Guest;
+        output.WriteLine(fixture.ReadyReport ?? "(no report)");
+        var (log, _) = await guest.Shell("grep -a -m 3 -e KeyError -e 'Failed to apply network config' /var/log/cloud-init.log; " +
+            "ls /etc/network/interfaces.d; systemctl is-active vmnet-agent.service; cat /proc/net/bonding/public", TimeSpan.FromSeconds(60));
+        output.WriteLine(log);
+
+        Assert.Contains("KeyError: 'arp-ip-targets'", log);
+        Assert.DoesNotContain("50-cloud-init", log); // cloud-init wrote no interfaces file
+        Assert.Contains("active\n", log);
+        Assert.Contains("ARP Polling Interval (ms): 100", log);
+        Assert.Contains("ARP IP target/s (n.n.n.n form): 203.0.113.1, 203.0.113.2", log);
+        Assert.Contains("Currently Active Slave: public0", log);
+        Assert.True(await guest.Peers[0].Reaches(TimeSpan.FromSeconds(30)), "the peer gets no echo reply through the bond");
     }
 }
