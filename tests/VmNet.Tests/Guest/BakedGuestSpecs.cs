@@ -8,55 +8,31 @@ namespace VmNet.Tests.Guest;
 /// install the agent, so only the baked unit can start it. Its config comes through QEMU fw_cfg, as vmnet's domain
 /// and QEMU argv pass it.
 /// </summary>
-public sealed class BakedGuest : IAsyncLifetime
+public sealed class BakedGuest : GuestFixture
 {
     public static readonly GuestNetwork Lab = new("lab", "192.168.70.1", "192.168.70.11", 24,
         [("lab0", "02:00:00:00:70:11"), ("lab1", "02:00:00:00:70:12")], Miimon: 100);
 
-    private QemuGuest? _guest;
-    private string? _problem;
-    private Exception? _bootError;
     private readonly TempDir _dir = new();
 
-    public string BakeOutput { get; private set; } = "";
-    public string? ReadyReport { get; private set; }
+    protected override GuestNetwork[] Networks => [Lab];
 
-    public QemuGuest Guest
+    protected override (string? Dir, string? Problem) Image() => CloudGuestImage.TryGet();
+
+    protected override async Task<QemuGuest> Boot(string imageDir)
     {
-        get
-        {
-            if (_problem is not null) GuestImage.MissingOrFail(_problem);
-            if (_bootError is not null) throw new InvalidOperationException("the baked guest did not reach network-ready", _bootError);
-            return _guest!;
-        }
+        var baked = _dir["baked.qcow2"];
+        var bake = await RequiredTool.Run("bash", [Repo.File("images/agent-disk/bake.sh"), Path.Join(imageDir, "root.img"), baked, GuestImage.AgentBinary],
+            TimeSpan.FromMinutes(5));
+        if (bake.ExitCode != 0) throw new InvalidOperationException($"bake.sh exited {bake.ExitCode}:\n{bake.StandardOutput}{bake.StandardError}");
+        var cloud = GuestMachine.CloudGuest(imageDir);
+        var machine = cloud with { Disk = baked, DiskFormat = "qcow2", Append = cloud.Append + " cloud-init=disabled" };
+        return await QemuGuest.Start(machine, Networks, Config, Delivery);
     }
 
-    public async ValueTask InitializeAsync()
-    {
-        var (_, problem) = await Task.Run(GuestImage.TryGet); // publishes the agent
-        var (imageDir, cloudProblem) = problem is null ? await Task.Run(CloudGuestImage.TryGet) : (null, null);
-        if ((problem ?? cloudProblem) is { } p) { _problem = p; return; }
-        try
-        {
-            var baked = _dir["baked.qcow2"];
-            var bake = await RequiredTool.Run("bash", [Repo.File("images/agent-disk/bake.sh"), Path.Join(imageDir, "root.img"), baked, GuestImage.AgentBinary],
-                TimeSpan.FromMinutes(5));
-            BakeOutput = bake.StandardOutput + bake.StandardError;
-            if (bake.ExitCode != 0) throw new InvalidOperationException($"bake.sh exited {bake.ExitCode}:\n{BakeOutput}");
-            var cloud = GuestMachine.CloudGuest(imageDir!);
-            var machine = cloud with { Disk = baked, DiskFormat = "qcow2", Append = cloud.Append + " cloud-init=disabled" };
-            _guest = await QemuGuest.Start(machine, [Lab], null, ConfigPath.FwCfg);
-            ReadyReport = await _guest.WaitForReport("network-ready", TimeSpan.FromSeconds(600));
-        }
-        catch (Exception e) { _bootError = e; }
-    }
+    protected override TimeSpan ReadyTimeout => TimeSpan.FromSeconds(600);
 
-    public async ValueTask DisposeAsync()
-    {
-        if (_guest is not null) await _guest.DisposeAsync();
-        _dir.Dispose();
-        GC.SuppressFinalize(this);
-    }
+    protected override void Cleanup() => _dir.Dispose();
 }
 
 /// <summary>A baked disk brings the agent up by itself: systemd starts the unit bake.sh enabled, the agent builds the bond.</summary>
@@ -65,13 +41,7 @@ public sealed class BakedGuestSpecs(BakedGuest fixture, ITestOutputHelper output
 {
     private QemuGuest Guest => fixture.Guest;
 
-    private async Task<string> Run(string command)
-    {
-        var (text, exit) = await Guest.Shell(command, TimeSpan.FromSeconds(120));
-        output.WriteLine($"$ {command}\n{text}");
-        Assert.True(exit == 0, $"`{command}` exited {exit}:\n{text}");
-        return text;
-    }
+    private Task<string> Run(string command) => Guest.Must(command, output);
 
     [Fact]
     public async Task Without_cloud_init_the_baked_unit_starts_the_agent_which_builds_the_bond_from_fw_cfg()

@@ -2,11 +2,13 @@ using VmNet.Tests.Consumers;
 
 namespace VmNet.Tests.Guest;
 
-/// <summary>The cloud-init guest of images/cloud-guest (built by its recipe when missing).</summary>
+/// <summary>The cloud-init guest of images/cloud-guest (built by its recipe when missing), after the test guest's
+/// build, which publishes the agent the tests put on the seed or bake into the disk.</summary>
 public static class CloudGuestImage
 {
     private static readonly Lazy<(string? Dir, string? Problem)> Built = new(() =>
-        GuestImage.BuildWith("images/cloud-guest/build.sh", ["qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4", "cpio", "depmod", "apt-get", "dpkg-deb"]));
+        GuestImage.TryGet().Problem is { } problem ? (null, problem)
+            : GuestImage.BuildWith("images/cloud-guest/build.sh", ["qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4", "cpio", "depmod", "apt-get", "dpkg-deb"]));
 
     public static (string? Dir, string? Problem) TryGet() => Built.Value;
 }
@@ -16,28 +18,34 @@ public static class CloudGuestImage
 /// Specs/consumers/cloud-guest.yaml (user-data, meta-data, network-config and the agent, from the launcher's own
 /// templates and seed writer). Four e1000e NICs with the planned VFs' MACs stand in for the VFs, two per network hub.
 /// </summary>
-public class CloudInitGuest : IAsyncLifetime
+public class CloudInitGuest : GuestFixture
 {
+    private readonly Lazy<RenderedVm> _vm;
+
+    public CloudInitGuest() => _vm = new(() => ConsumerCorpus.Render(SpecName));
+
     /// <summary>The spec of Specs/consumers/ the guest is planned from.</summary>
     protected virtual string SpecName => "cloud-guest";
 
-    private QemuGuest? _guest;
-    private string? _problem;
-    private Exception? _bootError;
-    private RenderedVm? _vm;
+    public RenderedVm Vm => _vm.Value;
 
-    public RenderedVm Vm => _vm!;
-    public string? ReadyReport { get; private set; }
-    public TimeSpan BootToReady { get; private set; }
+    protected override GuestNetwork[] Networks => NetworksOf(Vm);
 
-    public QemuGuest Guest
+    protected override (string? Dir, string? Problem) Image() => CloudGuestImage.TryGet();
+
+    protected override Task<QemuGuest> Boot(string imageDir)
     {
-        get
-        {
-            if (_problem is not null) GuestImage.MissingOrFail(_problem);
-            if (_bootError is not null) throw new InvalidOperationException("the cloud-init guest did not reach network-ready", _bootError);
-            return _guest!;
-        }
+        var seed = Path.Join(Vm.Dir, "seed.iso");
+        VmNet.Seed.SeedImage.Write(seed, Vm.Artifacts, GuestImage.AgentBinary);
+        return QemuGuest.Start(GuestMachine.CloudGuest(imageDir), Networks, seed);
+    }
+
+    // systemd, then cloud-init's four stages in Python, under TCG: about 50 s on a quiet machine here.
+    protected override TimeSpan ReadyTimeout => TimeSpan.FromSeconds(600);
+
+    protected override void Cleanup()
+    {
+        if (_vm.IsValueCreated) _vm.Value.Dispose();
     }
 
     /// <summary>The networks as the peers see them: each peer answers at the network's .1 (public: its gateway).</summary>
@@ -48,32 +56,6 @@ public class CloudInitGuest : IAsyncLifetime
         var members = vm.Members(i).Select((v, j) => (n.MemberName(j), v.Mac)).ToList();
         return new GuestNetwork(n.Name, peer, address[0], int.Parse(address[1], System.Globalization.CultureInfo.InvariantCulture), members);
     }).ToArray();
-
-    public async ValueTask InitializeAsync()
-    {
-        _vm = ConsumerCorpus.Render(SpecName);
-        var (guestDir, problem) = await Task.Run(GuestImage.TryGet); // publishes the agent the seed carries
-        var (imageDir, cloudProblem) = problem is null ? await Task.Run(CloudGuestImage.TryGet) : (null, null);
-        if ((problem ?? cloudProblem) is { } p) { _problem = p; return; }
-        _ = guestDir;
-        try
-        {
-            var seed = Path.Join(_vm.Dir, "seed.iso");
-            VmNet.Seed.SeedImage.Write(seed, _vm.Artifacts, GuestImage.AgentBinary);
-            _guest = await QemuGuest.Start(GuestMachine.CloudGuest(imageDir!), NetworksOf(_vm), seed);
-            // systemd, then cloud-init's four stages in Python, under TCG: about 100 s on a quiet machine here.
-            ReadyReport = await _guest.WaitForReport("network-ready", TimeSpan.FromSeconds(600));
-            BootToReady = _guest.Reports.Snapshot().First(r => r.Line == ReadyReport).At - _guest.QemuStarted;
-        }
-        catch (Exception e) { _bootError = e; }
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        if (_guest is not null) await _guest.DisposeAsync();
-        _vm?.Dispose();
-        GC.SuppressFinalize(this);
-    }
 }
 
 /// <summary>The cloud-init path on a real cloud-init: the bonds are cloud-init's (ifupdown), the agent comes from the seed.</summary>
@@ -82,13 +64,7 @@ public sealed class CloudInitGuestSpecs(CloudInitGuest fixture, ITestOutputHelpe
 {
     private QemuGuest Guest => fixture.Guest;
 
-    private async Task<string> Run(string command)
-    {
-        var (text, exit) = await Guest.Shell(command, TimeSpan.FromSeconds(120));
-        output.WriteLine($"$ {command}\n{text}");
-        Assert.True(exit == 0, $"`{command}` exited {exit}:\n{text}");
-        return text;
-    }
+    private Task<string> Run(string command) => Guest.Must(command, output);
 
     [Fact]
     public async Task Cloud_init_renders_both_bonds_with_ifupdown_from_vmnets_network_config()

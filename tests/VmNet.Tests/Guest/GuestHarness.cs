@@ -112,8 +112,9 @@ internal static class GuestJson
     public static readonly JsonSerializerOptions Options = new() { TypeInfoResolver = new System.Text.Json.Serialization.Metadata.DefaultJsonTypeInfoResolver() };
 }
 
-/// <summary>Boots one guest per test class; tests call <see cref="Guest"/>, which skips (or fails when CI=true)
-/// when QEMU or a package is missing.</summary>
+/// <summary>Boots one guest per test class and waits for the agent's network-ready report; tests call
+/// <see cref="Guest"/>, which skips (or fails when CI=true) when QEMU or a package is missing. By default the test
+/// guest of images/guest; subclasses may boot another image (<see cref="Image"/>, <see cref="Boot"/>).</summary>
 public abstract class GuestFixture : IAsyncLifetime
 {
     private QemuGuest? _guest;
@@ -132,32 +133,45 @@ public abstract class GuestFixture : IAsyncLifetime
     public TimeSpan BootToReady { get; private set; }
     public string? ReadyReport { get; private set; }
 
+    /// <summary>The image directory to boot, or why it cannot be had (a missing tool or package).</summary>
+    protected virtual (string? Dir, string? Problem) Image() => GuestImage.TryGet();
+
+    /// <summary>Starts QEMU on the image directory.</summary>
+    protected virtual Task<QemuGuest> Boot(string imageDir) => QemuGuest.Start(imageDir, Networks, Config, Delivery);
+
+    /// <summary>How long the boot may take to the agent's network-ready report.</summary>
+    protected virtual TimeSpan ReadyTimeout => TimeSpan.FromSeconds(120);
+
     public QemuGuest Guest
     {
         get
         {
             if (_problem is not null) GuestImage.MissingOrFail(_problem);
-            if (_bootError is not null) throw new InvalidOperationException("the guest did not boot", _bootError);
+            if (_bootError is not null) throw new InvalidOperationException("the guest did not boot to network-ready", _bootError);
             return _guest!;
         }
     }
 
     public async ValueTask InitializeAsync()
     {
-        var (dir, problem) = await Task.Run(GuestImage.TryGet);
+        var (dir, problem) = await Task.Run(Image);
         if (problem is not null) { _problem = problem; return; }
         try
         {
-            _guest = await QemuGuest.Start(dir!, Networks, Config, Delivery);
-            ReadyReport = await _guest.WaitForReport("network-ready", TimeSpan.FromSeconds(120));
+            _guest = await Boot(dir!);
+            ReadyReport = await _guest.WaitForReport("network-ready", ReadyTimeout);
             BootToReady = _guest.Reports.Snapshot().First(r => r.Line == ReadyReport).At - _guest.QemuStarted;
         }
         catch (Exception e) { _bootError = e; }
     }
 
+    /// <summary>Disposes what a subclass made besides the guest (called after QEMU is gone).</summary>
+    protected virtual void Cleanup() { }
+
     public async ValueTask DisposeAsync()
     {
         if (_guest is not null) await _guest.DisposeAsync();
+        Cleanup();
         GC.SuppressFinalize(this);
     }
 }
@@ -299,6 +313,15 @@ public sealed class QemuGuest : IAsyncDisposable
     /// <summary>Runs a command in the guest's test shell; returns its output and exit code.</summary>
     public Task<(string Output, int Exit)> Shell(string command, TimeSpan? timeout = null) =>
         _session.Shell(command, timeout ?? TimeSpan.FromSeconds(30));
+
+    /// <summary>Runs a command that must succeed; logs it and its output to <paramref name="output"/>.</summary>
+    public async Task<string> Must(string command, ITestOutputHelper output, TimeSpan? timeout = null)
+    {
+        var (text, exit) = await Shell(command, timeout ?? TimeSpan.FromSeconds(120));
+        output.WriteLine($"$ {command}\n{text}");
+        Assert.True(exit == 0, $"`{command}` exited {exit}:\n{text}");
+        return text;
+    }
 
     /// <summary>Writes a line to the agent on its report port, as `vmnet status` does (e.g. the state query).</summary>
     public async Task SendToAgent(string line) => await _report!.WriteAsync(Encoding.UTF8.GetBytes(line.TrimEnd('\n') + "\n"));

@@ -48,15 +48,30 @@ public sealed class GuestAgentChannelSpecs : IDisposable
 
     private Task FakeAgent(params string[] lines) => FakeAgent(lines, null);
 
+    /// <summary>The VM defined and started on libvirt's test driver, and the agent's network-ready report received.</summary>
+    private async Task<LibvirtBackend> StartedWithNetworkReady()
+    {
+        await _vm.CreateBaseImage();
+        var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
+        try
+        {
+            await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, null, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+            var ready = FakeAgent(Ready);
+            await LaunchCommands.WaitForGuestAsync(_vm.Plan, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+            await ready;
+            return backend;
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+    }
+
     [Fact]
     public async Task Status_asks_the_agent_for_its_state_which_heals_an_event_lost_between_two_looks()
     {
-        await _vm.CreateBaseImage();
-        using var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
-        await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, null, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
-        var ready = FakeAgent(Ready);
-        await LaunchCommands.WaitForGuestAsync(_vm.Plan, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
-        await ready;
+        using var backend = await StartedWithNetworkReady();
         // The link-changed of storage0 went to a reader that closed before reading it: only active-changed is queued.
         var agent = FakeAgent(
             ["""{"event":"active-changed","uptimeMs":20100,"network":"storage","active":"storage1","previous":"storage0"}"""],
@@ -103,12 +118,7 @@ public sealed class GuestAgentChannelSpecs : IDisposable
     [Fact]
     public async Task Status_reads_the_events_the_agent_queued_since_and_shows_the_bond_as_it_is_now()
     {
-        await _vm.CreateBaseImage();
-        using var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
-        await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, null, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
-        var ready = FakeAgent(Ready);
-        await LaunchCommands.WaitForGuestAsync(_vm.Plan, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
-        await ready;
+        using var backend = await StartedWithNetworkReady();
         // What the agent queued while no one listened: storage0 lost its link, the bond moved to storage1.
         var later = FakeAgent(
             """{"event":"link-changed","uptimeMs":20000,"network":"storage","member":"storage0","link":"down"}""",
