@@ -28,7 +28,7 @@ hash=$(cat "$repo/images/lib.sh" "$here/build.sh" "$here/init" | sha256sum | cut
 out="$cache/lab-$kver-$hash"
 if [ -f "$out/initrd.gz" ] && [ -f "$out/vmlinuz" ]; then echo "$out"; exit 0; fi
 
-echo "images/lab: building initramfs for $kver" >&2
+img_log "building initramfs for $kver"
 stage=$(mktemp -d); trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{bin,sbin,etc,proc,sys,dev,run,tmp,newroot,lower,rw}
 img_busybox "$stage"
@@ -40,5 +40,5 @@ mkdir -p "$out.tmp"
 img_initrd "$stage" "$out.tmp/initrd.gz"
 cp "$kroot/boot/vmlinuz-$kver" "$out.tmp/vmlinuz"
 rm -rf "$out"; mv "$out.tmp" "$out"
-echo "images/lab: built $out ($(du -h "$out/initrd.gz" | cut -f1) initramfs)" >&2
+img_log "built $out ($(du -h "$out/initrd.gz" | cut -f1) initramfs)"
 echo "$out"

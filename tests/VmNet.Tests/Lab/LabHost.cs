@@ -46,9 +46,8 @@ public sealed class LabHost : IAsyncDisposable
     public static (string? Path, string? Problem) Agent()
     {
         if (Environment.GetEnvironmentVariable("VMNET_AGENT_BIN") is { Length: > 0 } bin) return (bin, null);
-        var (guest, problem) = GuestImage.TryGet();
-        if (problem is not null) return (null, problem);
-        return (Path.Combine(Path.GetDirectoryName(guest!)!, "agent", "vmnet-agent"), null);
+        var (_, problem) = GuestImage.TryGet();
+        return problem is not null ? (null, problem) : (GuestImage.AgentBinary, null);
     }
 
     public static async Task<LabHost> Start()
