@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using VmNet.GuestAgent.Bonds;
 using VmNet.GuestAgent.Config;
+using VmNet.GuestAgent.Dhcp;
 using VmNet.GuestAgent.Host;
 using VmNet.GuestAgent.Reporting;
 
@@ -13,8 +14,9 @@ public static class Program
 
     private const string Usage = """
         usage: vmnet-agent [--config FILE] [--once] [--root DIR] [--version]
-          Builds one active-backup bond per network from the config, sets addresses, routes, DNS and the hostname,
-          reports network-ready on the virtio-serial report port, then reports bond changes until killed.
+          Builds one active-backup bond per network from the config, sets addresses (static, or a DHCP lease it
+          keeps renewed), routes, DNS and the hostname, reports network-ready on the virtio-serial report port, then
+          reports bond and address changes until killed.
           --config FILE  read this config instead of /etc/vmnet/agent.json, fw_cfg opt/vmnet/agent.json or
                          vmnet/agent.json on the NoCloud seed (the volume labelled cidata)
           --once         configure, report and exit (a second run changes nothing)
@@ -66,9 +68,12 @@ public static class Program
         log.WriteLine($"vmnet-agent {Version}: config from {loaded.Source}, {config.Networks.Count} network(s)");
 
         using var reporter = new Reporter(host, config.ReportPort, log);
-        var monitor = new BondMonitor(host, config, reporter);
+        var dhcp = new Dictionary<string, DhcpService>();
+        var monitor = new BondMonitor(host, config, reporter, bond => dhcp.GetValueOrDefault(bond)?.Address);
         using var links = new Netlink(host);
+        var gate = new Lock();                     // the DHCP clients' threads change DNS and bonds too
         var configurator = new BondConfigurator(host, links, what => log.WriteLine($"vmnet-agent: {what}"));
+        using var stopDhcp = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         var failed = 0;
         try
         {
@@ -86,7 +91,8 @@ public static class Program
             try
             {
                 WaitForMembers(configurator, network, TimeSpan.FromSeconds(10), cancel);
-                configurator.Apply(network);
+                lock (gate) configurator.Apply(network, holdArp: network is { Dhcp: true, UsesArpMonitoring: true } && !HasIpv4(links, network.Name!));
+                if (network.Dhcp) dhcp[network.Name!] = StartDhcp(host, links, config, network, configurator, gate, dhcp, log, stopDhcp.Token);
             }
             catch (Exception e) when (e is BondException or HostWriteException or NetlinkException)
             {
@@ -97,11 +103,61 @@ public static class Program
         log.WriteLine($"vmnet-agent: {configurator.Changes.Count} change(s) in {clock.ElapsedMilliseconds} ms");
         if (!monitor.WaitForActive(TimeSpan.FromSeconds(15), TimeSpan.FromSeconds(3), cancel))
             log.WriteLine("vmnet-agent: a bond has no active member after 15 s: check the members' carrier");
+        var dhcpDeadline = DateTime.UtcNow + DhcpWait;
+        foreach (var (bond, service) in dhcp)
+            if (!service.Bound.WaitOne(Max(dhcpDeadline - DateTime.UtcNow, TimeSpan.Zero)))
+                Error(reporter, monitor, $"network `{bond}`: no DHCP lease within {DhcpWait.TotalSeconds:F0} s (no server answered on the bond's VLAN); the agent keeps asking");
         monitor.ReportReady(configurator.Changes.Count);
         log.WriteLine($"vmnet-agent: network-ready after {clock.ElapsedMilliseconds} ms");
-        if (once) return failed == 0 ? 0 : 1;
+        if (once)
+        {
+            if (dhcp.Values.Any(s => s.Lease is not null))
+                log.WriteLine("vmnet-agent: --once: DHCP leases are not renewed; each address goes when its lease ends");
+            stopDhcp.Cancel();
+            foreach (var service in dhcp.Values) service.Join(TimeSpan.FromSeconds(2));
+            return failed == 0 ? 0 : 1;
+        }
         monitor.Run(TimeSpan.FromMilliseconds(50), cancel);
         return 0;
+    }
+
+    /// <summary>How long network-ready waits for the DHCP leases.</summary>
+    private static readonly TimeSpan DhcpWait = TimeSpan.FromSeconds(30);
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    private static bool HasIpv4(ILinkControl links, string bond)
+    {
+        try { return links.Addresses(bond).Any(a => a.Address.Address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork); }
+        catch (NetlinkException) { return false; }                        // no such link yet
+    }
+
+    private static DhcpService StartDhcp(HostFiles host, Netlink links, AgentConfig config, NetworkConfig network, BondConfigurator configurator,
+        Lock gate, Dictionary<string, DhcpService> all, TextWriter log, CancellationToken cancel)
+    {
+        DhcpService? service = null;
+        service = new DhcpService(host, links, network, DhcpIdentity.For(network, config.Hostname), new SystemDhcpClock(),
+            () => new PacketTransport(network.Name!, int.Parse(host.Read($"sys/class/net/{network.Name}/ifindex") ?? "0")),
+            what => { lock (gate) configurator.Record(what); },
+            what => log.WriteLine($"vmnet-agent: {what}"),
+            () =>
+            {
+                lock (gate)
+                {
+                    try
+                    {
+                        configurator.ApplyDns(config, all.Values.Append(service!).Select(s => s.Lease).OfType<DhcpLease>().Distinct());
+                        // ARP monitoring waits for an address, and waits again when the lease is gone (see BondConfigurator.Apply).
+                        if (network.UsesArpMonitoring) configurator.Apply(network, holdArp: service!.Address is null);
+                    }
+                    catch (Exception e) when (e is BondException or HostWriteException or NetlinkException)
+                    {
+                        log.WriteLine($"vmnet-agent: network `{network.Name}`: after the DHCP lease: {e.Message}");
+                    }
+                }
+            });
+        service.Start(cancel);
+        return service;
     }
 
     private static void Error(Reporter reporter, BondMonitor monitor, string message) =>

@@ -23,7 +23,7 @@ packages=(
   cloud-init                                           # cloud-init schema / devel net-convert
   xorriso genisoimage                                  # reading the NoCloud seed image back in tests
   hyperfine                                            # whole-command benchmarks
-  busybox-static cpio kmod iproute2 socat              # the test guest's initramfs and the lab
+  busybox-static cpio xz-utils kmod iproute2 socat     # the test guest's initramfs and kernel, and the lab
   e2fsprogs fdisk jq                                   # images/agent-disk/bake.sh: debugfs, e2fsck, sfdisk --json
   mmdebstrap                                           # images/cloud-guest/build.sh: the cloud-init guest's root
   systemd                                              # systemd-analyze verify on the agent's unit

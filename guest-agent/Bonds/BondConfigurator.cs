@@ -30,17 +30,26 @@ public sealed class BondConfigurator(IHostFiles host, ILinkControl links, Action
         Changed($"hostname set to `{hostname}`");
     }
 
-    public void ApplyDns(AgentConfig config)
+    /// <summary>Writes resolv.conf from the config's DNS servers and those of the DHCP leases (with their domains as
+    /// the search list); leaves it alone when there are none.</summary>
+    public void ApplyDns(AgentConfig config, IEnumerable<Dhcp.DhcpLease>? leases = null)
     {
-        var servers = config.Networks.SelectMany(n => n.Dns).Distinct().ToList();
+        var held = leases?.ToList() ?? [];
+        var servers = config.Networks.SelectMany(n => n.Dns).Concat(held.SelectMany(l => l.Dns.Select(d => d.ToString()))).Distinct().ToList();
         if (servers.Count == 0) return;
-        var content = "# written by vmnet-agent\n" + string.Concat(servers.Select(s => $"nameserver {s}\n"));
+        var search = held.Select(l => l.Domain).Where(IsDomain).Distinct().ToList();
+        var content = "# written by vmnet-agent\n" + (search.Count > 0 ? $"search {string.Join(' ', search)}\n" : "")
+                      + string.Concat(servers.Select(s => $"nameserver {s}\n"));
         const string path = "etc/resolv.conf";
         if (host.Read(path) == content.TrimEnd()) return;
         if (!host.Exists("etc")) throw new BondException("/etc does not exist: cannot write resolv.conf");
         host.Write(path, content);
         Changed($"resolv.conf lists {string.Join(", ", servers)}");
     }
+
+    /// <summary>A DHCP server's domain name, only if it is one (it ends up in resolv.conf).</summary>
+    private static bool IsDomain(string? name) =>
+        name is { Length: > 0 and <= 253 } && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.');
 
     /// <summary>Finds the link that carries <paramref name="mac"/>: a member's permanent address counts, bonds are skipped.</summary>
     public string? FindByMac(string mac)
@@ -55,7 +64,10 @@ public sealed class BondConfigurator(IHostFiles host, ILinkControl links, Action
         return null;
     }
 
-    public void Apply(NetworkConfig network)
+    /// <summary>Brings one network's bond to the config. <paramref name="holdArp"/>: monitor with miimon 100 for now,
+    /// not ARP: a bond without an address sends no ARP probes, so ARP monitoring would never make a member active
+    /// and DHCP could not get an address. The agent applies the network again once DHCP gave one.</summary>
+    public void Apply(NetworkConfig network, bool holdArp = false)
     {
         var bond = network.Name!;
         var dir = $"{Net}/{bond}/bonding";
@@ -97,7 +109,7 @@ public sealed class BondConfigurator(IHostFiles host, ILinkControl links, Action
         }
 
         // The link monitor: one of MII or ARP.
-        if (network.UsesArpMonitoring)
+        if (network.UsesArpMonitoring && !holdArp)
         {
             var targets = Tokens(host.Read($"{dir}/arp_ip_target"));
             foreach (var target in network.ArpTargets.Where(t => !targets.Contains(t)))
@@ -120,9 +132,9 @@ public sealed class BondConfigurator(IHostFiles host, ILinkControl links, Action
                 host.Write($"{dir}/arp_ip_target", "-" + target);
                 Changed($"{bond} arp_ip_target -{target}");
             }
-            Set(dir, "miimon", network.Miimon.ToString());
-            Set(dir, "updelay", network.UpDelay.ToString());
-            Set(dir, "downdelay", network.DownDelay.ToString());
+            Set(dir, "miimon", (network.UsesArpMonitoring ? 100 : network.Miimon).ToString());
+            Set(dir, "updelay", (network.UsesArpMonitoring ? 0 : network.UpDelay).ToString());
+            Set(dir, "downdelay", (network.UsesArpMonitoring ? 0 : network.DownDelay).ToString());
         }
         Set(dir, "num_grat_arp", network.NumGratArp.ToString());
 
@@ -176,6 +188,9 @@ public sealed class BondConfigurator(IHostFiles host, ILinkControl links, Action
         host.Write($"{dir}/{option}", value.Length == 0 ? "\n" : value);
         Changed($"{dir.Split('/')[3]} {option} {(value.Length == 0 ? "(none)" : value)}");
     }
+
+    /// <summary>Records a change made elsewhere (the DHCP client's address and route).</summary>
+    public void Record(string what) => Changed(what);
 
     private void Changed(string what)
     {

@@ -122,7 +122,9 @@ public static class ConfigLoader
                 else if (!macs.Add(mac)) Add($"{mp}.mac", "must be unique: one VF per member", member.Mac);
             }
             if (n.Primary is not null && n.Members.All(m => m.Name != n.Primary)) Add($"{p}.primary", "must name one of the members", n.Primary);
-            if (n.Dhcp) Add($"{p}.dhcp", "must be false: this agent sets static addresses only (DHCP is not implemented)", n.Dhcp);
+            if (n.Dhcp && n.Addresses.Any(a => Cidr.TryParse(a, out var c) && c.Address.AddressFamily == AddressFamily.InterNetwork))
+                Add($"{p}.addresses", "must hold no IPv4 address when dhcp is true: the DHCP server gives it", string.Join(", ", n.Addresses));
+            if (n.Dhcp && n.Gateway is not null) Add($"{p}.gateway", "must be empty when dhcp is true: the DHCP server gives the router", n.Gateway);
             for (var a = 0; a < n.Addresses.Count; a++)
                 if (!Cidr.TryParse(n.Addresses[a], out _)) Add($"{p}.addresses[{a}]", "must be an address with a prefix length, like 192.168.40.11/24 or fd00::11/64", n.Addresses[a]);
             if (n.Gateway is not null && !IPAddress.TryParse(n.Gateway, out _)) Add($"{p}.gateway", "must be an IP address", n.Gateway);

@@ -11,6 +11,10 @@ public interface IHostFiles
     void Write(string path, string value);
     /// <summary>Entry names in a directory, sorted; empty when it does not exist.</summary>
     IReadOnlyList<string> List(string directory);
+    /// <summary>Writes a whole file of the agent's own (its directory made when missing), replacing it at once.</summary>
+    void Save(string path, string content);
+    /// <summary>Removes a file of the agent's own; nothing when it is not there.</summary>
+    void Delete(string path);
 }
 
 public sealed class HostWriteException(string path, string value, string reason)
@@ -48,6 +52,27 @@ public sealed class HostFiles(string root) : IHostFiles
         {
             throw new HostWriteException(path, value, e.Message);
         }
+    }
+
+    public void Save(string path, string content)
+    {
+        var full = Full(path);
+        try
+        {
+            Directory.CreateDirectory(System.IO.Path.GetDirectoryName(full)!);
+            File.WriteAllText(full + ".tmp", content);
+            File.Move(full + ".tmp", full, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new HostWriteException(path, content.Trim(), e.Message);
+        }
+    }
+
+    public void Delete(string path)
+    {
+        try { File.Delete(Full(path)); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or DirectoryNotFoundException) { }
     }
 
     public IReadOnlyList<string> List(string directory)

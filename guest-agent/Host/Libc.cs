@@ -11,6 +11,11 @@ internal static unsafe partial class Libc
     public const int SOCK_RAW = 3;
     public const int SOCK_CLOEXEC = 0x80000;
     public const int NETLINK_ROUTE = 0;
+    public const int AF_PACKET = 17;
+    public const int SOCK_DGRAM = 2;
+    public const ushort ETH_P_IP = 0x0800;
+    public const short POLLIN = 1;
+    public const int EINTR = 4;
     public const int O_WRONLY = 1;
     public const int O_RDWR = 2;
     public const int O_NONBLOCK = 0x800;
@@ -27,6 +32,21 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Library, EntryPoint = "recv", SetLastError = true)]
     public static partial nint recv(int fd, byte* buffer, nint length, int flags);
+
+    [LibraryImport(Library, EntryPoint = "bind", SetLastError = true)]
+    public static partial int bind(int fd, byte* address, int length);
+
+    [LibraryImport(Library, EntryPoint = "sendto", SetLastError = true)]
+    public static partial nint sendto(int fd, byte* buffer, nint length, int flags, byte* address, int addressLength);
+
+    [LibraryImport(Library, EntryPoint = "recvfrom", SetLastError = true)]
+    public static partial nint recvfrom(int fd, byte* buffer, nint length, int flags, byte* address, int* addressLength);
+
+    [LibraryImport(Library, EntryPoint = "poll", SetLastError = true)]
+    public static partial int poll(PollFd* fds, nuint count, int timeoutMs);
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd { public int Fd; public short Events; public short Revents; }
 
     [LibraryImport(Library, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int open(string path, int flags);

@@ -4,11 +4,13 @@ using VmNet.GuestAgent.Host;
 
 namespace VmNet.GuestAgent.Reporting;
 
-/// <summary>Reads each bond's state from sysfs and reports what changed.</summary>
-public sealed class BondMonitor(IHostFiles host, AgentConfig config, Reporter reporter)
+/// <summary>Reads each bond's state from sysfs and reports what changed. <paramref name="leased"/> gives a bond's DHCP
+/// address, if it has one.</summary>
+public sealed class BondMonitor(IHostFiles host, AgentConfig config, Reporter reporter, Func<string, string?>? leased = null)
 {
     private readonly Dictionary<string, string?> _active = new();
     private readonly Dictionary<(string, string), string> _links = new();
+    private readonly Dictionary<string, string> _addresses = new();
 
     public long UptimeMs()
     {
@@ -23,7 +25,8 @@ public sealed class BondMonitor(IHostFiles host, AgentConfig config, Reporter re
         var active = host.Read($"sys/class/net/{bond}/bonding/active_slave");
         var members = network.Members.Select(m => new MemberState(m.Name!, m.Mac!.ToLowerInvariant(), Link(m.Name!))).ToList();
         var mtu = int.TryParse(host.Read($"sys/class/net/{bond}/mtu"), out var value) ? value : (int?)null;
-        return new NetworkState(bond, string.IsNullOrEmpty(active) ? null : active, members, network.Addresses, mtu);
+        var addresses = leased?.Invoke(bond) is { } lease ? network.Addresses.Prepend(lease).ToList() : network.Addresses;
+        return new NetworkState(bond, string.IsNullOrEmpty(active) ? null : active, members, addresses, mtu);
     }
 
     /// <summary>"up" when the member has carrier, else "down" (a link that is administratively down has no carrier to read).</summary>
@@ -52,13 +55,15 @@ public sealed class BondMonitor(IHostFiles host, AgentConfig config, Reporter re
         foreach (var s in states)
         {
             _active[s.Name] = s.Active;
+            _addresses[s.Name] = string.Join(' ', s.Addresses);
             foreach (var m in s.Members) _links[(s.Name, m.Name)] = m.Link;
         }
         reporter.Send(JsonSerializer.Serialize(new NetworkReadyEvent("network-ready", UptimeMs(), changes, states),
             ReportJsonContext.Default.NetworkReadyEvent));
     }
 
-    /// <summary>One look at every bond; reports member link changes first, then active-member changes.</summary>
+    /// <summary>One look at every bond; reports member link changes first, then active-member changes, then address
+    /// changes (a DHCP lease got, changed or lost).</summary>
     public void Poll()
     {
         foreach (var network in config.Networks)
@@ -71,10 +76,17 @@ public sealed class BondMonitor(IHostFiles host, AgentConfig config, Reporter re
                 reporter.Send(JsonSerializer.Serialize(new LinkChangedEvent("link-changed", UptimeMs(), state.Name, m.Name, m.Link),
                     ReportJsonContext.Default.LinkChangedEvent));
             }
-            if (_active.TryGetValue(state.Name, out var previous) && previous == state.Active) continue;
-            _active[state.Name] = state.Active;
-            reporter.Send(JsonSerializer.Serialize(new ActiveChangedEvent("active-changed", UptimeMs(), state.Name, state.Active, previous),
-                ReportJsonContext.Default.ActiveChangedEvent));
+            if (!_active.TryGetValue(state.Name, out var previous) || previous != state.Active)
+            {
+                _active[state.Name] = state.Active;
+                reporter.Send(JsonSerializer.Serialize(new ActiveChangedEvent("active-changed", UptimeMs(), state.Name, state.Active, previous),
+                    ReportJsonContext.Default.ActiveChangedEvent));
+            }
+            var addresses = string.Join(' ', state.Addresses);
+            if (_addresses.TryGetValue(state.Name, out var reported) && reported == addresses) continue;
+            _addresses[state.Name] = addresses;
+            reporter.Send(JsonSerializer.Serialize(new AddressesChangedEvent("addresses-changed", UptimeMs(), state.Name, state.Addresses),
+                ReportJsonContext.Default.AddressesChangedEvent));
         }
         reporter.Flush();
     }

@@ -14,6 +14,8 @@ public sealed record ActiveChangedEvent(string Event, long UptimeMs, string Netw
 
 public sealed record LinkChangedEvent(string Event, long UptimeMs, string Network, string Member, string Link);
 
+public sealed record AddressesChangedEvent(string Event, long UptimeMs, string Network, IReadOnlyList<string> Addresses);
+
 public sealed record ErrorEvent(string Event, long UptimeMs, string Message);
 
 /// <summary>The answer to the host's <c>{"query":"state"}</c>: every bond as it is now.</summary>
@@ -27,6 +29,7 @@ public sealed record HostRequest(string? Query);
 [JsonSerializable(typeof(NetworkReadyEvent))]
 [JsonSerializable(typeof(ActiveChangedEvent))]
 [JsonSerializable(typeof(LinkChangedEvent))]
+[JsonSerializable(typeof(AddressesChangedEvent))]
 [JsonSerializable(typeof(ErrorEvent))]
 [JsonSerializable(typeof(StateEvent))]
 [JsonSerializable(typeof(HostRequest))]

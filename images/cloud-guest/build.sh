@@ -4,7 +4,7 @@
 # disk image made by mkfs.ext4 -d (no mount, no loop device), and a small initramfs that mounts it and starts systemd.
 # It proves VmNet's cloud-init path: the seed vmnet writes (user-data, network-config, the agent) on a real cloud-init.
 #
-#   images/cloud-guest/build.sh     -> prints the directory holding vmlinuz, initrd.gz and root.img (raw ext4)
+#   images/cloud-guest/build.sh     -> prints the directory holding kernel, initrd and root.img (raw ext4)
 #
 # For tests only: the image has a root shell on the virtio-serial port org.vmnet.test.0 and no password.
 # Needs root (mmdebstrap's root mode, and mkfs.ext4 -d keeps file owners): run as another user, it re-runs itself
@@ -26,7 +26,7 @@ cache=${VMNET_CACHE:-$repo/.cache}/images
 tag=images/cloud-guest
 mkdir -p "$cache"
 . "$repo/images/lib.sh"
-img_need cpio; img_need gzip; img_need mmdebstrap; img_need mkfs.ext4
+img_need cpio; img_need mmdebstrap; img_need mkfs.ext4
 # Run through sudo: what this makes in the cache goes back to the user who asked.
 give_back() { [ -n "${SUDO_UID:-}" ] && chown -R "$SUDO_UID:$SUDO_GID" "$@" 2>/dev/null || true; }
 
@@ -41,7 +41,7 @@ img_kernel
 give_back "$cache/kernel"
 hash=$(cat "$repo/images/lib.sh" "$here/build.sh" "$here/init" | sha256sum | cut -c1-16)
 out="$cache/cloud-guest-$kver-$hash"
-if [ -f "$out/root.img" ] && [ -f "$out/initrd.gz" ] && [ -f "$out/vmlinuz" ]; then echo "$out"; exit 0; fi
+if [ -f "$out/root.img" ] && [ -f "$out/initrd" ] && [ -f "$out/kernel" ]; then echo "$out"; exit 0; fi
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 root="$work/root"
@@ -97,8 +97,8 @@ img_busybox "$stage"
 img_modules "$stage" "${initrd_modules[@]}"
 printf '%s\n' "${initrd_modules[@]}" > "$stage/etc/modules"
 cp "$here/init" "$stage/init"; chmod 755 "$stage/init"
-img_initrd "$stage" "$out.tmp/initrd.gz"
-cp "$kroot/boot/vmlinuz-$kver" "$out.tmp/vmlinuz"
+img_initrd "$stage" "$out.tmp/initrd"
+img_kernel_image "$out.tmp/kernel"
 rm -rf "$out"; mv "$out.tmp" "$out"
 give_back "$out"
 img_log "built $out"

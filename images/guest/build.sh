@@ -2,12 +2,12 @@
 # Builds VmNet's test guest from Debian packages only: Debian's kernel and an initramfs holding busybox, the kernel
 # modules a bond over VFs needs, and vmnet-agent (NativeAOT) as the network bootstrapper.
 #
-#   images/guest/build.sh            -> prints the directory holding vmlinuz and initrd.gz
+#   images/guest/build.sh            -> prints the directory holding kernel and initrd
 #
 # Idempotent and cached under ${VMNET_CACHE:-<repo>/.cache}/images/:
 #   kernel/<package>/          the unpacked linux-image package (depmod run once)
 #   agent/vmnet-agent          the agent, republished when a file under guest-agent/ is newer
-#   guest-<kver>-<hash>/       vmlinuz + initrd.gz; <hash> covers this recipe, init and the agent binary
+#   guest-<kver>-<hash>/       kernel (uncompressed, PVH) + initrd (cpio); <hash> covers this recipe, init and the agent binary
 # Overrides: VMNET_KERNEL_PACKAGE (default: the package linux-image-amd64 depends on), VMNET_AGENT_BIN (a prebuilt agent).
 set -euo pipefail
 
@@ -17,7 +17,7 @@ cache=${VMNET_CACHE:-$repo/.cache}/images
 tag=images/guest
 mkdir -p "$cache"
 . "$repo/images/lib.sh"
-img_need cpio; img_need gzip
+img_need cpio
 
 # Modules the bond needs; dependencies are followed through modules.dep.
 # button and evdev: the ACPI power button, which busybox acpid turns into a power-off (vmnet rm, virsh shutdown).
@@ -43,7 +43,7 @@ fi
 # 3. Cache key: kernel version + recipe + agent binary.
 hash=$(cat "$repo/images/lib.sh" "$here/build.sh" "$here/init" "$agent" | sha256sum | cut -c1-16)
 out="$cache/guest-$kver-$hash"
-if [ -f "$out/initrd.gz" ] && [ -f "$out/vmlinuz" ]; then echo "$out"; exit 0; fi
+if [ -f "$out/initrd" ] && [ -f "$out/kernel" ]; then echo "$out"; exit 0; fi
 
 img_log "building initramfs for $kver"
 stage=$(mktemp -d); trap 'rm -rf "$stage"' EXIT
@@ -67,8 +67,8 @@ echo "vmnet-guest" > "$stage/etc/hostname"
 : > "$stage/etc/resolv.conf"
 
 mkdir -p "$out.tmp"
-img_initrd "$stage" "$out.tmp/initrd.gz"
-cp "$kroot/boot/vmlinuz-$kver" "$out.tmp/vmlinuz"
+img_initrd "$stage" "$out.tmp/initrd"
+img_kernel_image "$out.tmp/kernel"
 rm -rf "$out"; mv "$out.tmp" "$out"
-img_log "built $out ($(du -h "$out/initrd.gz" | cut -f1) initramfs)"
+img_log "built $out ($(du -h "$out/initrd" | cut -f1) initramfs)"
 echo "$out"

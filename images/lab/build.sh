@@ -3,7 +3,7 @@
 # images/guest), busybox, the modules below, and images/lab/init, which mounts the machine's own / read-only over 9p
 # with a tmpfs overlay and chroots into it (bash, iproute2, kmod, QEMU and the repo all come from there).
 #
-#   images/lab/build.sh     -> prints the directory holding vmlinuz and initrd.gz
+#   images/lab/build.sh     -> prints the directory holding kernel and initrd
 #
 # Cached under ${VMNET_CACHE:-<repo>/.cache}/images/lab-<kver>-<hash>/ (hash: this recipe and init).
 set -euo pipefail
@@ -14,7 +14,7 @@ cache=${VMNET_CACHE:-$repo/.cache}/images
 mkdir -p "$cache"
 tag=images/lab
 . "$repo/images/lib.sh"
-img_need cpio; img_need gzip
+img_need cpio
 
 # 9p root + overlay, the test shell's virtio-serial port, the SR-IOV NIC and its VF driver, VFIO, the bond's modules,
 # then the peer's NICs (console and exec modes) and its bridge. e1000e after igb: the PFs stay eth0 and eth1.
@@ -26,7 +26,7 @@ img_kernel
 
 hash=$(cat "$repo/images/lib.sh" "$here/build.sh" "$here/init" | sha256sum | cut -c1-16)
 out="$cache/lab-$kver-$hash"
-if [ -f "$out/initrd.gz" ] && [ -f "$out/vmlinuz" ]; then echo "$out"; exit 0; fi
+if [ -f "$out/initrd" ] && [ -f "$out/kernel" ]; then echo "$out"; exit 0; fi
 
 img_log "building initramfs for $kver"
 stage=$(mktemp -d); trap 'rm -rf "$stage"' EXIT
@@ -37,8 +37,8 @@ printf '%s\n' "${modules[@]}" | sed 's/^bonding$/bonding max_bonds=0/' > "$stage
 cp "$here/init" "$stage/init"; chmod 755 "$stage/init"
 
 mkdir -p "$out.tmp"
-img_initrd "$stage" "$out.tmp/initrd.gz"
-cp "$kroot/boot/vmlinuz-$kver" "$out.tmp/vmlinuz"
+img_initrd "$stage" "$out.tmp/initrd"
+img_kernel_image "$out.tmp/kernel"
 rm -rf "$out"; mv "$out.tmp" "$out"
-img_log "built $out ($(du -h "$out/initrd.gz" | cut -f1) initramfs)"
+img_log "built $out ($(du -h "$out/initrd" | cut -f1) initramfs)"
 echo "$out"

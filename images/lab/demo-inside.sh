@@ -6,7 +6,7 @@
 # with `#` explain. Any failing command stops the demo with a message naming the step and a non-zero exit.
 #
 # Environment (demo.sh's wrapper sets it): VMNET_DEMO_BIN (a directory holding vmnet and vmnet-agent side by side),
-# VMNET_DEMO_GUEST (the test guest's vmlinuz and initrd.gz, from images/guest/build.sh), VMNET_DEMO_T0 (the epoch
+# VMNET_DEMO_GUEST (the test guest's kernel and initrd, from images/guest/build.sh), VMNET_DEMO_T0 (the epoch
 # second demo.sh started; default: now).
 set -Eeuo pipefail
 
@@ -115,7 +115,7 @@ memory: 384MiB
 backend: qemu
 accel: tcg
 disk: {image: $work/empty.qcow2}
-boot: {kernel: $guest/vmlinuz, initrd: $guest/initrd.gz, cmdline: "console=ttyS0 panic=-1"}
+boot: {kernel: $guest/kernel, initrd: $guest/initrd, cmdline: "console=ttyS0 panic=-1"}
 networks:
   - name: lab
     ports: [eth0, eth1]

@@ -26,7 +26,7 @@ command -v qemu-system-x86_64 >/dev/null || { echo "images/lab: qemu-system-x86_
 
 args=(-accel tcg -machine q35,kernel-irqchip=split -cpu max -smp 2 -m 2560 -nodefaults -display none -no-reboot
   -device intel-iommu,intremap=on,caching-mode=on
-  -kernel "$img/vmlinuz" -initrd "$img/initrd.gz"
+  -kernel "$img/kernel" -initrd "$img/initrd"
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
   -device pcie-root-port,id=rp1,chassis=1,slot=1 -device pcie-root-port,id=rp2,chassis=2,slot=2
   -device virtio-serial-pci,id=vser)

@@ -15,10 +15,11 @@ public sealed record GuestNetwork(string Name, string? Active, IReadOnlyList<Gue
 /// <summary>
 /// One line of the agent: <c>network-ready</c> (all networks), <c>state</c> (all networks, the answer to
 /// <see cref="GuestAgentChannel.StateQuery"/>), <c>active-changed</c> (network, active), <c>link-changed</c>
-/// (network, member, link) or <c>error</c> (message).
+/// (network, member, link), <c>addresses-changed</c> (network, addresses: a DHCP lease got, changed or lost) or
+/// <c>error</c> (message).
 /// </summary>
 public sealed record GuestEvent(string Event, long UptimeMs, string? Message, IReadOnlyList<GuestNetwork>? Networks,
-    string? Network = null, string? Active = null, string? Member = null, string? Link = null);
+    string? Network = null, string? Active = null, string? Member = null, string? Link = null, IReadOnlyList<string>? Addresses = null);
 
 /// <summary>The last guest report VmNet received, kept in the VM directory for <c>vmnet status</c>.</summary>
 public sealed record GuestStatus(DateTimeOffset ReceivedAt, IReadOnlyList<GuestNetwork> Networks);
@@ -144,6 +145,7 @@ public static class GuestAgentChannel
                 "active-changed" => n with { Active = e.Active },
                 "link-changed" when e.Member is not null && e.Link is not null =>
                     n with { Members = n.Members.Select(m => m.Name == e.Member ? m with { Link = e.Link } : m).ToList() },
+                "addresses-changed" when e.Addresses is not null => n with { Addresses = e.Addresses },
                 _ => n,
             }).ToList(),
         };

@@ -25,6 +25,21 @@ public sealed class AgentConfigSpecs
         Assert.False(n.Dhcp);
     }
 
+    /// <summary>The agent is agent.json's consumer: every config the launcher renders for the corpus (DHCP, IPv6, ARP
+    /// monitoring, QinQ, ...) must load, with each network's addresses as planned.</summary>
+    [Theory]
+    [MemberData(nameof(Consumers.ConsumerCorpus.All), MemberType = typeof(Consumers.ConsumerCorpus))]
+    public void Every_config_the_launcher_renders_loads_in_the_agent(string name)
+    {
+        using var vm = Consumers.ConsumerCorpus.Render(name);
+
+        var config = ConfigLoader.Parse(vm.Artifacts.AgentConfig, $"{name}/agent.json");
+
+        Assert.Equal(vm.Spec.Networks.Select(n => (n.Name, n.Address.Dhcp)), config.Networks.Select(n => (n.Name!, n.Dhcp)));
+        foreach (var (planned, loaded) in vm.Spec.Networks.Zip(config.Networks))
+            Assert.Equal(planned.Address.Dhcp ? [] : [planned.Address.ToString()], loaded.Addresses);
+    }
+
     [Fact]
     public void Comments_and_absent_optional_fields_are_accepted()
     {
@@ -63,7 +78,7 @@ public sealed class AgentConfigSpecs
               field `networks[0].members[0].mac` must be a MAC address like 02:00:00:00:40:11, got `zz`
               field `networks[0].members[2].mac` must be unique: one VF per member, got `02:00:00:00:00:01`
               field `networks[0].primary` must name one of the members, got `nope`
-              field `networks[0].dhcp` must be false: this agent sets static addresses only (DHCP is not implemented), got `True`
+              field `networks[0].gateway` must be empty when dhcp is true: the DHCP server gives the router, got `x`
               field `networks[0].addresses[0]` must be an address with a prefix length, like 192.168.40.11/24 or fd00::11/64, got `10.0.0.1`
               field `networks[0].gateway` must be an IP address, got `x`
             """.ReplaceLineEndings("\n").TrimEnd(), e.Message);

@@ -137,9 +137,64 @@ public sealed class FakeKernel : IHostFiles, ILinkControl
         return _addresses.Add((name, address));
     }
 
-    public bool AddDefaultRoute(string name, IPAddress gateway)
+    public bool AddDefaultRoute(string name, IPAddress gateway, int metric = 0)
     {
-        Log.Add($"route {name} {gateway}");
-        return _routes.Add($"{name} {gateway}");
+        Log.Add($"route {name} {gateway}{(metric == 0 ? "" : $" metric {metric}")}");
+        return _routes.Add($"{name} {gateway} {metric}");
+    }
+
+    public bool RemoveDefaultRoute(string name, IPAddress gateway, int metric = 0)
+    {
+        Log.Add($"route del {name} {gateway}{(metric == 0 ? "" : $" metric {metric}")}");
+        return _routes.Remove($"{name} {gateway} {metric}");
+    }
+
+    /// <summary>Addresses with a lifetime (DHCP), by link, with the lifetime last set.</summary>
+    private readonly Dictionary<(string, Cidr), TimeSpan> _dynamic = new();
+
+    public bool SetAddress(string name, Cidr address, TimeSpan valid)
+    {
+        Log.Add($"address {name} {address} valid {valid.TotalSeconds:F0}s");
+        lock (_dynamic)
+        {
+            var added = !_dynamic.ContainsKey((name, address));
+            _dynamic[(name, address)] = valid;
+            return added;
+        }
+    }
+
+    public bool RemoveAddress(string name, Cidr address)
+    {
+        Log.Add($"address del {name} {address}");
+        lock (_dynamic) return _dynamic.Remove((name, address)) | _addresses.Remove((name, address));
+    }
+
+    public IReadOnlyList<(Cidr Address, bool Permanent)> Addresses(string name)
+    {
+        lock (_dynamic)
+            return _addresses.Where(a => a.Item1 == name).Select(a => (a.Item2, true))
+                .Concat(_dynamic.Keys.Where(a => a.Item1 == name).Select(a => (a.Item2, false))).ToList();
+    }
+
+    /// <summary>Adds an address another DHCP client set (it expires).</summary>
+    public FakeKernel WithDynamicAddress(string name, string cidr)
+    {
+        Cidr.TryParse(cidr, out var address);
+        lock (_dynamic) _dynamic[(name, address)] = TimeSpan.FromHours(1);
+        return this;
+    }
+
+    public IReadOnlyList<string> Routes => _routes.Order(StringComparer.Ordinal).ToList();
+
+    public void Save(string path, string content)
+    {
+        Log.Add($"save {path} {content.Trim()}");
+        _files[path] = content;
+    }
+
+    public void Delete(string path)
+    {
+        Log.Add($"delete {path}");
+        _files.Remove(path);
     }
 }

@@ -15,7 +15,7 @@ public static class GuestImage
 
     public static string RepoRoot => Support.Repo.Root;
 
-    /// <summary>The directory holding vmlinuz and initrd.gz, or why it cannot be had (a missing tool).</summary>
+    /// <summary>The directory holding kernel and initrd, or why it cannot be had (a missing tool).</summary>
     public static (string? Dir, string? Problem) TryGet() => Built.Value;
 
     public static void MissingOrFail(string problem)
@@ -29,7 +29,7 @@ public static class GuestImage
         Path.Combine(Environment.GetEnvironmentVariable("VMNET_CACHE") ?? Path.Combine(RepoRoot, ".cache"), "images", "agent", "vmnet-agent");
 
     private static (string?, string?) Build() =>
-        BuildWith("images/guest/build.sh", ["qemu-system-x86_64", "cpio", "depmod", "apt-get", "dpkg-deb", "gzip"]);
+        BuildWith("images/guest/build.sh", ["qemu-system-x86_64", "cpio", "depmod", "apt-get", "dpkg-deb", "xz"]);
 
     /// <summary>Runs an image recipe that prints its output directory last; a missing tool (exit 3) or a build over
     /// 10 minutes is a problem to report, any other failure an error.</summary>
@@ -93,9 +93,12 @@ public sealed class LineLog
     }
 }
 
-/// <summary>One network of a test guest: the bond's config and a peer on the network's QEMU hub.</summary>
+/// <summary>One network of a test guest: the bond's config and a peer on the network's QEMU hub. With
+/// <see cref="Dhcp"/>, the bond's address comes from DHCP: busybox's udhcpd serves the hub through a tap device in a
+/// network namespace of the test's own (QEMU runs in it; nothing leaves the machine), and hands out
+/// <see cref="GuestIp"/> only.</summary>
 public sealed record GuestNetwork(string Name, string PeerIp, string GuestIp, int Prefix, IReadOnlyList<(string Name, string Mac)> Members,
-    int Miimon = 100, int ArpInterval = 0, int? Mtu = null, int NumGratArp = 3, bool Gateway = true, string? Ipv6 = null)
+    int Miimon = 100, int ArpInterval = 0, int? Mtu = null, int NumGratArp = 3, bool Gateway = true, string? Ipv6 = null, Support.DhcpServer? Dhcp = null)
 {
     public string ConfigJson() => JsonSerializer.Serialize(new Dictionary<string, object?>
     {
@@ -103,8 +106,20 @@ public sealed record GuestNetwork(string Name, string PeerIp, string GuestIp, in
         ["arpTargets"] = ArpInterval > 0 ? new[] { PeerIp } : Array.Empty<string>(), ["primary"] = Members[0].Name,
         ["failOverMac"] = "active", ["upDelay"] = 0, ["downDelay"] = 0, ["numGratArp"] = NumGratArp, ["mtu"] = Mtu,
         ["members"] = Members.Select(m => new Dictionary<string, string> { ["name"] = m.Name, ["mac"] = m.Mac }).ToArray(),
-        ["dhcp"] = false, ["addresses"] = Ipv6 is null ? new[] { $"{GuestIp}/{Prefix}" } : [$"{GuestIp}/{Prefix}", Ipv6], ["gateway"] = Gateway ? PeerIp : null, ["dns"] = new[] { PeerIp },
+        ["dhcp"] = Dhcp is not null,
+        ["addresses"] = (Dhcp is null ? new[] { $"{GuestIp}/{Prefix}" } : []).Concat(Ipv6 is null ? [] : [Ipv6]).ToArray(),
+        ["gateway"] = Gateway && Dhcp is null ? PeerIp : null, ["dns"] = Dhcp is null ? new[] { PeerIp } : [],
     }, GuestJson.Options);
+
+    /// <summary>QEMU's arguments for the DHCP server's link on hub <paramref name="hub"/>: a tap device QEMU makes in the
+    /// guest's network namespace, where udhcpd serves it.</summary>
+    public IEnumerable<string> DhcpServerArgs(int hub) => Dhcp is null ? [] :
+    [
+        "-netdev", $"tap,id=dhcp{hub},ifname={TapName(hub)},script=no,downscript=no",
+        "-netdev", $"hubport,id=hpd{hub},hubid={hub},netdev=dhcp{hub}",
+    ];
+
+    public static string TapName(int hub) => $"vmtap{hub}";
 }
 
 internal static class GuestJson
@@ -185,11 +200,11 @@ public sealed record GuestMachine(string Kernel, string Initrd, string Append, i
 {
     /// <summary>The test guest of images/guest: everything in the initramfs.</summary>
     public static GuestMachine TestGuest(string imageDir) =>
-        new(Path.Combine(imageDir, "vmlinuz"), Path.Combine(imageDir, "initrd.gz"), "console=ttyS0 panic=-1 loglevel=4", 384);
+        new(Path.Combine(imageDir, "kernel"), Path.Combine(imageDir, "initrd"), "console=ttyS0 panic=-1 loglevel=4", 384);
 
     /// <summary>The cloud-init guest of images/cloud-guest: systemd and cloud-init on root.img.</summary>
     public static GuestMachine CloudGuest(string imageDir) =>
-        new(Path.Combine(imageDir, "vmlinuz"), Path.Combine(imageDir, "initrd.gz"), "console=ttyS0 panic=-1 loglevel=4", 1024,
+        new(Path.Combine(imageDir, "kernel"), Path.Combine(imageDir, "initrd"), "console=ttyS0 panic=-1 loglevel=4", 1024,
             Disk: Path.Combine(imageDir, "root.img"));
 }
 
@@ -204,6 +219,8 @@ public sealed class QemuGuest : IAsyncDisposable
     public string Dir => _session.Dir;
     public LineLog Reports { get; }
     public IReadOnlyList<EthernetPeer> Peers { get; private set; } = [];
+    /// <summary>The DHCP server of each network that has one, by network index.</summary>
+    public Dictionary<int, Support.Udhcpd> DhcpServers { get; } = [];
     public IReadOnlyList<GuestNetwork> Networks { get; }
     public TimeSpan QemuStarted { get; private set; }
     private readonly Support.QemuSession _session = new("guest", "vmnet-guest-");
@@ -280,15 +297,31 @@ public sealed class QemuGuest : IAsyncDisposable
         {
             args.AddRange(["-netdev", $"stream,id=peer{i},server=off,addr.type=unix,addr.path={_session.Path($"peer{i}.sock")}",
                 "-netdev", $"hubport,id=hpp{i},hubid={i},netdev=peer{i}"]);
+            args.AddRange(Networks[i].DhcpServerArgs(i));
             for (var j = 0; j < Networks[i].Members.Count; j++)
                 args.AddRange(["-netdev", $"hubport,id=hp{i}{j},hubid={i}",
                     "-device", $"e1000e,netdev=hp{i}{j},id={NicId(i, j)},mac={Networks[i].Members[j].Mac}"]);
         }
         QemuStarted = Clock.Elapsed;
-        _session.Start("qemu-system-x86_64", args);
+        Support.NetNamespace? ns = null;
+        if (Networks.Any(n => n.Dhcp is not null))
+        {
+            // QEMU makes the DHCP servers' tap devices in a namespace of their own; its unix sockets work across namespaces.
+            ns = await Support.NetNamespace.Create("vmnet-g");
+            _session.Own(ns);
+            _session.Start(Support.RequiredTool.Path("ip"), ["netns", "exec", ns.Name, "qemu-system-x86_64", .. args]);
+        }
+        else _session.Start("qemu-system-x86_64", args);
 
         var connect = TimeSpan.FromSeconds(30);
         await _session.ConnectQmp("qmp.sock", connect);
+        for (var i = 0; i < Networks.Count; i++)
+            if (Networks[i].Dhcp is { } server)
+            {
+                var udhcpd = await Support.Udhcpd.Start(ns!, GuestNetwork.TapName(i), _session.Dir, server);
+                _session.Own(udhcpd);
+                DhcpServers[i] = udhcpd;
+            }
         _report = await _session.Accept("report.sock", connect);
         _ = LineLog.Pump(_report, Reports, _session.Stopping);
         await _session.ConnectShell("shell.sock", connect);

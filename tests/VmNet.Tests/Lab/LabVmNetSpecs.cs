@@ -76,7 +76,7 @@ public sealed class LabVmNetFixture : IAsyncLifetime
             Doctor = await _lab.Shell($"{Vmnet} doctor");
             VfsAsFound = await _lab.Must(VfState);
             await _lab.Must("qemu-img create -q -f qcow2 empty.qcow2 16M");
-            var boot = $"{{kernel: {guest}/vmlinuz, initrd: {guest}/initrd.gz, cmdline: \"console=ttyS0 panic=-1 loglevel=4\"}}";
+            var boot = $"{{kernel: {guest}/kernel, initrd: {guest}/initrd, cmdline: \"console=ttyS0 panic=-1 loglevel=4\"}}";
             await WriteSpec("lab-a", boot, LabHost.Vlan, LabHost.GuestIp, $"bond: {{arpInterval: 200, arpTargets: [{LabHost.PeerIp}]}}");
             await WriteSpec("lab-b", boot, LabHost.OtherVlan, GuestB, "bond: {miimon: 100}");
             await WriteSpec("lab-c", boot, 42, "192.168.42.13", "bond: {miimon: 100}");

@@ -115,24 +115,44 @@ public sealed class GuestAgentChannelSpecs : IDisposable
         Assert.Contains("      warning: storage has no active member yet (storage0 up, storage1 down); `vmnet status agent1` shows when one takes over\n", output.ToString());
     }
 
+    /// <summary>`vmnet status` as printed after the agent queued <paramref name="queued"/> while no one listened (it
+    /// does not answer the state query, so status folds the events).</summary>
+    private async Task<string> StatusAfter(LibvirtBackend backend, params string[] queued)
+    {
+        var later = FakeAgent(queued);
+        var status = await backend.StatusAsync("agent1", Cancel);
+        await later;
+        var text = new StringWriter();
+        LaunchCommands.PrintStatus(text, status!);
+        return text.ToString();
+    }
+
     [Fact]
     public async Task Status_reads_the_events_the_agent_queued_since_and_shows_the_bond_as_it_is_now()
     {
         using var backend = await StartedWithNetworkReady();
-        // What the agent queued while no one listened: storage0 lost its link, the bond moved to storage1.
-        var later = FakeAgent(
+
+        // storage0 lost its link, the bond moved to storage1.
+        var text = await StatusAfter(backend,
             """{"event":"link-changed","uptimeMs":20000,"network":"storage","member":"storage0","link":"down"}""",
             """{"event":"active-changed","uptimeMs":20100,"network":"storage","active":"storage1","previous":"storage0"}""");
 
-        var status = await backend.StatusAsync("agent1", Cancel);
-        await later;
-
-        var text = new StringWriter();
-        LaunchCommands.PrintStatus(text, status!);
-        Assert.Contains("  storage: active storage1; storage0 down, storage1 up; 192.168.40.11/24\n", text.ToString());
+        Assert.Contains("  storage: active storage1; storage0 down, storage1 up; 192.168.40.11/24\n", text);
         Assert.Equal("storage1", GuestAgentChannel.ReadSaved(_vm.Plan.Paths)?.Networks.Single().Active); // kept for the next look
         var again = await backend.StatusAsync("agent1", Cancel); // no agent listening now: the saved report
         Assert.Equal("storage1", again?.Guest?.Networks.Single().Active);
+    }
+
+    [Fact]
+    public async Task Status_shows_an_address_the_guests_dhcp_client_got_lost_or_changed_since()
+    {
+        using var backend = await StartedWithNetworkReady();
+
+        var text = await StatusAfter(backend,
+            """{"event":"addresses-changed","uptimeMs":20000,"network":"storage","addresses":[]}""",
+            """{"event":"addresses-changed","uptimeMs":20100,"network":"storage","addresses":["192.168.40.57/24"]}""");
+
+        Assert.Contains("  storage: active storage0; storage0 up, storage1 up; 192.168.40.57/24\n", text);
     }
 
     [Fact]
