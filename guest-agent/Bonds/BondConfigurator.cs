@@ -65,8 +65,9 @@ public sealed class BondConfigurator(IHostFiles host, ILinkControl links, Action
     }
 
     /// <summary>Brings one network's bond to the config. <paramref name="holdArp"/>: monitor with miimon 100 for now,
-    /// not ARP: a bond without an address sends no ARP probes, so ARP monitoring would never make a member active
-    /// and DHCP could not get an address. The agent applies the network again once DHCP gave one.</summary>
+    /// not ARP: without an address the kernel's ARP probes go out from 0.0.0.0, and a member counts as up only if a
+    /// target answers such a probe (or other traffic happens to arrive); until one does, the bond has no active
+    /// member and DHCP cannot get the address. The agent applies the network again once DHCP gave one.</summary>
     public void Apply(NetworkConfig network, bool holdArp = false)
     {
         var bond = network.Name!;
