@@ -38,15 +38,15 @@ public sealed partial class LabDemoSpecs(ITestOutputHelper output)
     ];
 
     /// <summary>
-    /// At most this many of the 60 pings (every 0.2 s, 12 s in all; eth0 goes down after ping 15) may be lost across
-    /// the failover. Measured here with miimon 100: 16 and 14 of 60 (gaps of 3.2 and 2.8 s) on a quiet machine, 21
-    /// of 60 (4.2 s) while other TCG guests shared the 2 cores (`vmnet up` then took 494 s instead of 199 to 238 s).
-    /// The gap spans the PF's link-down reaching the nested guest's VF, miimon switching to lab1 and the peer
-    /// learning lab1's MAC (not broken down); load stretches all of it. 40 (8 s) is about twice the worst gap seen and
-    /// still leaves the window's last pings to show traffic back through lab1; beyond that the failover is broken,
-    /// not slow.
+    /// At most this many pings (every 0.2 s; they run from 3 s before eth0 goes down until 4 s after `vmnet status`
+    /// shows lab1 active) may be lost across the failover. Measured here with miimon 100: 14 to 23 on a quiet machine
+    /// (gaps of 2.8 to 4.6 s), 44 in a CI run where the nested guest's bond took 2.1 s of its own uptime to switch
+    /// (its clock and miimon crawl under TCG inside TCG when the cores are busy). The gap spans the PF's link-down
+    /// reaching the nested guest's VF, miimon switching to lab1 and the peer learning lab1's MAC; load stretches all
+    /// of it. What makes the failover work or not is that the last pings are answered (demo-inside.sh fails
+    /// otherwise); 150 (30 s, the demo's own limit for lab1 to become active) only catches a failover that is broken.
     /// </summary>
-    private const int MaxLostPings = 40;
+    private const int MaxLostPings = 150;
 
     /// <summary>The README's shell block holding <see cref="Command"/>.</summary>
     public static string ReadmeBlock() =>
@@ -108,14 +108,17 @@ public sealed partial class LabDemoSpecs(ITestOutputHelper output)
         Assert.Contains("\"event\":\"active-changed\"", failover);
         Assert.Matches(@"# failover: `vmnet status` showed lab1 active \d+\.\d{3} s after eth0 went down", failover);
         var lost = LostPings().Match(failover);
-        Assert.True(lost.Success, "the failover step prints no `lost N of 60 pings` line");
+        Assert.True(lost.Success, "the failover step prints no `lost N of M pings` line");
         var lostCount = int.Parse(lost.Groups["lost"].Value, CultureInfo.InvariantCulture);
+        var sent = int.Parse(lost.Groups["sent"].Value, CultureInfo.InvariantCulture);
         var lostSeqs = lost.Groups["seqs"].Success
             ? lost.Groups["seqs"].Value.Split(' ').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList()
             : [];
-        output.WriteLine($"-- failover: {lostCount} of 60 pings lost (seq {string.Join(' ', lostSeqs)})");
-        Assert.True(lostCount <= MaxLostPings, $"{lostCount} of 60 pings lost across the failover (at most {MaxLostPings})");
-        Assert.DoesNotContain(59, lostSeqs); // the last ping was answered: traffic flows through lab1
+        output.WriteLine($"-- failover: {lostCount} of {sent} pings lost (seq {string.Join(' ', lostSeqs)})");
+        Assert.True(lostCount <= MaxLostPings, $"{lostCount} of {sent} pings lost across the failover (at most {MaxLostPings})");
+        Assert.Equal(lostCount, lostSeqs.Count);
+        Assert.DoesNotContain(lostSeqs, s => s >= sent - 10); // the last 10 were answered: traffic flows through lab1
+        Assert.Contains("# the last 10 pings (2 s) were all answered: traffic flows through lab1", failover);
 
         // vmnet rm: every VF back and free, untagged.
         var rm = Section(lines, 11);
@@ -188,7 +191,7 @@ public sealed partial class LabDemoSpecs(ITestOutputHelper output)
     [GeneratedRegex(@"lab0=eth0 vf 0 \(0000:01:10\.0\) mac (?<mac>[0-9a-f:]{17}) vlan 40")]
     private static partial Regex Vf0Mac();
 
-    [GeneratedRegex(@"# failover: lost (?<lost>\d+) of 60 pings(?: \(seq (?<seqs>[\d ]+)\))?")]
+    [GeneratedRegex(@"# failover: lost (?<lost>\d+) of (?<sent>\d+) pings(?: \(seq (?<seqs>[\d ]+)\))?")]
     private static partial Regex LostPings();
 
     [GeneratedRegex(@"(?m)^  [01] +0000:0[12]:10\.[02] +igbvf +\S+ +\S+ +[0-9a-f:]{17} +- +free$")]
