@@ -137,7 +137,8 @@ public static class Program
     {
         DhcpService? service = null;
         service = new DhcpService(host, links, network, DhcpIdentity.For(network, config.Hostname), new SystemDhcpClock(),
-            () => new PacketTransport(network.Name!, int.Parse(host.Read($"sys/class/net/{network.Name}/ifindex") ?? "0")),
+            () => new PacketTransport(network.Name!, int.TryParse(host.Read($"sys/class/net/{network.Name}/ifindex"), out var index) && index > 0
+                ? index : throw new DhcpException($"the bond `{network.Name}` is gone")),
             what => { lock (gate) configurator.Record(what); },
             what => log.WriteLine($"vmnet-agent: {what}"),
             () =>

@@ -100,7 +100,7 @@ public sealed class DhcpNamespaceSpecs(ITestOutputHelper output) : IDisposable
         using var stop = new CancellationTokenSource();
         var (service, links, log) = Service(index, _dir["root"]);
         string first = "", renewed = "", expired = "";
-        string addressAfterLease = "", routeAfterLease = "", addressAfterExpiry = "", routeAfterExpiry = "";
+        string addressAfterLease = "", routeAfterLease = "", addressAfterRenewal = "", addressAfterExpiry = "", routeAfterExpiry = "";
 
         await InClientNamespace(async () =>
         {
@@ -111,6 +111,7 @@ public sealed class DhcpNamespaceSpecs(ITestOutputHelper output) : IDisposable
             addressAfterLease = await Ip("-n", Client, "addr", "show", "dev", ClientLink);
             routeAfterLease = await Ip("-n", Client, "route");
             renewed = await WaitForLog(log, "renewed with 10.77.0.1", TimeSpan.FromSeconds(10));
+            addressAfterRenewal = await Ip("-n", Client, "addr", "show", "dev", ClientLink);
 
             _udhcpd!.Stop();
             expired = await WaitForLog(log, "expired with no server answering", TimeSpan.FromSeconds(15));
@@ -128,6 +129,8 @@ public sealed class DhcpNamespaceSpecs(ITestOutputHelper output) : IDisposable
         Assert.Matches($@"inet {Regex.Escape(leased)} brd 10\.77\.0\.255 scope global dynamic {ClientLink}\s+valid_lft [1-6]sec", addressAfterLease);
         Assert.Contains($"default via 10.77.0.1 dev {ClientLink} proto dhcp metric 1024", routeAfterLease);
         Assert.Contains($"DHCP: {leased} renewed with 10.77.0.1 (lease 6 s", renewed);
+        // Renewed at T1 (3 s): the kernel's lifetime was set back to the whole lease, not left to run out.
+        Assert.InRange(int.Parse(Regex.Match(addressAfterRenewal, @"valid_lft (\d+)sec").Groups[1].Value), 4, 6);
         Assert.Contains($"DHCP: the lease of {leased} expired", expired);
         Assert.DoesNotContain("inet 10.77.", addressAfterExpiry);
         Assert.DoesNotContain("default via", routeAfterExpiry);
