@@ -92,7 +92,13 @@ public static class Program
             {
                 WaitForMembers(configurator, network, TimeSpan.FromSeconds(10), cancel);
                 lock (gate) configurator.Apply(network, holdArp: network is { Dhcp: true, UsesArpMonitoring: true } && !HasIpv4(links, network.Name!));
-                if (network.Dhcp) dhcp[network.Name!] = StartDhcp(host, links, config, network, configurator, gate, dhcp, log, stopDhcp.Token);
+                if (network.Dhcp)
+                {
+                    // Registered before it starts: its first lease already finds itself among the others.
+                    var service = NewDhcp(host, links, config, network, configurator, gate, dhcp, log);
+                    lock (gate) dhcp[network.Name!] = service;
+                    service.Start(stopDhcp.Token);
+                }
             }
             catch (Exception e) when (e is BondException or HostWriteException or NetlinkException)
             {
@@ -132,8 +138,11 @@ public static class Program
         catch (NetlinkException) { return false; }                        // no such link yet
     }
 
-    private static DhcpService StartDhcp(HostFiles host, Netlink links, AgentConfig config, NetworkConfig network, BondConfigurator configurator,
-        Lock gate, Dictionary<string, DhcpService> all, TextWriter log, CancellationToken cancel)
+    /// <summary>The DHCP client of one network; each lease it gets, renews or loses rewrites resolv.conf from every
+    /// network's leases (<paramref name="all"/>, read under <paramref name="gate"/>) and, for ARP monitoring, switches
+    /// the bond's monitor.</summary>
+    private static DhcpService NewDhcp(HostFiles host, Netlink links, AgentConfig config, NetworkConfig network, BondConfigurator configurator,
+        Lock gate, Dictionary<string, DhcpService> all, TextWriter log)
     {
         DhcpService? service = null;
         service = new DhcpService(host, links, network, DhcpIdentity.For(network, config.Hostname), new SystemDhcpClock(),
@@ -147,7 +156,7 @@ public static class Program
                 {
                     try
                     {
-                        configurator.ApplyDns(config, all.Values.Append(service!).Select(s => s.Lease).OfType<DhcpLease>().Distinct());
+                        configurator.ApplyDns(config, all.Values.Select(s => s.Lease).OfType<DhcpLease>());
                         // ARP monitoring waits for an address, and waits again when the lease is gone (see BondConfigurator.Apply).
                         if (network.UsesArpMonitoring) configurator.Apply(network, holdArp: service!.Address is null);
                     }
@@ -157,7 +166,6 @@ public static class Program
                     }
                 }
             });
-        service.Start(cancel);
         return service;
     }
 

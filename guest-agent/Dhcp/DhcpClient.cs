@@ -174,11 +174,6 @@ public sealed class DhcpClient(IDhcpTransport transport, IDhcpClock clock, DhcpI
         return null;
     }
 
-    /// <summary>Gives the address back (DHCPRELEASE, unicast to the server; no answer comes).</summary>
-    public void Release(DhcpLease lease) =>
-        Send(Message(DhcpMessageType.Release, NewXid(), clock.Now, [(DhcpMessage.OptServerId, lease.Server.GetAddressBytes())]) with
-        { ClientAddress = lease.Address }, lease.Address, lease.Server, lease.ServerMac);
-
     private DhcpMessage Request(uint xid, DateTimeOffset started, IPAddress? requested, IPAddress? server, IPAddress? ciaddr)
     {
         var options = new List<(byte, byte[])>();

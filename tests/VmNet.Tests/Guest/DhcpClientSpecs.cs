@@ -223,12 +223,19 @@ public sealed class DhcpClientSpecs
         Assert.Contains(_log, l => l.Contains("192.168.40.99 refused by 192.168.40.2"));
     }
 
-    [Fact]
-    public void At_t1_it_renews_with_its_server_by_unicast_and_gets_the_lease_extended()
+    /// <summary>A lease from the willing server, with what the client sent for it forgotten.</summary>
+    private DhcpLease Leased()
     {
         _wire.Answer = Willing;
         var lease = _client.Acquire(null, TestContext.Current.CancellationToken)!;
         _wire.Sent.Clear();
+        return lease;
+    }
+
+    [Fact]
+    public void At_t1_it_renews_with_its_server_by_unicast_and_gets_the_lease_extended()
+    {
+        var lease = Leased();
 
         var extended = _client.Extend(lease, TestContext.Current.CancellationToken)!;
 
@@ -246,9 +253,7 @@ public sealed class DhcpClientSpecs
     [Fact]
     public void When_its_server_is_silent_it_rebinds_by_broadcast_at_t2_and_when_no_one_answers_the_lease_expires()
     {
-        _wire.Answer = Willing;
-        var lease = _client.Acquire(null, TestContext.Current.CancellationToken)!;
-        _wire.Sent.Clear();
+        var lease = Leased();
         _wire.Answer = _ => [];
 
         var extended = _client.Extend(lease, TestContext.Current.CancellationToken);
@@ -270,8 +275,7 @@ public sealed class DhcpClientSpecs
     [Fact]
     public void A_nak_to_a_renewal_ends_the_lease()
     {
-        _wire.Answer = Willing;
-        var lease = _client.Acquire(null, TestContext.Current.CancellationToken)!;
+        var lease = Leased();
         _wire.Answer = m => [Reply(m, DhcpMessageType.Nak)];
 
         Assert.Null(_client.Extend(lease, TestContext.Current.CancellationToken));
