@@ -5,6 +5,7 @@ using VmNet.Leases;
 using VmNet.Planning;
 using VmNet.Rendering;
 using VmNet.Spec;
+using VmNet.State;
 
 namespace VmNet.Benchmarks;
 
@@ -38,7 +39,7 @@ public class PlanBenchmarks
     public void Cleanup() => _fixture.Dispose();
 
     [Benchmark]
-    public Plan Plan() =>
+    public LaunchPlan Plan() =>
         Planner.Make(_spec, new HostScanner(new HostRoot(_fixture.HostDir)), new LeaseStore(_state), _state);
 }
 
@@ -49,7 +50,7 @@ public class PipelineBenchmarks
     public const int Leases = 200;
 
     private Fixture _fixture = null!;
-    private Plan _plan = null!;
+    private LaunchPlan _plan = null!;
     private string[] _args = null!;
 
     [GlobalSetup]
@@ -72,7 +73,7 @@ public class PipelineBenchmarks
 
     /// <summary>Render every artifact, parsing the embedded templates as each <c>vmnet up</c> does.</summary>
     [Benchmark]
-    public Artifacts Render() => Renderer.Render(_plan, new Templates());
+    public Artifacts Render() => Renderer.Render(Planner.RenderInput(_plan.Vm, _plan.Vfs, _plan.Paths), new Templates());
 
     /// <summary>The whole <c>vmnet up SPEC --dry-run</c> in process: CLI parsing, load, plan, render, print.</summary>
     [Benchmark]

@@ -1,6 +1,9 @@
 using System.Text.Json;
-using VmNet.Host.Sim;
+using VmNet.Kernel;
+using VmNet.Sim;
 using VmNet.Leases;
+using VmNet.Spec;
+using VmNet.State;
 
 namespace VmNet.Benchmarks;
 
@@ -101,7 +104,8 @@ public sealed class Fixture : IDisposable
             var vm = $"tenant-{i / Pfs:d3}";
             var pci = shape.VfPci(pf, vf);
             var mac = $"02:be:00:00:{i >> 8:x2}:{i & 0xff:x2}";
-            new LeaseLedger(state).Write(new Lease(1, vm, "storage", pf, shape.PfName(pf), shape.PfPci(pf), vf, pci, mac, 40));
+            new LeaseLedger(state).Write(new Lease(Lease.CurrentVersion, vm, "storage", pf, shape.PfName(pf), shape.PfPci(pf), vf, pci, mac,
+                new VfSettings { Mac = mac, Vlan = new VlanTag(40) }));
         }
     }
 

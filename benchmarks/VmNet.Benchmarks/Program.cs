@@ -12,7 +12,7 @@ if (args is ["state", var dir, var count])
 {
     // The host comes from `vmnet sim create DIR --pfs 2 --vfs 127 --total-vfs 127 --mtu 9000`.
     var leases = int.Parse(count, System.Globalization.CultureInfo.InvariantCulture);
-    Fixture.WriteLeases(new VmNet.Leases.StateDir(dir), leases, Placement.Lowest);
+    Fixture.WriteLeases(new VmNet.State.StateDir(dir), leases, Placement.Lowest);
     Console.WriteLine($"wrote {leases} leases on the lowest VFs of both PFs to {dir}");
     return 0;
 }

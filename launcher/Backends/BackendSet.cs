@@ -1,4 +1,4 @@
-using VmNet.Leases;
+using VmNet.State;
 using VmNet.Spec;
 
 namespace VmNet.Backends;

@@ -2,7 +2,8 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using VmNet.Planning;
+using VmNet.Io;
+using VmNet.State;
 
 namespace VmNet.Backends;
 
@@ -39,9 +40,6 @@ public static class GuestAgentChannel
     /// <summary>What the host writes to ask the agent for a <c>state</c> report of every bond as it is now.</summary>
     public const string StateQuery = "{\"query\":\"state\"}\n";
 
-    /// <summary>Where the last report is kept.</summary>
-    public static string ReportFile(VmPaths paths) => Path.Join(paths.VmDir, "guest.json");
-
     /// <summary>
     /// Connects to the agent socket (retrying while QEMU is not listening yet) and waits for <c>network-ready</c>;
     /// saves it for <see cref="ReadSaved"/>. An <c>error</c> report or the timeout throws, naming the serial log.
@@ -75,7 +73,7 @@ public static class GuestAgentChannel
                     if (report is { Event: "network-ready", Networks: { } networks })
                     {
                         var status = new GuestStatus(DateTimeOffset.UtcNow, networks);
-                        await File.WriteAllTextAsync(ReportFile(paths), JsonSerializer.Serialize(status, GuestJson.Default.GuestStatus), deadline.Token);
+                        await File.WriteAllTextAsync(paths.GuestReport, JsonSerializer.Serialize(status, GuestJson.Default.GuestStatus), deadline.Token);
                         return status;
                     }
                 }
@@ -127,7 +125,7 @@ public static class GuestAgentChannel
         if (read > 0 && status is not null)
         {
             status = status with { ReceivedAt = DateTimeOffset.UtcNow };
-            try { Leases.AtomicFile.Write(ReportFile(paths), JsonSerializer.Serialize(status, GuestJson.Default.GuestStatus), durable: false); }
+            try { AtomicFile.Write(paths.GuestReport, JsonSerializer.Serialize(status, GuestJson.Default.GuestStatus), durable: false); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         }
         return status;
@@ -156,7 +154,7 @@ public static class GuestAgentChannel
     {
         try
         {
-            return JsonSerializer.Deserialize(File.ReadAllText(ReportFile(paths)), GuestJson.Default.GuestStatus);
+            return JsonSerializer.Deserialize(File.ReadAllText(paths.GuestReport), GuestJson.Default.GuestStatus);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
         {

@@ -1,25 +1,29 @@
 using VmNet.Planning;
-using VmNet.Rendering;
 
 namespace VmNet.Backends;
 
 /// <summary>
-/// How a VM is run, once the host side has applied the plan (VFs configured and bound to vfio-pci). Every method is
-/// idempotent: starting a running VM, stopping a stopped one or removing a removed one succeeds and changes nothing.
-/// Leases and VF restore belong to the host side; a backend only names the owner of a lease (<see cref="OwnerOfAsync"/>)
-/// and tells whether that owner is still alive (<see cref="IsOwnerAlive"/>).
+/// How a VM is run, once the host side has its VFs configured and bound to vfio-pci. The executor drives it through
+/// the plan's steps (define, start) and undoes them (undefine, stop) on failure. Every method is idempotent: defining a
+/// defined VM replaces its definition, starting a running VM, stopping a stopped one or removing a removed one succeeds
+/// and changes nothing. Leases and VF restore belong to the host side.
 /// </summary>
 public interface IBackend
 {
     /// <summary>"libvirt" or "qemu".</summary>
     string Name { get; }
 
-    /// <summary>Writes what a start needs: the VM directory, the NoCloud seed (with the agent binary
-    /// <paramref name="agent"/> on it, when not null) and the disk overlay.</summary>
-    Task PrepareAsync(Plan plan, Artifacts artifacts, string? agent, CancellationToken cancel);
+    /// <summary>Whether a VmNet VM of that name is defined here (a domain, or the QEMU backend's record).</summary>
+    Task<bool> IsDefinedAsync(string vm, CancellationToken cancel);
 
-    /// <summary>Defines the VM (libvirt: validated domain XML, autostart as the spec says) and starts it unless it runs.</summary>
-    Task DefineAndStartAsync(Plan plan, Artifacts artifacts, CancellationToken cancel);
+    /// <summary>Defines the VM (libvirt: validated domain XML, autostart as the spec says; qemu: its record and argv).</summary>
+    Task DefineAsync(LaunchPlan plan, CancellationToken cancel);
+
+    /// <summary>Removes the definition only (the VM must not run); the VM's files stay.</summary>
+    Task UndefineAsync(string vm, CancellationToken cancel);
+
+    /// <summary>Starts the defined VM unless it runs; returns once the start was accepted.</summary>
+    Task StartAsync(LaunchPlan plan, CancellationToken cancel);
 
     /// <summary>Asks the guest to power off, waits up to <paramref name="graceful"/>, then pulls the plug. Keeps the definition.</summary>
     Task<StopResult> StopAsync(string vm, TimeSpan graceful, CancellationToken cancel);
@@ -32,12 +36,6 @@ public interface IBackend
 
     /// <summary>Every VmNet VM this backend knows, by name.</summary>
     Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel);
-
-    /// <summary>A token for the ledger naming what owns the VM's leases now (libvirt: the domain; qemu: the process), or null.</summary>
-    Task<string?> OwnerOfAsync(string vm, CancellationToken cancel);
-
-    /// <summary>Whether the owner recorded by <see cref="OwnerOfAsync"/> still exists (gc releases the leases of dead owners).</summary>
-    bool IsOwnerAlive(string owner);
 }
 
 /// <summary>How a stop went.</summary>
@@ -52,7 +50,11 @@ public enum StopResult
 }
 
 /// <summary>One VF of a VM, as recorded with the VM (libvirt: the domain's vmnet metadata).</summary>
-public sealed record VfStatus(string Network, string Member, string Port, string Pf, string PfPci, int Vf, string Pci, string Mac, int? Vlan);
+public sealed record VfStatus(string Network, string Member, string Port, string Pf, string PfPci, int Vf, string Pci, string Mac, int? Vlan)
+{
+    public static IReadOnlyList<VfStatus> Of(LaunchPlan plan) =>
+        plan.Vfs.Select(a => new VfStatus(a.Network.Name, a.GuestName, a.PortName, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci, a.Mac, a.Network.Vlan?.Id)).ToList();
+}
 
 /// <summary>What <c>vmnet status</c> and <c>vmnet ls</c> show for a VM; <see cref="Guest"/> is the agent's last report VmNet received.</summary>
 public sealed record VmStatus(string Name, string Backend, string State, bool Running, IReadOnlyList<VfStatus> Vfs, string? SerialLog,

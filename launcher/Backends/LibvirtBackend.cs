@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Xml.Linq;
-using VmNet.Leases;
+using VmNet.State;
 using VmNet.Libvirt;
 using VmNet.Planning;
 using VmNet.Rendering;
@@ -15,7 +15,7 @@ namespace VmNet.Backends;
 public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisposable
 {
     /// <summary>The URI used when neither <c>--connect</c> nor <c>VMNET_CONNECT</c> is given.</summary>
-    public const string DefaultUri = "qemu:///system";
+    public const string DefaultUri = LaunchOptions.DefaultLibvirtUri;
 
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(200);
     private LibvirtConnection? _connection;
@@ -39,48 +39,81 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         : DefaultUri;
 
     /// <summary>The backend's connection, opened on first use.</summary>
-    internal LibvirtConnection Connection => _connection ??= Call(() => LibvirtConnection.Open(Uri));
+    internal LibvirtConnection Connection => _connection ??= LibvirtConnection.Open(Uri);
 
-    public Task PrepareAsync(Plan plan, Artifacts artifacts, string? agent, CancellationToken cancel) => VmFiles.PrepareAsync(plan, artifacts, agent, cancel);
+    public Task<bool> IsDefinedAsync(string vm, CancellationToken cancel)
+    {
+        using var domain = VmNetDomain(vm);
+        return Task.FromResult(domain is not null);
+    }
 
-    public Task DefineAndStartAsync(Plan plan, Artifacts artifacts, CancellationToken cancel)
+    public Task DefineAsync(LaunchPlan plan, CancellationToken cancel)
     {
         var vm = plan.Vm.Name;
-        using (var existing = Call(() => Connection.TryLookupDomain(vm)))
-            if (existing is not null && Call(() => existing.GetMetadata(Renderer.XmlNamespace)) is null)
+        using (var existing = Connection.TryLookupDomain(vm))
+            if (existing is not null && existing.GetMetadata(Renderer.XmlNamespace) is null)
                 throw new VmNetException($"a libvirt domain named {vm} already exists and is not VmNet's; rename the VM in the spec or remove that domain (`virsh undefine {vm}`)", ExitCodes.InvalidInput);
-        using var domain = Call(() => Connection.DefineDomain(artifacts.DomainXml, validate: true),
-            e => e.Code is LibvirtErrorCode.XmlInvalidSchema or LibvirtErrorCode.XmlError or LibvirtErrorCode.XmlDetail
-                ? " (the domain XML rendered from templates/domain.xml.sbn was refused; check the template or rerun with --dry-run --out DIR to inspect it)" : "");
-        Call(() => domain.SetAutostart(plan.Vm.Autostart));
-        if (!Call(() => domain.IsActive))
-            Call(() => domain.Start(), _ => $"; see the serial log {plan.Paths.SerialLog} and libvirt's log /var/log/libvirt/qemu/{vm}.log");
+        LibvirtDomain domain;
+        try
+        {
+            domain = Connection.DefineDomain(plan.Artifacts.DomainXml, validate: true);
+        }
+        catch (LibvirtException e) when (e.Code is LibvirtErrorCode.XmlInvalidSchema or LibvirtErrorCode.XmlError or LibvirtErrorCode.XmlDetail)
+        {
+            throw new VmNetException(e.Message + " (the domain XML rendered from templates/domain.xml.sbn was refused; check the template or rerun with --dry-run --out DIR to inspect it)", ExitCodes.Failure, e);
+        }
+        using (domain)
+            domain.SetAutostart(plan.Vm.Autostart);
+        return Task.CompletedTask;
+    }
+
+    public Task UndefineAsync(string vm, CancellationToken cancel)
+    {
+        using var domain = VmNetDomain(vm);
+        domain?.Undefine();
+        return Task.CompletedTask;
+    }
+
+    public Task StartAsync(LaunchPlan plan, CancellationToken cancel)
+    {
+        var vm = plan.Vm.Name;
+        using var domain = VmNetDomain(vm)
+            ?? throw new VmNetException($"the libvirt domain {vm} is not defined on {Uri}; run `vmnet up` again", ExitCodes.Failure);
+        if (domain.IsActive) return Task.CompletedTask;
+        try
+        {
+            domain.Start();
+        }
+        catch (LibvirtException e)
+        {
+            throw new VmNetException($"{e.Message}; see the serial log {plan.Paths.SerialLog} and libvirt's log /var/log/libvirt/qemu/{vm}.log", ExitCodes.Failure, e);
+        }
         return Task.CompletedTask;
     }
 
     public async Task<StopResult> StopAsync(string vm, TimeSpan graceful, CancellationToken cancel)
     {
         using var domain = VmNetDomain(vm);
-        if (domain is null || !Call(() => domain.IsActive)) return StopResult.AlreadyStopped;
+        if (domain is null || !domain.IsActive) return StopResult.AlreadyStopped;
         try
         {
-            Call(domain.Shutdown);
+            domain.Shutdown();
         }
-        catch (VmNetException e) when (e.InnerException is LibvirtException { Code: LibvirtErrorCode.OperationInvalid })
+        catch (LibvirtException e) when (e.Code == LibvirtErrorCode.OperationInvalid)
         {
             return StopResult.AlreadyStopped; // it stopped meanwhile
         }
         var deadline = DateTime.UtcNow + graceful;
         while (DateTime.UtcNow < deadline)
         {
-            if (!Call(() => domain.IsActive)) return StopResult.ShutDown;
+            if (!domain.IsActive) return StopResult.ShutDown;
             await Task.Delay(Poll, cancel);
         }
         try
         {
-            Call(domain.Destroy);
+            domain.Destroy();
         }
-        catch (VmNetException e) when (e.InnerException is LibvirtException { Code: LibvirtErrorCode.OperationInvalid })
+        catch (LibvirtException e) when (e.Code == LibvirtErrorCode.OperationInvalid)
         {
             return StopResult.ShutDown; // it powered off just now
         }
@@ -91,8 +124,7 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
     {
         var stopped = await StopAsync(vm, graceful, cancel);
         using (var domain = VmNetDomain(vm))
-            if (domain is not null)
-                Call(domain.Undefine);
+            domain?.Undefine();
         VmFiles.Delete(VmPaths.For(State, vm), []);
         return stopped;
     }
@@ -101,14 +133,14 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
     public async Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel)
     {
         VmStatus? status;
-        using (var domain = Call(() => Connection.TryLookupDomain(vm)))
+        using (var domain = Connection.TryLookupDomain(vm))
             status = domain is null ? null : StatusOf(domain, savedReport: false);
         return status is { Running: true } ? status with { Guest = await GuestAgentChannel.RefreshAsync(VmPaths.For(State, vm), cancel) } : status;
     }
 
     public Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel)
     {
-        var domains = Call(Connection.ListDomains);
+        var domains = Connection.ListDomains();
         try
         {
             IReadOnlyList<VmStatus> list = domains.Select(d => StatusOf(d)).OfType<VmStatus>().OrderBy(s => s.Name, StringComparer.Ordinal).ToList();
@@ -120,36 +152,11 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         }
     }
 
-    public Task<string?> OwnerOfAsync(string vm, CancellationToken cancel)
-    {
-        using var domain = VmNetDomain(vm);
-        return Task.FromResult(domain is null ? null : $"libvirt:{Call(() => domain.Uuid):D}");
-    }
-
-    /// <summary>
-    /// Whether the domain named by the owner token is still defined: a stopped domain keeps its leases (<c>virsh start</c>
-    /// must find its VFs). When libvirt cannot be asked the owner counts as alive, so nothing is released by mistake.
-    /// </summary>
-    public bool IsOwnerAlive(string owner)
-    {
-        if (!owner.StartsWith("libvirt:", StringComparison.Ordinal) || !Guid.TryParse(owner["libvirt:".Length..], out var uuid))
-            return false;
-        try
-        {
-            using var domain = Connection.TryLookupDomain(uuid);
-            return domain is not null;
-        }
-        catch (Exception e) when (e is LibvirtException or VmNetException)
-        {
-            return true;
-        }
-    }
-
     /// <summary>The domain called <paramref name="vm"/> if it is VmNet's; another domain of that name is refused.</summary>
     private LibvirtDomain? VmNetDomain(string vm)
     {
-        var domain = Call(() => Connection.TryLookupDomain(vm));
-        if (domain is null || Call(() => domain.GetMetadata(Renderer.XmlNamespace)) is not null) return domain;
+        var domain = Connection.TryLookupDomain(vm);
+        if (domain is null || domain.GetMetadata(Renderer.XmlNamespace) is not null) return domain;
         domain.Dispose();
         throw new VmNetException($"the libvirt domain {vm} was not made by VmNet (it has no vmnet metadata); manage it with virsh", ExitCodes.InvalidInput);
     }
@@ -157,9 +164,9 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
     /// <summary>The domain's status from libvirt; with <paramref name="savedReport"/>, the agent's last saved report too.</summary>
     private VmStatus? StatusOf(LibvirtDomain domain, bool savedReport = true)
     {
-        var metadata = Call(() => domain.GetMetadata(Renderer.XmlNamespace));
+        var metadata = domain.GetMetadata(Renderer.XmlNamespace);
         if (metadata is null) return null;
-        var state = Call(() => domain.State);
+        var state = domain.State;
         var running = state is DomainState.Running or DomainState.Paused or DomainState.Blocked;
         var paths = VmPaths.For(State, domain.Name);
         // The agent's report describes the current boot only: a stopped VM shows none.
@@ -201,22 +208,6 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         DomainState.PmSuspended => "pmsuspended",
         _ => "no state",
     };
-
-    /// <summary>Runs a libvirt call; its failure becomes a <see cref="VmNetException"/> (no stack trace for users).</summary>
-    private static T Call<T>(Func<T> call, Func<LibvirtException, string>? hint = null)
-    {
-        try
-        {
-            return call();
-        }
-        catch (LibvirtException e)
-        {
-            throw new VmNetException(e.Message + (hint?.Invoke(e) ?? ""), ExitCodes.Failure, e);
-        }
-    }
-
-    private static void Call(Action call, Func<LibvirtException, string>? hint = null) =>
-        Call(() => { call(); return 0; }, hint);
 
     public void Dispose() => _connection?.Dispose();
 }

@@ -4,7 +4,8 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using CliWrap;
 using CliWrap.Buffered;
-using VmNet.Leases;
+using VmNet.Host;
+using VmNet.State;
 using VmNet.Planning;
 using VmNet.Rendering;
 
@@ -23,9 +24,6 @@ internal sealed partial class QemuRecordJson : JsonSerializerContext;
 /// </summary>
 public sealed class QemuBackend(StateDir state) : IBackend
 {
-    /// <summary>The record file in the VM directory that marks a VM run by this backend.</summary>
-    public const string RecordFile = "qemu.json";
-
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
     private static readonly TimeSpan QuitTimeout = TimeSpan.FromSeconds(5);
 
@@ -35,24 +33,37 @@ public sealed class QemuBackend(StateDir state) : IBackend
 
     private VmPaths PathsOf(string vm) => VmPaths.For(State, vm);
 
-    private string RecordPath(string vm) => Path.Join(State.VmDir(vm), RecordFile);
+    private string RecordPath(string vm) => PathsOf(vm).QemuRecord;
 
-    public Task PrepareAsync(Plan plan, Artifacts artifacts, string? agent, CancellationToken cancel) => VmFiles.PrepareAsync(plan, artifacts, agent, cancel);
+    public Task<bool> IsDefinedAsync(string vm, CancellationToken cancel) => Task.FromResult(File.Exists(RecordPath(vm)));
 
-    public async Task DefineAndStartAsync(Plan plan, Artifacts artifacts, CancellationToken cancel)
+    public async Task DefineAsync(LaunchPlan plan, CancellationToken cancel)
+    {
+        var vm = plan.Vm.Name;
+        var argv = plan.Artifacts.QemuArgs;
+        if (argv.Count == 0 || !argv.Contains("-daemonize") || PidFileArgument(argv) != plan.Paths.PidFile)
+            throw new VmNetException($"the rendered qemu.args for {vm} must run daemonized with -pidfile {plan.Paths.PidFile}; check the qemu.args template", ExitCodes.InvalidInput);
+        var record = new QemuVmRecord(1, vm, VfStatus.Of(plan), argv);
+        Directory.CreateDirectory(plan.Paths.VmDir);
+        await File.WriteAllTextAsync(RecordPath(vm), JsonSerializer.Serialize(record, QemuRecordJson.Default.QemuVmRecord), cancel);
+    }
+
+    public Task UndefineAsync(string vm, CancellationToken cancel)
+    {
+        VmFiles.DeleteFile(RecordPath(vm));
+        return Task.CompletedTask;
+    }
+
+    public async Task StartAsync(LaunchPlan plan, CancellationToken cancel)
     {
         var vm = plan.Vm.Name;
         var paths = plan.Paths;
         if (Running(vm) is not null) return;
-        var argv = artifacts.QemuArgs;
-        if (argv.Count == 0 || !argv.Contains("-daemonize") || PidFileArgument(argv) != paths.PidFile)
-            throw new VmNetException($"the rendered qemu.args for {vm} must run daemonized with -pidfile {paths.PidFile}; check the qemu.args template", ExitCodes.InvalidInput);
+        var argv = ReadRecord(vm)?.Argv
+            ?? throw new VmNetException($"{vm} is not defined for the QEMU backend ({RecordPath(vm)} is missing); run `vmnet up` again", ExitCodes.Failure);
 
         VmFiles.DeleteFile(paths.PidFile);
         VmFiles.DeleteFile(paths.QmpSocket);
-        var record = new QemuVmRecord(1, vm, StatusOf(plan), argv);
-        await File.WriteAllTextAsync(RecordPath(vm), JsonSerializer.Serialize(record, QemuRecordJson.Default.QemuVmRecord), cancel);
-
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         timeout.CancelAfter(StartTimeout);
         BufferedCommandResult result;
@@ -159,12 +170,6 @@ public sealed class QemuBackend(StateDir state) : IBackend
         return list;
     }
 
-    public Task<string?> OwnerOfAsync(string vm, CancellationToken cancel) =>
-        Task.FromResult(Running(vm) is { } p ? $"qemu:{p}" : null);
-
-    public bool IsOwnerAlive(string owner) =>
-        owner.StartsWith("qemu:", StringComparison.Ordinal) && HostProcess.TryParse(owner["qemu:".Length..], out var p) && p.IsAlive;
-
     /// <summary>The VM's QEMU process, when the pid file names a live QEMU running this VM.</summary>
     public HostProcess? Running(string vm)
     {
@@ -198,9 +203,6 @@ public sealed class QemuBackend(StateDir state) : IBackend
             throw new VmNetException($"{file} is corrupt ({e.Message}); stop the VM's QEMU by hand if it runs, then remove the file", ExitCodes.Failure);
         }
     }
-
-    internal static IReadOnlyList<VfStatus> StatusOf(Plan plan) =>
-        plan.Vfs.Select(a => new VfStatus(a.Network.Name, a.GuestName, a.PortName, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci, a.Mac, a.Network.Vlan)).ToList();
 
     private static string? PidFileArgument(IReadOnlyList<string> argv)
     {

@@ -1,4 +1,5 @@
-using VmNet.Planning;
+using VmNet.Io;
+using VmNet.State;
 using VmNet.Rendering;
 using VmNet.Seed;
 
@@ -13,34 +14,24 @@ public static class VmFiles
         | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
 
     /// <summary>
-    /// Creates the VM directory, writes the seed (always: it follows the rendered plan) and creates the overlay when it
-    /// does not exist yet. An existing overlay is the VM's disk and is kept, if it sits on the same base image.
-    /// With <paramref name="agent"/> (a vmnet-agent binary, <see cref="SeedImage.FindAgent"/>), the agent goes on the seed.
+    /// Creates the VM directory and writes the seed (always: it follows the rendered plan), with the agent binary
+    /// <paramref name="agent"/> on it when not null (<see cref="SeedImage.FindAgent"/>), and the agent's config for
+    /// QEMU's fw_cfg.
     /// </summary>
-    public static async Task PrepareAsync(Plan plan, Artifacts artifacts, string? agent, CancellationToken cancel)
+    public static void WriteSeed(VmPaths paths, Artifacts artifacts, string? agent)
     {
-        var paths = plan.Paths;
         if (OperatingSystem.IsWindows()) Directory.CreateDirectory(paths.VmDir); else Directory.CreateDirectory(paths.VmDir, DirMode);
         SeedImage.Write(paths.Seed, artifacts, agent);
         // The agent's config through QEMU fw_cfg too (opt/vmnet/agent.json), for guests without cloud-init. QEMU reads
         // it as its own user (libvirt-qemu), and it holds no secret: addresses and MACs.
-        Leases.AtomicFile.Write(paths.AgentConfig, artifacts.AgentConfig);
+        AtomicFile.Write(paths.AgentConfig, artifacts.AgentConfig);
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(paths.AgentConfig, (UnixFileMode)0b110_100_100);
-        await EnsureOverlayAsync(plan.Vm.Disk.Image, paths.Disk, plan.Vm.Disk.SizeMiB, cancel);
     }
 
     /// <summary>Creates <paramref name="overlay"/> over <paramref name="baseImage"/> (and grows it to <paramref name="sizeMiB"/>) unless it exists.</summary>
     public static async Task EnsureOverlayAsync(string baseImage, string overlay, long? sizeMiB, CancellationToken cancel)
     {
-        if (!File.Exists(baseImage))
-            throw new VmNetException(
-                $"the base image {baseImage} does not exist; download a qcow2 cloud image there or set disk.image in the spec to one",
-                ExitCodes.InvalidInput);
-        var baseInfo = await QemuImg.InfoAsync(baseImage, cancel);
-        if (baseInfo.Format != "qcow2")
-            throw new VmNetException(
-                $"the base image {baseImage} is {baseInfo.Format}, not qcow2; convert it with `qemu-img convert -O qcow2 {baseImage} IMAGE.qcow2`",
-                ExitCodes.InvalidInput);
+        var baseInfo = await CheckBaseImageAsync(baseImage, cancel);
 
         if (File.Exists(overlay))
         {
@@ -74,6 +65,21 @@ public static class VmFiles
         }
     }
 
+    /// <summary>The base image's description, after checking that it exists and is qcow2 (exit 2 naming disk.image otherwise).</summary>
+    public static async Task<DiskImageInfo> CheckBaseImageAsync(string baseImage, CancellationToken cancel)
+    {
+        if (!File.Exists(baseImage))
+            throw new VmNetException(
+                $"disk.image: the base image {baseImage} does not exist; download a qcow2 cloud image there or set disk.image in the spec to one",
+                ExitCodes.InvalidInput);
+        var baseInfo = await QemuImg.InfoAsync(baseImage, cancel);
+        if (baseInfo.Format != "qcow2")
+            throw new VmNetException(
+                $"disk.image: the base image {baseImage} is {baseInfo.Format}, not qcow2; convert it with `qemu-img convert -O qcow2 {baseImage} IMAGE.qcow2`",
+                ExitCodes.InvalidInput);
+        return baseInfo;
+    }
+
     /// <summary>Deletes <paramref name="file"/> if it exists; a missing directory is no error either.</summary>
     public static void DeleteFile(string file)
     {
@@ -84,10 +90,13 @@ public static class VmFiles
         catch (DirectoryNotFoundException) { }
     }
 
-    /// <summary>Deletes the files <see cref="PrepareAsync"/> and a run made, then the VM directory if nothing else is left in it.</summary>
-    public static void Delete(VmPaths paths, IEnumerable<string> extra)
+    /// <summary>Deletes the files a start and a run made (the disk too, and <paramref name="extra"/>), then the VM directory if nothing else is left in it.</summary>
+    public static void Delete(VmPaths paths, IEnumerable<string> extra) => DeleteRunFiles(paths, [paths.Disk, .. extra]);
+
+    /// <summary>Deletes the seed, the agent's config and what a run left (log, sockets, pid file, report), then the VM directory if empty. The disk stays.</summary>
+    public static void DeleteRunFiles(VmPaths paths, IEnumerable<string> extra)
     {
-        foreach (var file in new[] { paths.Disk, paths.Seed, paths.SerialLog, paths.QmpSocket, paths.AgentSocket, paths.PidFile, paths.AgentConfig, paths.ConsoleSocket, GuestAgentChannel.ReportFile(paths) }.Concat(extra))
+        foreach (var file in new[] { paths.Seed, paths.SerialLog, paths.QmpSocket, paths.AgentSocket, paths.PidFile, paths.AgentConfig, paths.ConsoleSocket, paths.GuestReport }.Concat(extra))
             DeleteFile(file);
         try
         {

@@ -1,21 +1,27 @@
 using System.CommandLine;
-using VmNet.Apply;
+using VmNet.Backends;
+using VmNet.Execution;
 using VmNet.Host;
-using VmNet.Leases;
-using VmNet.Spec;
+using VmNet.Io;
+using VmNet.Kernel;
+using VmNet.Sim;
+using VmNet.State;
 
 namespace VmNet.Cli;
 
-/// <summary>The commands that change the host: <c>up</c> (apply part), <c>rm</c>, <c>gc</c>.</summary>
+/// <summary>The commands that change the host: <c>rm</c>, <c>gc</c>, <c>host apply | prepare | boot-unit</c>.</summary>
 internal static class HostCommands
 {
+    /// <summary>The kernel for a host root: the real one for "/", the simulator for any other directory.</summary>
+    public static IKernel KernelFor(HostRoot root) => root.IsRealHost ? new RealKernel() : new SimulatedKernel(root);
+
     public static HostOps Ops(ParseResult r) =>
-        new(HostOps.KernelFor(new HostRoot(r.GetValue(VmNetCli.HostRootOption)!)), new StateDir(r.GetValue(VmNetCli.StateDirOption)!),
-            ApplyHooks.FromEnvironment(), Console.Error);
+        new(KernelFor(new HostRoot(r.GetValue(VmNetCli.HostRootOption)!)), new StateDir(r.GetValue(VmNetCli.StateDirOption)!),
+            ApplyHooks.FromEnvironment(), r.InvocationConfiguration.Error);
 
     /// <summary>
-    /// Runs a host-changing command with SIGINT and SIGTERM turned into cancellation, so the apply rolls the host back
-    /// and gives the leases back instead of dying half-way.
+    /// Runs a host-changing command with SIGINT and SIGTERM turned into cancellation, so the executor rolls the host
+    /// back and gives the leases back instead of dying half-way.
     /// </summary>
     public static async Task<int> WithSignals(CancellationToken outer, Func<CancellationToken, Task<int>> run, string vm)
     {
@@ -39,40 +45,40 @@ internal static class HostCommands
         var connect = LaunchCommands.ConnectOption();
         var timeout = new Option<int>("--timeout") { Description = "Seconds to wait for a running guest to power off before stopping it hard", DefaultValueFactory = _ => 30 };
         var cmd = new Command("rm", "Stop and undefine a VM, give its VFs back as they were found and drop its leases (idempotent)") { name, timeout, connect };
-        cmd.SetAction(r =>
+        cmd.SetAction(async (r, ct) =>
         {
             var vm = r.GetValue(name)!;
             var seconds = r.GetValue(timeout);
             if (seconds < 0) throw new VmNetException($"--timeout must be 0 or more seconds, got {seconds}", ExitCodes.InvalidInput);
             var ops = Ops(r);
-            using (var backends = new Backends.BackendSet(Backends.LibvirtBackend.ResolveUri(r.GetValue(connect)), ops.Ledger.State))
+            using (var backends = new BackendSet(LibvirtBackend.ResolveUri(r.GetValue(connect)), ops.Ledger.State))
             {
-                (Backends.IBackend Backend, Backends.VmStatus Status)? found = null;
+                (IBackend Backend, VmStatus Status)? found = null;
                 try
                 {
-                    found = backends.FindAsync(vm, CancellationToken.None).GetAwaiter().GetResult();
+                    found = await backends.FindAsync(vm, ct);
                 }
-                catch (Exception e) when (e is VmNetException or Libvirt.LibvirtException)
+                catch (VmNetException e)
                 {
-                    Console.Error.WriteLine($"vmnet: warning: {e.Message}; giving back {vm}'s VFs only");
+                    r.InvocationConfiguration.Error.WriteLine($"vmnet: warning: {e.Message}; giving back {vm}'s VFs only");
                 }
                 if (found is { } f)
                 {
-                    var stopped = f.Backend.RemoveAsync(vm, TimeSpan.FromSeconds(seconds), CancellationToken.None).GetAwaiter().GetResult();
+                    var stopped = await f.Backend.RemoveAsync(vm, TimeSpan.FromSeconds(seconds), ct);
                     stdout.WriteLine(stopped switch
                     {
-                        Backends.StopResult.AlreadyStopped => $"{vm}: was not running; removed from {f.Backend.Name}",
-                        Backends.StopResult.ShutDown => $"{vm}: shut down and removed from {f.Backend.Name}",
+                        StopResult.AlreadyStopped => $"{vm}: was not running; removed from {f.Backend.Name}",
+                        StopResult.ShutDown => $"{vm}: shut down and removed from {f.Backend.Name}",
                         _ => $"{vm}: did not power off within {seconds} s and was stopped hard; removed from {f.Backend.Name}",
                     });
                 }
                 else
                 {
                     // No backend knows it (never started, or a test driver's host that ended): delete its files only.
-                    backends.Qemu.RemoveAsync(vm, TimeSpan.Zero, CancellationToken.None).GetAwaiter().GetResult();
+                    await backends.Qemu.RemoveAsync(vm, TimeSpan.Zero, ct);
                 }
             }
-            var done = ops.RemoveAsync(vm, CancellationToken.None).GetAwaiter().GetResult();
+            var done = await ops.RemoveAsync(vm, ct);
             foreach (var line in done) stdout.WriteLine(line);
             stdout.WriteLine(done.Count == 0 ? $"{vm}: no leases; nothing to do" : $"{vm}: {done.Count} VFs restored and released");
             return ExitCodes.Ok;
@@ -82,10 +88,10 @@ internal static class HostCommands
 
     public static Command Gc(TextWriter stdout)
     {
-        var cmd = new Command("gc", "Restore and release VFs whose owner is gone (a crashed vmnet, a dead process)");
-        cmd.SetAction(r =>
+        var cmd = new Command("gc", "Restore and release VFs whose owner is gone (a crashed vmnet, a dead process, an undefined domain)");
+        cmd.SetAction(async (r, ct) =>
         {
-            var done = Ops(r).GcAsync(CancellationToken.None).GetAwaiter().GetResult();
+            var done = await Ops(r).GcAsync(ct);
             foreach (var line in done) stdout.WriteLine(line);
             stdout.WriteLine(done.Count == 0 ? "no orphaned leases" : $"{done.Count} orphaned VFs restored and released");
             return ExitCodes.Ok;
@@ -93,32 +99,29 @@ internal static class HostCommands
         return cmd;
     }
 
-    /// <summary>
-    /// <c>vmnet host apply | prepare | boot-unit</c>. (<c>vmnet host ls</c> comes from another change: merge the
-    /// subcommands into one <c>host</c> command.)
-    /// </summary>
     private static readonly Option<string> ConfigOption = new("--config")
     {
         Description = "The host config (pfs: [{port: PF, vfs: N}])",
         DefaultValueFactory = _ => HostConfig.DefaultPath,
     };
 
+    /// <summary><c>vmnet host apply | prepare | boot-unit</c>, added to the <c>host</c> command.</summary>
     public static void AddProvisioning(Command host, TextWriter stdout)
     {
         var apply = new Command("apply", "Give each PF of the host config its number of VFs (idempotent; refuses while VFs are in use)") { ConfigOption };
-        apply.SetAction(r =>
+        apply.SetAction(async (r, ct) =>
         {
             var config = HostConfig.LoadFile(r.GetValue(ConfigOption)!);
             var ops = Ops(r);
-            var done = new Provisioner(ops.Kernel, ops.Ledger).ApplyAsync(config, CancellationToken.None).GetAwaiter().GetResult();
+            var done = await new Provisioner(ops.Kernel, ops.Ledger, ApplyHooks.FromEnvironment()).ApplyAsync(config, ct);
             foreach (var line in done) stdout.WriteLine(line);
             return ExitCodes.Ok;
         });
         var prepare = new Command("prepare", "Re-apply every leased VF's settings and vfio-pci binding (at boot, after `vmnet host apply`)");
-        prepare.SetAction(r =>
+        prepare.SetAction(async (r, ct) =>
         {
             var ops = Ops(r);
-            var done = new Provisioner(ops.Kernel, ops.Ledger).PrepareLeasesAsync(CancellationToken.None).GetAwaiter().GetResult();
+            var done = await new Provisioner(ops.Kernel, ops.Ledger, ApplyHooks.FromEnvironment()).PrepareLeasesAsync(ct);
             foreach (var line in done) stdout.WriteLine(line);
             stdout.WriteLine($"{done.Count} leased VFs looked at");
             return ExitCodes.Ok;

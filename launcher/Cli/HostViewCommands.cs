@@ -1,7 +1,9 @@
 using System.CommandLine;
 using VmNet.Doctor;
 using VmNet.Host;
+using VmNet.Kernel;
 using VmNet.Leases;
+using VmNet.State;
 
 namespace VmNet.Cli;
 
@@ -9,25 +11,28 @@ namespace VmNet.Cli;
 internal static class HostViewCommands
 {
     /// <summary>Lists PFs and VFs; used as the action of both <c>vmnet host</c> and <c>vmnet host ls</c>.</summary>
-    public static int List(ParseResult r, TextWriter stdout, bool json)
+    public static async Task<int> List(ParseResult r, TextWriter stdout, bool json, CancellationToken ct)
     {
         var root = new HostRoot(r.GetValue(VmNetCli.HostRootOption)!);
-        var kernel = Apply.HostOps.KernelFor(root);
-        var inventory = HostInventory.Read(root, new LeaseStore(new StateDir(r.GetValue(VmNetCli.StateDirOption)!)), pf => AdminState(kernel, pf));
+        var kernel = HostCommands.KernelFor(root);
+        var pfs = new HostScanner(root).AllPfs();
+        var admin = new Dictionary<string, IReadOnlyDictionary<int, VfAdmin>>(StringComparer.Ordinal);
+        foreach (var pf in pfs) admin[pf.Pci] = await AdminState(kernel, pf, ct);
+        var inventory = HostInventory.Read(pfs, new LeaseStore(new StateDir(r.GetValue(VmNetCli.StateDirOption)!)), pf => admin[pf.Pci]);
         if (json) stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(inventory, HostInventoryJson.Default.HostInventory));
         else inventory.PrintTable(stdout);
         return ExitCodes.Ok;
     }
 
     /// <summary>The VF settings the PF holds (MAC, VLAN), read back through netlink; empty when the PF cannot be read.</summary>
-    private static IReadOnlyDictionary<int, VfAdmin> AdminState(IKernel kernel, PhysicalFunction pf)
+    private static async Task<IReadOnlyDictionary<int, VfAdmin>> AdminState(IKernel kernel, PhysicalFunction pf, CancellationToken ct)
     {
         try
         {
-            var info = IpLinkJson.Parse(kernel.ShowLinkJsonAsync(pf.Name, CancellationToken.None).GetAwaiter().GetResult());
-            return info.Vfs.ToDictionary(v => v.Vf, v => new VfAdmin(v.Mac, v.Vlan == 0 ? null : v.Vlan));
+            var info = IpLinkJson.Parse(await kernel.ShowLinkJsonAsync(pf.Name, ct));
+            return info.Vfs.ToDictionary(v => v.Vf, v => new VfAdmin(v.Settings.Mac ?? "", v.Settings.Vlan is { IsTagged: true } t ? t.Id : null));
         }
-        catch (Exception e) when (e is KernelException or VmNetException or System.Text.Json.JsonException or IOException)
+        catch (Exception e) when (e is VmNetException or System.Text.Json.JsonException or IOException)
         {
             return new Dictionary<int, VfAdmin>();
         }
@@ -37,7 +42,7 @@ internal static class HostViewCommands
     {
         var json = new Option<bool>("--json") { Description = "Print as JSON" };
         var ls = new Command("ls", "List SR-IOV PFs and their VFs: driver, MAC, VLAN, state, owner VM") { json };
-        ls.SetAction(r => List(r, stdout, r.GetValue(json)));
+        ls.SetAction((r, ct) => List(r, stdout, r.GetValue(json), ct));
         return ls;
     }
 

@@ -1,11 +1,9 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using VmNet.Backends;
-using VmNet.Leases;
-using VmNet.Planning;
+using VmNet.State;
 
 namespace VmNet.Cli;
 
@@ -114,39 +112,6 @@ public static class LaunchCommands
         return cmd;
     }
 
-    /// <summary>
-    /// The steps of <c>up</c> after the host side has applied the plan: "seed" (seed image and disk overlay),
-    /// "define" (and start), then "start" waits until the VM runs. Returns the running VM's status.
-    /// </summary>
-    public static async Task<VmStatus> StartVmAsync(IBackend backend, Plan plan, Rendering.Artifacts artifacts, string? agent, UpProgress progress,
-        TimeSpan startTimeout, CancellationToken cancel)
-    {
-        var vm = plan.Vm.Name;
-        var paths = plan.Paths;
-        progress.Step("seed", $"{paths.Seed} (label cidata) and disk {paths.Disk} over {plan.Vm.Disk.Image}");
-        await backend.PrepareAsync(plan, artifacts, agent, cancel);
-        progress.Step("define", backend is LibvirtBackend l
-            ? $"libvirt domain {vm} at {l.Uri}{(plan.Vm.Autostart ? ", autostart on" : "")}"
-            : $"qemu-system-x86_64 for {vm}, pid file {paths.PidFile}, QMP {paths.QmpSocket}");
-        await backend.DefineAndStartAsync(plan, artifacts, cancel);
-        return await progress.WaitAsync("start", $"{vm} running",
-            async c => await backend.StatusAsync(vm, c) is { Running: true } status ? status : null,
-            startTimeout, UpProgress.SerialHint(paths), cancel);
-    }
-
-    /// <summary>The "wait for guest" step of <c>up</c>: waits for the agent's network-ready report and keeps it for <c>status</c>.</summary>
-    public static async Task<GuestStatus> WaitForGuestAsync(Plan plan, UpProgress progress, TimeSpan timeout, CancellationToken cancel)
-    {
-        progress.Step("wait for guest", $"the agent's network-ready report on {plan.Paths.AgentSocket} (up to {timeout.TotalSeconds:0} s; serial log {plan.Paths.SerialLog})");
-        var guest = await GuestAgentChannel.WaitForReadyAsync(plan.Paths, timeout, cancel);
-        // The agent reports after 15 s even when a bond has no active member yet (e.g. ARP monitoring that has not
-        // seen a reply): the VM runs, but that network carries no traffic until a member takes over.
-        foreach (var n in guest.Networks.Where(n => n.Active is null))
-            progress.Note($"warning: {n.Name} has no active member yet ({string.Join(", ", n.Members.Select(m => $"{m.Name} {m.Link}"))}); " +
-                $"`vmnet status {plan.Vm.Name}` shows when one takes over");
-        return guest;
-    }
-
     internal static void PrintStatus(TextWriter o, VmStatus s)
     {
         o.WriteLine($"{s.Name}: {s.State} ({s.Backend})");
@@ -165,54 +130,5 @@ public static class LaunchCommands
                 o.WriteLine($"  {n.Name}: active {n.Active ?? "none"}; {string.Join(", ", n.Members.Select(m => $"{m.Name} {m.Link}"))}; {(n.Addresses.Count == 0 ? "no address" : string.Join(", ", n.Addresses))}");
         }
                 if (s.SerialLog is not null) o.WriteLine($"serial log: {s.SerialLog}");
-    }
-}
-
-/// <summary>
-/// Progress for <c>vmnet up</c>: numbered steps ("[3/7] bind: ..."), waits with a timeout and a hint, and a one-line
-/// summary at the end. The steps, in order, are <see cref="Steps"/>.
-/// </summary>
-public sealed class UpProgress(TextWriter output, int total = 7)
-{
-    /// <summary>The steps of <c>vmnet up</c>, in order.</summary>
-    public static readonly IReadOnlyList<string> Steps = ["reserve", "configure", "bind", "seed", "define", "start", "wait for guest"];
-
-    private readonly Stopwatch _clock = Stopwatch.StartNew();
-    private int _done;
-
-    /// <summary>Prints "[i/n] step: detail" for the next step.</summary>
-    public void Step(string step, string detail) =>
-        output.WriteLine($"[{++_done}/{total}] {step}: {detail}");
-
-    /// <summary>Prints an indented line under the current step.</summary>
-    public void Note(string line) => output.WriteLine($"      {line}");
-
-    /// <summary>
-    /// Prints the next step, then polls <paramref name="probe"/> every <paramref name="every"/> until it returns a value
-    /// or <paramref name="timeout"/> passes; on timeout throws an error that names the step and ends with <paramref name="hint"/>.
-    /// </summary>
-    public async Task<T> WaitAsync<T>(string step, string detail, Func<CancellationToken, Task<T?>> probe, TimeSpan timeout,
-        string hint, CancellationToken cancel, TimeSpan? every = null) where T : class
-    {
-        Step(step, detail);
-        var deadline = Stopwatch.StartNew();
-        while (true)
-        {
-            if (await probe(cancel) is { } value) return value;
-            if (deadline.Elapsed >= timeout)
-                throw new VmNetException($"{step}: {detail} did not happen within {timeout.TotalSeconds:0.#} s; {hint}", ExitCodes.Failure);
-            await Task.Delay(every ?? TimeSpan.FromMilliseconds(500), cancel);
-        }
-    }
-
-    /// <summary>The waiting hint for a VM: where its console output goes.</summary>
-    public static string SerialHint(VmPaths paths) => $"see the serial log {paths.SerialLog}";
-
-    /// <summary>The last line of <c>up</c>: what runs, where, with which VFs, and how long it took.</summary>
-    public void Summary(Plan plan, string backend, string where)
-    {
-        var networks = plan.Vm.Networks.Count;
-        output.WriteLine(FormattableString.Invariant(
-            $"{plan.Vm.Name} is up ({backend}, {where}): {networks} network{(networks == 1 ? "" : "s")} over {plan.Vfs.Count} VFs in {_clock.Elapsed.TotalSeconds:0.0} s; serial log {plan.Paths.SerialLog}"));
     }
 }

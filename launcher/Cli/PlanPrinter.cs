@@ -1,11 +1,15 @@
+using VmNet.Execution;
 using VmNet.Planning;
 
 namespace VmNet.Cli;
 
-/// <summary>The human form of a plan: the VFs chosen, then every host change in order, then what follows.</summary>
+/// <summary>The human form of a plan: the VFs chosen, then every host change in order, then what follows, then what would stop it.</summary>
 internal static class PlanPrinter
 {
-    public static void Print(TextWriter o, Plan plan, string? outDir)
+    /// <summary>The steps that change the host's VFs, listed under "Host changes"; the rest come under "Then".</summary>
+    public static bool IsHostChange(Step step) => step is VfStep or SetNumVfs;
+
+    public static void Print(TextWriter o, LaunchPlan plan, IReadOnlyList<PreflightProblem> problems, string? outDir)
     {
         var vm = plan.Vm;
         o.WriteLine($"Plan for {vm.Name} (dry run: nothing was changed)");
@@ -14,30 +18,32 @@ internal static class PlanPrinter
         var rows = plan.Vfs.Select(a => new[]
         {
             a.Network.Name, a.GuestName, a.Pf.Name, $"vf {a.Vf.Index}", a.Vf.Pci, a.Mac + (a.MacGenerated ? " (generated)" : ""),
-            a.Network.Vlan is { } v ? $"vlan {v}" : "untagged", a.AlreadyLeased ? "already leased" : "",
+            (a.Network.Vlan ?? Spec.VlanTag.Untagged).ToString(), a.AlreadyLeased ? "already leased" : "",
         }).ToList();
         TextTable.Print(o, ["NETWORK", "GUEST NIC", "PF", "VF", "PCI", "MAC", "VLAN", ""], rows);
         o.WriteLine();
         o.WriteLine("Host changes, in order:");
         string? current = null;
-        foreach (var step in plan.Steps)
+        foreach (var step in plan.Steps.OfType<VfStep>())
         {
-            if (step.Pci != current)
+            if (step.Vf.Pci != current)
             {
-                current = step.Pci;
-                var a = plan.Vfs.First(x => x.Vf.Pci == step.Pci);
+                current = step.Vf.Pci;
+                var a = plan.Vfs.First(x => x.Vf.Pci == step.Vf.Pci);
                 o.WriteLine($"  # {a.GuestName}: {a.Network.Name} on {a.Pf.Name}");
             }
             o.WriteLine("  " + step.Describe());
         }
         o.WriteLine();
         o.WriteLine("Then:");
-        o.WriteLine($"  qemu-img create -f qcow2 -b {vm.Disk.Image} -F qcow2 {plan.Paths.Disk}");
-        o.WriteLine($"  write the NoCloud seed {plan.Paths.Seed} (label cidata: meta-data, user-data, network-config, vmnet/agent.json)");
-        o.WriteLine(vm.Backend == Spec.Backend.Libvirt
-            ? $"  define the libvirt domain {vm.Name} (domain.xml) and start it{(vm.Autostart ? "; mark it autostart" : "")}"
-            : $"  start qemu-system-x86_64 (qemu.args), pid file {plan.Paths.PidFile}");
-        o.WriteLine("  wait for the guest agent to report the bonds up");
+        foreach (var step in plan.Steps.Where(s => !IsHostChange(s)))
+            o.WriteLine("  " + step.Describe());
+        if (problems.Count > 0)
+        {
+            o.WriteLine();
+            o.WriteLine($"`vmnet up` would stop before the first change ({problems.Count} problem{(problems.Count == 1 ? "" : "s")}):");
+            foreach (var p in problems) o.WriteLine("  " + p.Message);
+        }
         o.WriteLine();
         o.WriteLine(outDir is null
             ? "Artifacts: add --out DIR to write domain.xml, qemu.args and cidata/ there."
@@ -53,13 +59,18 @@ public static class ArtifactWriter
 
     public static void Write(string dir, Rendering.Artifacts a)
     {
-        Save(dir, "domain.xml", a.DomainXml);
-        Save(dir, "qemu.args", string.Join('\n', a.QemuArgs) + "\n");
-        foreach (var (name, content) in a.SeedFiles) Save(dir, "cidata/" + name, content);
+        try
+        {
+            Save(dir, "domain.xml", a.DomainXml);
+            Save(dir, "qemu.args", string.Join('\n', a.QemuArgs) + "\n");
+            foreach (var (name, content) in a.SeedFiles) Save(dir, "cidata/" + name, content);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new VmNetException($"--out {dir}: cannot write the artifacts there ({e.Message}); give a directory you can write", ExitCodes.InvalidInput, e);
+        }
     }
 
-    private static void Save(string dir, string name, string content)
-    {
-        Leases.AtomicFile.Write(Path.Join(dir, name), content, durable: false);
-    }
+    private static void Save(string dir, string name, string content) =>
+        Io.AtomicFile.Write(Path.Join(dir, name), content, durable: false);
 }

@@ -1,6 +1,7 @@
-using VmNet.Apply;
+using System.Diagnostics;
+using System.Globalization;
 using VmNet.Backends;
-using VmNet.Leases;
+using VmNet.Execution;
 using VmNet.Planning;
 using VmNet.Rendering;
 using VmNet.Spec;
@@ -8,101 +9,108 @@ using VmNet.Spec;
 namespace VmNet.Cli;
 
 /// <summary>
-/// <c>vmnet up SPEC</c>: reserve, configure and bind the VFs (the host side, with its own rollback), then seed, define
-/// and start the VM through its backend, then wait for the guest agent's "network ready". A failure after the host
-/// side gives a new VM's VFs back; a VM that was already up keeps what it had.
+/// <c>vmnet up SPEC</c>: one plan for the whole launch (<see cref="Planner"/>), applied by the executor through
+/// <see cref="HostOps"/> with one rollback; <c>--dry-run</c> is the same planner and checks, stopping before the first
+/// change.
 /// </summary>
 internal static class UpFlow
 {
-    public sealed record Options(Backend? Backend, string? Connect, bool Wait, TimeSpan WaitTimeout, string? TemplatesDir, string? OutDir, bool Start = true);
+    public sealed record Options(LaunchOptions Launch, string? TemplatesDir, string? OutDir, bool DryRun, bool Json);
 
-    public static async Task<int> RunAsync(HostOps ops, VmSpec vm, Options options, TextWriter stdout, CancellationToken ct)
+    public static async Task<int> RunAsync(HostOps ops, VmSpec vm, Options options, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
-        var agent = Seed.SeedImage.FindAgent(); // before any host change: a VMNET_AGENT naming no file is refused here
-        var progress = new UpProgress(stdout);
-        var hadLeases = ops.Ledger.Store.OfVm(vm.Name).Count > 0;
-        progress.Step("reserve", $"one VF per port for {vm.Networks.Count} network{(vm.Networks.Count == 1 ? "" : "s")}, under the ledger lock");
-        var result = await ops.UpAsync(vm, ct);
-        foreach (var line in result.Reclaimed) stdout.WriteLine($"      reclaimed an orphan: {line}");
-        var plan = result.Plan;
-        progress.Step("configure", string.Join(", ", plan.Vfs.Select(a =>
-            $"{a.GuestName}={a.Pf.Name} vf {a.Vf.Index} ({a.Vf.Pci}) mac {a.Mac}{(a.Network.Vlan is { } v ? $" vlan {v}" : "")}")));
-        progress.Step("bind", $"{plan.Vfs.Count} VFs on vfio-pci: {string.Join(", ", plan.Vfs.Select(a => a.Vf.Pci))}");
+        var templates = new Templates(options.TemplatesDir);
+        if (options.DryRun)
+        {
+            var (dry, problems) = await ops.PlanAsync(vm, options.Launch, templates, ct);
+            if (options.OutDir is { } dir) ArtifactWriter.Write(dir, dry.Artifacts);
+            if (options.Json)
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(PlanDocument.From(dry, problems), PlanJson.Default.PlanDocument));
+            else
+                PlanPrinter.Print(stdout, dry, problems, options.OutDir);
+            return ExitCodes.Ok;
+        }
+        if (options.Json)
+            throw new VmNetException("--json prints the plan of --dry-run; `vmnet up` itself prints progress (use `vmnet status NAME --json` after it)", ExitCodes.InvalidInput);
 
-        var artifacts = Renderer.Render(plan, new Templates(options.TemplatesDir));
-        if (options.OutDir is { } dir) ArtifactWriter.Write(dir, artifacts);
-        if (!options.Start)
+        var progress = new UpProgress(stdout);
+        progress.Planning(vm);
+        using var backends = new BackendSet(options.Launch.LibvirtUri, ops.Ledger.State);
+        var backend = options.Launch.Start ? backends.For(vm, options.Launch.Backend) : null;
+        var result = await ops.UpAsync(vm, options.Launch, templates, backend, progress, ct,
+            beforeFirstChange: p => { if (options.OutDir is { } outDir) ArtifactWriter.Write(outDir, p.Artifacts); });
+        var plan = result.Plan;
+        if (!options.Launch.Start)
         {
             stdout.WriteLine($"{vm.Name}: the host side is ready ({plan.Vfs.Count} VFs leased, configured and on vfio-pci); not started (--no-start); "
                 + $"give the VFs back with `vmnet rm {vm.Name}`");
             return ExitCodes.Ok;
         }
-        using var backends = new BackendSet(LibvirtBackend.ResolveUri(options.Connect), ops.Ledger.State);
-        var backend = backends.For(vm, options.Backend);
-        try
-        {
-            await LaunchCommands.StartVmAsync(backend, plan, artifacts, agent, progress, TimeSpan.FromSeconds(60), ct);
-            // The leases follow the domain: gone when it is undefined outside vmnet. Not so on libvirt's test driver,
-            // whose domains end with the process that made them: there the leases last until `vmnet rm`.
-            if (await backend.OwnerOfAsync(vm.Name, ct) is { } token && token.StartsWith("libvirt:", StringComparison.Ordinal)
-                && backend is LibvirtBackend { IsTestDriver: false } libvirt)
-            {
-                using (ops.Ledger.Lock(ct))
-                    foreach (var a in plan.Vfs)
-                        ops.Ledger.SetOwner(a.Vf.Pci, new LeaseOwner(LeaseOwner.Libvirt, Domain: token["libvirt:".Length..], Uri: libvirt.Uri));
-            }
-        }
-        catch (Exception e) when (!hadLeases && e is VmNetException or Libvirt.LibvirtException or IOException or OperationCanceledException)
-        {
-            var log = KeepSerialLog(plan, ops.Ledger.State);
-            var leftover = "";
-            try
-            {
-                await backend.RemoveAsync(vm.Name, TimeSpan.FromSeconds(5), CancellationToken.None);
-            }
-            catch (Exception removing) when (removing is VmNetException or Libvirt.LibvirtException or IOException)
-            {
-                // The VFs go back all the same; what the backend could not undo is named.
-                leftover = $"; removing the VM failed too ({removing.Message}): check `vmnet status {vm.Name}`";
-            }
-            await ops.RemoveAsync(vm.Name, CancellationToken.None);
-            var reason = log is null ? Reason(e) : Reason(e).Replace(plan.Paths.SerialLog, log, StringComparison.Ordinal);
-            throw new VmNetException($"{reason}; {vm.Name}'s VFs were given back as they were found" +
-                (log is null ? "" : $"; its serial log is kept at {log}") + leftover, ExitCodes.Failure, e);
-        }
-
-        var where = backend is LibvirtBackend l ? l.Uri : "qemu-system-x86_64";
-        if (agent is null)
-            progress.Step("wait for guest", "skipped: no guest agent to ship (put vmnet-agent next to vmnet, or set VMNET_AGENT); the bonds come from cloud-init alone");
-        else if (!options.Wait)
-            progress.Step("wait for guest", "skipped (--no-wait); `vmnet status " + vm.Name + "` shows the agent's report when it comes");
-        else if (backend is LibvirtBackend { IsTestDriver: true } test)
-            progress.Step("wait for guest", $"skipped: libvirt's test driver ({test.Uri}) runs no guest");
-        else
-            await LaunchCommands.WaitForGuestAsync(plan, progress, options.WaitTimeout, ct);
-        progress.Summary(plan, backend.Name, where);
+        progress.Summary(plan);
         return ExitCodes.Ok;
     }
+}
 
-    /// <summary>
-    /// A VM that failed to come up is removed with its directory; its serial log (what the guest said) is kept in the
-    /// state dir's logs/ for the user to read. Null when there is none.
-    /// </summary>
-    private static string? KeepSerialLog(Planning.Plan plan, StateDir state)
+/// <summary>
+/// Progress for <c>vmnet up</c>: one line per phase as the executor enters it ("[3/7] bind: ..."), notes under it,
+/// and a one-line summary at the end. The phases, in order, are <see cref="Phases.All"/>.
+/// </summary>
+public sealed class UpProgress(TextWriter output) : IProgressSink
+{
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private LaunchPlan? _plan;
+    private VmSpec? _spec;
+    private int _next;
+
+    /// <summary>The spec, for the reserve phase's line (printed before the plan exists).</summary>
+    public void Planning(VmSpec spec) => _spec = spec;
+
+    public void Planned(LaunchPlan plan) => _plan = plan;
+
+    public void Enter(Phase phase)
     {
-        try
+        for (; _next <= (int)phase; _next++)
         {
-            if (!File.Exists(plan.Paths.SerialLog) || new FileInfo(plan.Paths.SerialLog).Length == 0) return null;
-            var kept = Path.Join(state.Path, "logs", $"{plan.Vm.Name}.serial.log");
-            Directory.CreateDirectory(Path.GetDirectoryName(kept)!);
-            File.Copy(plan.Paths.SerialLog, kept, overwrite: true);
-            return kept;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return null;
+            var p = (Phase)_next;
+            output.WriteLine($"[{_next + 1}/{Phases.All.Count}] {Phases.Name(p)}: {Detail(p)}");
         }
     }
 
-    private static string Reason(Exception e) => e is OperationCanceledException ? "interrupted" : e.Message;
+    public void Note(string line) => output.WriteLine($"      {line}");
+
+    private string Detail(Phase phase)
+    {
+        if (phase == Phase.Reserve)
+        {
+            var n = _spec?.Networks.Count ?? _plan?.Vm.Networks.Count ?? 0;
+            return $"one VF per port for {n} network{(n == 1 ? "" : "s")}, under the ledger lock";
+        }
+        var plan = _plan ?? throw new InvalidOperationException("the plan is not made yet");
+        var vm = plan.Vm.Name;
+        var paths = plan.Paths;
+        return phase switch
+        {
+            Phase.Configure => string.Join(", ", plan.Vfs.Select(a =>
+                $"{a.GuestName}={a.Pf.Name} vf {a.Vf.Index} ({a.Vf.Pci}) mac {a.Mac}{(a.Network.Vlan is { IsTagged: true } v ? $" {v}" : "")}")),
+            Phase.Bind => $"{plan.Vfs.Count} VFs on vfio-pci: {string.Join(", ", plan.Vfs.Select(a => a.Vf.Pci))}",
+            Phase.Seed => $"{paths.Seed} (label cidata) and disk {paths.Disk} over {plan.Vm.Disk.Image}",
+            Phase.Define => plan.Backend == Backend.Libvirt
+                ? $"libvirt domain {vm} at {plan.Options.LibvirtUri}{(plan.Vm.Autostart ? ", autostart on" : "")}"
+                : $"qemu-system-x86_64 for {vm}, pid file {paths.PidFile}, QMP {paths.QmpSocket}",
+            Phase.Start => $"{vm} running",
+            _ => plan.Steps.OfType<WaitForAgent>().FirstOrDefault() is { } w
+                ? w.Skipped is { } why ? $"skipped: {why}"
+                    : $"the agent's network-ready report on {w.AgentSocket} (up to {w.Timeout.TotalSeconds.ToString("0", CultureInfo.InvariantCulture)} s; serial log {paths.SerialLog})"
+                : "",
+        };
+    }
+
+    /// <summary>The last line of <c>up</c>: what runs, where, with which VFs, and how long it took.</summary>
+    public void Summary(LaunchPlan plan)
+    {
+        var networks = plan.Vm.Networks.Count;
+        var where = plan.Backend == Backend.Libvirt ? plan.Options.LibvirtUri : "qemu-system-x86_64";
+        output.WriteLine(FormattableString.Invariant(
+            $"{plan.Vm.Name} is up ({SpecNames.Of(plan.Backend)}, {where}): {networks} network{(networks == 1 ? "" : "s")} over {plan.Vfs.Count} VFs in {_clock.Elapsed.TotalSeconds:0.0} s; serial log {plan.Paths.SerialLog}"));
+    }
 }

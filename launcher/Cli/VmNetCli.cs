@@ -1,10 +1,9 @@
 using System.CommandLine;
-using VmNet.Host;
-using VmNet.Host.Sim;
-using VmNet.Leases;
+using VmNet.Backends;
 using VmNet.Planning;
-using VmNet.Rendering;
+using VmNet.Sim;
 using VmNet.Spec;
+using VmNet.State;
 
 namespace VmNet.Cli;
 
@@ -29,16 +28,11 @@ public static class VmNetCli
             // handling would end the process after a timeout, in the middle of that rollback.
             return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
         }
-        catch (VmNetException e)
+        catch (Exception e) when (e is VmNetException || Environment.GetEnvironmentVariable("VMNET_DEBUG") != "1")
         {
-            stderr.WriteLine($"vmnet: {e.Message}");
-            return e.ExitCode;
-        }
-        catch (Exception e) when (Environment.GetEnvironmentVariable("VMNET_DEBUG") != "1")
-        {
-            stderr.WriteLine($"vmnet: internal error: {e.GetType().Name}: {e.Message}");
-            stderr.WriteLine("This is a bug in vmnet; rerun with VMNET_DEBUG=1 for the stack trace and report it.");
-            return ExitCodes.Failure;
+            var (message, code) = ErrorTranslator.Describe(e);
+            stderr.WriteLine($"vmnet: {message}");
+            return code;
         }
     }
 
@@ -92,23 +86,21 @@ public static class VmNetCli
         cmd.SetAction(async (r, ct) =>
         {
             var vm = SpecLoader.LoadFile(r.GetValue(spec)!);
-            if (!r.GetValue(dryRun))
+            var dry = r.GetValue(dryRun);
+            var launch = new LaunchOptions
             {
-                var options = new UpFlow.Options(
-                    r.GetValue(backend) switch { "qemu" => Backend.Qemu, "libvirt" => Backend.Libvirt, _ => null },
-                    r.GetValue(connect), !r.GetValue(noWait), TimeSpan.FromSeconds(r.GetValue(waitTimeout)), r.GetValue(templates), r.GetValue(outDir), !r.GetValue(noStart));
-                return await HostCommands.WithSignals(ct, c => UpFlow.RunAsync(HostCommands.Ops(r), vm, options, stdout, c), vm.Name);
-            }
-            var state = new StateDir(r.GetValue(StateDirOption)!);
-            var host = new HostScanner(new HostRoot(r.GetValue(HostRootOption)!));
-            var plan = Planner.Make(vm, host, new LeaseStore(state), state);
-            var artifacts = Renderer.Render(plan, new Templates(r.GetValue(templates)));
-            if (r.GetValue(outDir) is { } dir) ArtifactWriter.Write(dir, artifacts);
-            if (r.GetValue(json))
-                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(PlanDocument.From(plan), PlanJson.Default.PlanDocument));
-            else
-                PlanPrinter.Print(stdout, plan, r.GetValue(outDir));
-            return ExitCodes.Ok;
+                Backend = r.GetValue(backend) switch { "qemu" => Backend.Qemu, "libvirt" => Backend.Libvirt, _ => null },
+                LibvirtUri = LibvirtBackend.ResolveUri(r.GetValue(connect)),
+                Start = !r.GetValue(noStart),
+                Wait = !r.GetValue(noWait),
+                WaitTimeout = TimeSpan.FromSeconds(r.GetValue(waitTimeout)),
+                // Looked for before any host change: a VMNET_AGENT naming no file is refused here.
+                Agent = Seed.SeedImage.FindAgent(),
+            };
+            var options = new UpFlow.Options(launch, r.GetValue(templates), r.GetValue(outDir), dry, r.GetValue(json));
+            var ops = HostCommands.Ops(r);
+            if (dry) return await UpFlow.RunAsync(ops, vm, options, stdout, r.InvocationConfiguration.Error, ct);
+            return await HostCommands.WithSignals(ct, c => UpFlow.RunAsync(ops, vm, options, stdout, r.InvocationConfiguration.Error, c), vm.Name);
         });
         return cmd;
     }
@@ -131,7 +123,7 @@ public static class VmNetCli
         var json = new Option<bool>("--json") { Description = "Print as JSON" };
         var host = new Command("host", "The host's SR-IOV PFs and VFs (same as `vmnet host ls`), provisioning and boot preparation")
             { json, HostViewCommands.Ls(stdout) };
-        host.SetAction(r => HostViewCommands.List(r, stdout, r.GetValue(json)));
+        host.SetAction((r, ct) => HostViewCommands.List(r, stdout, r.GetValue(json), ct));
         HostCommands.AddProvisioning(host, stdout);
         return host;
     }

@@ -38,8 +38,8 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
 
     private Check Iommu()
     {
-        var units = root.List("/sys/class/iommu").Order(StringComparer.Ordinal).ToList();
-        var cmdline = root.Read("/proc/cmdline") ?? "";
+        var units = root.List(Sysfs.IommuClass).Order(StringComparer.Ordinal).ToList();
+        var cmdline = root.Read(Sysfs.ProcCmdline) ?? "";
         var flags = cmdline.Split(' ', StringSplitOptions.RemoveEmptyEntries)
             .Where(a => a.StartsWith("intel_iommu=", StringComparison.Ordinal) || a.StartsWith("amd_iommu=", StringComparison.Ordinal) || a.StartsWith("iommu=", StringComparison.Ordinal))
             .ToList();
@@ -52,8 +52,8 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
 
     private Check Vfio()
     {
-        if (root.Exists("/sys/bus/pci/drivers/vfio-pci"))
-            return root.Exists("/dev/vfio/vfio")
+        if (root.Exists(Sysfs.DriverDir(VirtualFunction.VfioDriver)))
+            return root.Exists(Sysfs.VfioContainer)
                 ? new Check("vfio-pci", CheckStatus.Ok, "driver loaded, /dev/vfio/vfio present")
                 : new Check("vfio-pci", CheckStatus.Fail, "driver loaded but /dev/vfio/vfio is missing", "load the vfio core: modprobe vfio");
         return new Check("vfio-pci", CheckStatus.Fail, "the vfio-pci driver is not loaded",
@@ -66,7 +66,7 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
         yield return pf.NumVfs > 0
             ? new Check(name, CheckStatus.Ok, $"SR-IOV: {pf.NumVfs} of {pf.TotalVfs} VFs enabled")
             : new Check(name, CheckStatus.Warn, $"SR-IOV capable ({pf.TotalVfs} VFs) but no VF enabled",
-                $"create VFs: vmnet host apply, or echo N > /sys/bus/pci/devices/{pf.Pci}/sriov_numvfs");
+                $"create VFs: vmnet host apply, or echo N > {Sysfs.SriovNumVfs(pf.Pci)}");
         yield return pf.Up
             ? new Check(name, CheckStatus.Ok, $"link {pf.OperState}, MTU {pf.Mtu}")
             : new Check(name, CheckStatus.Fail, $"the PF is down (operstate {pf.OperState}): VF settings are refused and VFs have no link",
@@ -105,9 +105,9 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
 
     private Check Memlock()
     {
-        var limits = root.Read("/proc/self/limits");
+        var limits = root.Read(Sysfs.ProcSelfLimits);
         var line = limits?.Split('\n').FirstOrDefault(l => l.StartsWith("Max locked memory", StringComparison.Ordinal));
-        if (line is null) return new Check("memlock", CheckStatus.Skip, "/proc/self/limits not readable");
+        if (line is null) return new Check("memlock", CheckStatus.Skip, $"{Sysfs.ProcSelfLimits} not readable");
         var parts = line["Max locked memory".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
         var soft = parts.Length > 0 ? parts[0] : "?";
         var unlimited = soft == "unlimited" || (long.TryParse(soft, NumberStyles.None, CultureInfo.InvariantCulture, out var bytes) && bytes >= 1L << 40);

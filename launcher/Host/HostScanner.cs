@@ -18,80 +18,88 @@ public sealed class HostScanner(HostRoot root) : IHostFacts
         if (Spec.SpecLoader.PciAddress().IsMatch(port))
         {
             pci = port;
-            if (!Root.Exists($"/sys/bus/pci/devices/{pci}")) return null;
-            name = Root.List($"/sys/bus/pci/devices/{pci}/net").Order(StringComparer.Ordinal).FirstOrDefault();
+            if (!Root.Exists(Sysfs.Device(pci))) return null;
+            name = NetDevOf(pci);
         }
         else
         {
             name = port;
-            if (!Root.Exists($"/sys/class/net/{name}/device")) return null;
-            pci = Root.LinkName($"/sys/class/net/{name}/device");
+            if (!Root.Exists(Sysfs.NetDeviceLink(name))) return null;
+            pci = Root.LinkName(Sysfs.NetDeviceLink(name));
             if (pci is null) return null;
         }
         return ReadPf(pci, name, withVfs);
     }
 
-    public string? VfPci(PhysicalFunction pf, int index) => Root.LinkName($"/sys/bus/pci/devices/{pf.Pci}/virtfn{index}");
+    public string? VfPci(PhysicalFunction pf, int index) => Root.LinkName(Sysfs.VirtFn(pf.Pci, index));
 
     public PhysicalFunction ReadPf(string pci, string? name, bool withVfs = true)
     {
-        var dev = $"/sys/bus/pci/devices/{pci}";
-        var total = Root.ReadInt($"{dev}/sriov_totalvfs") ?? 0;
-        var num = Root.ReadInt($"{dev}/sriov_numvfs") ?? 0;
+        var total = Root.ReadInt(Sysfs.SriovTotalVfs(pci)) ?? 0;
+        var num = Root.ReadInt(Sysfs.SriovNumVfs(pci)) ?? 0;
         var vfs = new List<VirtualFunction>(withVfs ? num : 0);
         for (var i = 0; withVfs && i < num; i++)
         {
-            var vfPci = Root.LinkName($"{dev}/virtfn{i}");
+            var vfPci = Root.LinkName(Sysfs.VirtFn(pci, i));
             if (vfPci is not null) vfs.Add(ReadVf(i, vfPci));
         }
-        var net = name is null ? null : $"/sys/class/net/{name}";
-        var flags = net is null ? 0 : ParseHex(Root.Read($"{net}/flags"));
         return new PhysicalFunction(
             Name: name ?? pci,
             Pci: pci,
-            Driver: Root.LinkName($"{dev}/driver"),
-            Mtu: net is null ? 0 : Root.ReadInt($"{net}/mtu") ?? 0,
-            OperState: net is null ? "unknown" : Root.Read($"{net}/operstate") ?? "unknown",
-            Up: (flags & 1) != 0,
+            Driver: DriverOf(pci),
+            Mtu: name is null ? 0 : Root.ReadInt(Sysfs.NetMtu(name)) ?? 0,
+            OperState: name is null ? "unknown" : Root.Read(Sysfs.NetOperState(name)) ?? "unknown",
+            Up: name is not null && IsUp(name),
             TotalVfs: total,
             NumVfs: num,
-            NumaNode: Root.ReadInt($"{dev}/numa_node") ?? -1,
+            NumaNode: Root.ReadInt(Sysfs.NumaNode(pci)) ?? -1,
             Vfs: vfs);
     }
 
     public VirtualFunction ReadVf(int index, string pci)
     {
-        var dev = $"/sys/bus/pci/devices/{pci}";
-        var netdev = Root.List($"{dev}/net").Order(StringComparer.Ordinal).FirstOrDefault();
-        var flags = netdev is null ? 0 : ParseHex(Root.Read($"{dev}/net/{netdev}/flags"));
-        var group = Root.LinkName($"{dev}/iommu_group");
-        var over = Root.Read($"{dev}/driver_override");
+        var netdev = NetDevOf(pci);
+        var group = Root.LinkName(Sysfs.IommuGroupLink(pci));
         return new VirtualFunction(
             Index: index,
             Pci: pci,
-            Driver: Root.LinkName($"{dev}/driver"),
-            DriverOverride: over is null or "(null)" ? null : over,
+            Driver: DriverOf(pci),
+            DriverOverride: DriverOverrideOf(pci),
             NetDev: netdev,
-            NetDevUp: (flags & 1) != 0,
-            Mac: netdev is null ? null : Root.Read($"{dev}/net/{netdev}/address"),
+            NetDevUp: netdev is not null && Sysfs.IsUp(Root.Read($"{Sysfs.NetDevice(pci, netdev)}/flags")),
+            Mac: netdev is null ? null : Root.Read($"{Sysfs.NetDevice(pci, netdev)}/address"),
             IommuGroup: int.TryParse(group, out var g) ? g : null,
-            NumaNode: Root.ReadInt($"{dev}/numa_node") ?? -1);
+            NumaNode: Root.ReadInt(Sysfs.NumaNode(pci)) ?? -1);
     }
 
     /// <summary>Every PF with SR-IOV capability on the host, by PCI address.</summary>
     public IReadOnlyList<PhysicalFunction> AllPfs()
     {
         var result = new List<PhysicalFunction>();
-        foreach (var pci in Root.List("/sys/bus/pci/devices").Order(StringComparer.Ordinal))
+        foreach (var pci in Root.List(Sysfs.PciDevices).Order(StringComparer.Ordinal))
         {
-            if (!Root.Exists($"/sys/bus/pci/devices/{pci}/sriov_totalvfs")) continue;
-            var name = Root.List($"/sys/bus/pci/devices/{pci}/net").Order(StringComparer.Ordinal).FirstOrDefault();
-            result.Add(ReadPf(pci, name));
+            if (!Root.Exists(Sysfs.SriovTotalVfs(pci))) continue;
+            result.Add(ReadPf(pci, NetDevOf(pci)));
         }
         return result;
     }
 
-    private static int ParseHex(string? text) =>
-        text is not null && text.StartsWith("0x", StringComparison.Ordinal)
-        && int.TryParse(text.AsSpan(2), global::System.Globalization.NumberStyles.HexNumber, null, out var v) ? v : 0;
+    /// <summary>The function's first network device by name, or null while no network driver holds it.</summary>
+    public string? NetDevOf(string pci) => Root.List(Sysfs.NetDir(pci)).Order(StringComparer.Ordinal).FirstOrDefault();
+
+    /// <summary>The driver bound to <paramref name="pci"/>, or null.</summary>
+    public string? DriverOf(string pci) => Root.LinkName(Sysfs.DriverLink(pci));
+
+    /// <summary>The function's <c>driver_override</c>, or null when unset.</summary>
+    public string? DriverOverrideOf(string pci) =>
+        Root.Read(Sysfs.DriverOverride(pci)) is { Length: > 0 } o && o != "(null)" ? o : null;
+
+    /// <summary>Whether the netdev is administratively up (IFF_UP).</summary>
+    public bool IsUp(string netdev) => Sysfs.IsUp(Root.Read(Sysfs.NetFlags(netdev)));
+
+    /// <summary>The VF at index <paramref name="vf"/> of the PF at <paramref name="pfPci"/> (its <c>virtfnN</c> link), or null.</summary>
+    public string? VfPciOf(string pfPci, int vf) => Root.LinkName(Sysfs.VirtFn(pfPci, vf));
+
+    /// <summary>The IOMMU group of <paramref name="pci"/>, or null when the IOMMU is off.</summary>
+    public int? IommuGroupOf(string pci) => int.TryParse(Root.LinkName(Sysfs.IommuGroupLink(pci)), out var g) ? g : null;
 }

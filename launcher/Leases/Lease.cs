@@ -1,10 +1,15 @@
 using System.Text.Json.Serialization;
+using VmNet.Kernel;
+
+using VmNet.State;
 
 namespace VmNet.Leases;
 
 /// <summary>
 /// One leased VF. The ledger keeps one such file per VF (<c>STATE/leases/PCI.json</c>), so checking whether a VF is
-/// taken is one lookup whatever the number of leases.
+/// taken is one lookup whatever the number of leases. <see cref="Applied"/> is every VF setting the plan gave it (what
+/// <c>vmnet host prepare</c> sets again at boot); <see cref="Original"/> is the VF as found, recorded before the first
+/// change, so teardown can give it back (null: nothing was changed yet).
 /// </summary>
 public sealed record Lease(
     int Version,
@@ -16,65 +21,57 @@ public sealed record Lease(
     int Vf,
     string Pci,
     string Mac,
-    int? Vlan,
-    VfOriginal? Original = null,
-    LeaseOwner? Owner = null,
-    IReadOnlyList<IReadOnlyList<string>>? Applied = null);
-
-/// <summary>
-/// The VF as it was found, recorded before the first change so teardown can give it back: its netlink settings and
-/// its driver. Null in a lease means nothing was changed on the VF yet.
-/// </summary>
-public sealed record VfOriginal(
-    string Mac,
-    int Vlan,
-    int Qos,
-    string Proto,
-    bool? SpoofChk,
-    bool? Trust,
-    string LinkState,
-    int MaxTxRate,
-    int MinTxRate,
-    string? Driver,
-    string? DriverOverride,
-    string? NetDev);
-
-/// <summary>
-/// Who holds a lease, as a small tagged record. <see cref="Starting"/>: a time lease of the vmnet process applying the
-/// plan (pid, its start time, an expiry); <see cref="Process"/>: a running process (pid and start time, e.g. QEMU);
-/// <see cref="Defined"/>: the VM definition itself (apply-only: held until <c>vmnet rm</c>). A backend adds its kind
-/// (e.g. "libvirt" with <see cref="Domain"/> and <see cref="Uri"/>). An unknown kind is never taken for gone.
-/// </summary>
-public sealed record LeaseOwner(
-    string Kind,
-    int? Pid = null,
-    long? StartTime = null,
-    DateTimeOffset? Expires = null,
-    string? Domain = null,
-    string? Uri = null)
+    VfSettings Applied,
+    VfState? Original = null,
+    LeaseOwner? Owner = null)
 {
-    public const string Starting = "starting";
-    public const string Process = "process";
-    public const string Defined = "defined";
+    /// <summary>The lease file format this vmnet reads and writes.</summary>
+    public const int CurrentVersion = 2;
+}
 
-    /// <summary>A libvirt domain (<see cref="Domain"/> its UUID, <see cref="Uri"/> the connection): held while it is defined.</summary>
-    public const string Libvirt = "libvirt";
+/// <summary>A VF's state: the settings its PF holds for it, and which driver holds the function.</summary>
+public sealed record VfState(VfSettings Settings, string? Driver, string? DriverOverride, string? NetDev);
 
-    public override string ToString() => Kind switch
-    {
-        Starting => $"vmnet pid {Pid} (starting, until {Expires:u})",
-        Process => $"pid {Pid}",
-        Defined => "the VM definition",
-        _ => Domain is null ? Kind : $"{Kind} domain {Domain} on {Uri}",
-    };
+/// <summary>
+/// Who holds a lease. <see cref="StartingOwner"/>: a time lease of the vmnet process applying the plan;
+/// <see cref="ProcessOwner"/>: a running process (pid and start time, so a reused pid is never taken for it);
+/// <see cref="DefinitionOwner"/>: the VM definition itself, held until <c>vmnet rm</c>; <see cref="LibvirtDomainOwner"/>:
+/// a libvirt domain, held while it is defined. <see cref="Liveness"/> tells whether an owner is gone.
+/// </summary>
+[JsonPolymorphic(TypeDiscriminatorPropertyName = "kind")]
+[JsonDerivedType(typeof(StartingOwner), "starting")]
+[JsonDerivedType(typeof(ProcessOwner), "process")]
+[JsonDerivedType(typeof(DefinitionOwner), "defined")]
+[JsonDerivedType(typeof(LibvirtDomainOwner), "libvirt")]
+public abstract record LeaseOwner;
+
+/// <summary>The vmnet process applying a plan: held until it hands the leases over, or until it dies or <see cref="Expires"/>.</summary>
+public sealed record StartingOwner(int Pid, long StartTime, DateTimeOffset Expires) : LeaseOwner
+{
+    public override string ToString() => $"vmnet pid {Pid} (starting, until {Expires:u})";
+}
+
+/// <summary>A process (e.g. QEMU), by pid and start time in clock ticks after boot.</summary>
+public sealed record ProcessOwner(int Pid, long StartTime) : LeaseOwner
+{
+    public override string ToString() => $"pid {Pid}";
+}
+
+/// <summary>The VM definition itself: held until <c>vmnet rm</c>.</summary>
+public sealed record DefinitionOwner : LeaseOwner
+{
+    public override string ToString() => "the VM definition";
+}
+
+/// <summary>A libvirt domain (its UUID on the connection <see cref="Uri"/>): held while the domain is defined.</summary>
+public sealed record LibvirtDomainOwner(Guid Domain, string Uri) : LeaseOwner
+{
+    public override string ToString() => $"libvirt domain {Domain:D} on {Uri}";
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true,
-    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, UseStringEnumConverter = true, AllowOutOfOrderMetadataProperties = true)]
 [JsonSerializable(typeof(Lease))]
-[JsonSerializable(typeof(VfOriginal))]
-[JsonSerializable(typeof(LeaseOwner))]
-[JsonSerializable(typeof(IReadOnlyList<IReadOnlyList<string>>))]
 internal sealed partial class LeaseJson : JsonSerializerContext;
 
 /// <summary>Read access to the leases in a state directory.</summary>
@@ -96,24 +93,8 @@ public interface ILeaseView
     IReadOnlySet<int> LeasedVfIndices(string pfPci);
 }
 
-/// <summary>The state directory's paths, named once.</summary>
-public sealed class StateDir(string path)
-{
-    public const string DefaultPath = "/var/lib/vmnet";
-    public string Path { get; } = System.IO.Path.GetFullPath(path);
-    public string LeasesDir => System.IO.Path.Join(Path, "leases");
-    public string LeaseFile(string pci) => System.IO.Path.Join(LeasesDir, pci + ".json");
-    public string VmDir(string vm) => System.IO.Path.Join(Path, "vms", vm);
-    /// <summary>The VM's own index of its leases: one link per leased VF into <see cref="LeasesDir"/>.</summary>
-    public string VmLeasesDir(string vm) => System.IO.Path.Join(VmDir(vm), "vfs");
-    /// <summary>The MAC index: one file per MAC in use, holding the VM's name, so uniqueness is one lookup.</summary>
-    public string MacFile(string mac) => System.IO.Path.Join(Path, "macs", mac.Replace(':', '-'));
-    /// <summary>The PF index: the leased VF indices of one PF, one per line.</summary>
-    public string PfIndexFile(string pfPci) => System.IO.Path.Join(Path, "pfs", pfPci);
-}
-
 /// <summary>Leases read from the state directory, one file per VF; a corrupt file is reported, never ignored.</summary>
-public sealed class LeaseStore(StateDir state) : ILeaseView, Host.ILeaseStore
+public sealed class LeaseStore(StateDir state) : ILeaseView
 {
     public StateDir State { get; } = state;
 
@@ -175,8 +156,16 @@ public sealed class LeaseStore(StateDir state) : ILeaseView, Host.ILeaseStore
         }
         try
         {
-            var lease = System.Text.Json.JsonSerializer.Deserialize(bytes, LeaseJson.Default.Lease);
-            if (lease is null || lease.Pci != pci || lease.Version != 1) throw new System.Text.Json.JsonException("unexpected content");
+            var version = LeaseFormatV1.VersionOf(bytes);
+            var lease = version switch
+            {
+                Lease.CurrentVersion => System.Text.Json.JsonSerializer.Deserialize(bytes, LeaseJson.Default.Lease),
+                1 => LeaseFormatV1.Read(bytes),
+                _ => throw new VmNetException(
+                    $"the lease file {file} was written by a newer vmnet (lease format {version}, this vmnet reads up to {Lease.CurrentVersion}); " +
+                    "use that vmnet, or give the VF back with it (`vmnet rm`)", ExitCodes.Failure),
+            };
+            if (lease is null || lease.Pci != pci) throw new System.Text.Json.JsonException("unexpected content");
             return lease;
         }
         catch (System.Text.Json.JsonException e)

@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text.Json;
-using VmNet.Planning;
+using VmNet.Host;
+using VmNet.Io;
+using VmNet.State;
 
 namespace VmNet.Leases;
 
@@ -20,9 +22,7 @@ public sealed class LeaseLedger(StateDir state)
     public StateDir State { get; } = state;
     public LeaseStore Store { get; } = new(state);
 
-    public string LockFile => System.IO.Path.Join(State.Path, "lock");
-
-    public FileLock Lock(CancellationToken ct) => FileLock.Acquire(LockFile, LockTimeout, ct);
+    public FileLock Lock(CancellationToken ct) => FileLock.Acquire(State.LockFile, LockTimeout, ct);
 
     public void Write(Lease lease)
     {
@@ -53,7 +53,7 @@ public sealed class LeaseLedger(StateDir state)
     public void RebuildPfIndexes()
     {
         var byPf = Store.All().GroupBy(l => l.PfPci).ToDictionary(g => g.Key, g => g.Select(l => l.Vf));
-        var dir = System.IO.Path.Join(State.Path, "pfs");
+        var dir = State.PfIndexDir;
         if (Directory.Exists(dir))
             foreach (var f in Directory.EnumerateFiles(dir).Where(f => !System.IO.Path.GetFileName(f).StartsWith('.')))
                 if (!byPf.ContainsKey(System.IO.Path.GetFileName(f))) File.Delete(f);
@@ -74,23 +74,21 @@ public sealed class LeaseLedger(StateDir state)
     }
 
     /// <summary>
-    /// Records the plan's VFs as leased by <paramref name="owner"/>. Call under <see cref="Lock"/>, right after planning.
-    /// Returns what each VF's lease was before (null for a VF newly taken), so a failed apply can put it back.
+    /// Records <paramref name="wanted"/> (the planned leases of <paramref name="vm"/>) as held by
+    /// <paramref name="owner"/>. Call under <see cref="Lock"/>, right after planning. A VF the VM already leased keeps
+    /// its recorded <see cref="Lease.Original"/>. Returns what each VF's lease was before (null for a VF newly taken),
+    /// so a failed apply can put it back.
     /// </summary>
-    public IReadOnlyList<(Lease Now, Lease? Before)> Claim(Plan plan, LeaseOwner owner)
+    public IReadOnlyList<(Lease Now, Lease? Before)> Claim(string vm, IEnumerable<Lease> wanted, LeaseOwner owner)
     {
         var result = new List<(Lease, Lease?)>();
-        foreach (var a in plan.Vfs)
+        foreach (var want in wanted)
         {
-            var before = Store.Find(a.Vf.Pci);
-            if (before is not null && before.Vm != plan.Vm.Name)
-                throw new VmNetException($"VF {a.Vf.Pci} is leased by {before.Vm}; the plan was made without the lock. This is a bug in vmnet; report it");
-            // The VF settings applied, kept so the boot unit can re-prepare the VF (`vmnet host prepare`).
-            var applied = plan.Steps.OfType<IpLinkVf>().Where(s => s.Pci == a.Vf.Pci).Select(s => s.Settings).ToList();
-            var lease = before is null
-                ? new Lease(1, plan.Vm.Name, a.Network.Name, a.Port, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci, a.Mac, a.Network.Vlan, Owner: owner, Applied: applied)
-                : before with { Network = a.Network.Name, Port = a.Port, Mac = a.Mac, Vlan = a.Network.Vlan, Owner = owner, Applied = applied };
-            if (before is not null && before.Mac != a.Mac && Store.MacOwner(before.Mac) == before.Vm) File.Delete(State.MacFile(before.Mac));
+            var before = Store.Find(want.Pci);
+            if (before is not null && before.Vm != vm)
+                throw new VmNetException($"VF {want.Pci} is leased by {before.Vm}; the plan was made without the lock. This is a bug in vmnet; report it");
+            var lease = want with { Original = before?.Original, Owner = owner };
+            if (before is not null && before.Mac != lease.Mac && Store.MacOwner(before.Mac) == before.Vm) File.Delete(State.MacFile(before.Mac));
             Write(lease);
             result.Add((lease, before));
         }
@@ -123,25 +121,46 @@ public sealed class LeaseLedger(StateDir state)
     }
 }
 
-/// <summary>Whether a lease's owner is gone: a dead pid, a pid reused by another process, an expired time lease.</summary>
+/// <summary>
+/// The one check of whether a lease's owner is gone: a dead pid, a pid reused by another process, an expired time lease,
+/// a libvirt domain no longer defined. When it cannot be judged (libvirt cannot be asked) the owner counts as alive:
+/// nothing is released by mistake.
+/// </summary>
 public static class Liveness
 {
-    public static LeaseOwner StartingSelf() =>
-        new(LeaseOwner.Starting, Environment.ProcessId, StartTime(Environment.ProcessId), DateTimeOffset.UtcNow + LeaseLedger.StartingLease);
+    /// <summary>A time lease for this vmnet process.</summary>
+    public static StartingOwner StartingSelf() =>
+        new(Environment.ProcessId, StartTime(Environment.ProcessId) ?? 0, DateTimeOffset.UtcNow + LeaseLedger.StartingLease);
+
+    /// <summary>This process as a lease owner (the time lease's pid and start time).</summary>
+    public static bool IsSelf(LeaseOwner? owner) => owner is StartingOwner s && s.Pid == Environment.ProcessId;
 
     /// <summary>Null while the owner lives (or cannot be judged), else why it is gone.</summary>
-    /// <summary>
-    /// A libvirt owner is gone when its domain is no longer defined (undefined outside vmnet, or a test driver's
-    /// in-memory host that ended). When libvirt cannot be asked the owner counts as alive: nothing is released by mistake.
-    /// </summary>
-    private static string? DomainGone(LeaseOwner owner)
+    public static string? Gone(LeaseOwner? owner) => owner switch
     {
-        if (owner.Uri is null || !Guid.TryParse(owner.Domain, out var uuid)) return null;
+        StartingOwner s when s.Expires < DateTimeOffset.UtcNow => $"its time lease expired at {s.Expires:u}",
+        StartingOwner s => ProcessGone(s.Pid, s.StartTime),
+        ProcessOwner p => ProcessGone(p.Pid, p.StartTime),
+        LibvirtDomainOwner d => DomainGone(d),
+        _ => null,
+    };
+
+    private static string? ProcessGone(int pid, long startTime)
+    {
+        var start = StartTime(pid);
+        if (start is null) return $"process {pid} is gone";
+        if (startTime != 0 && startTime != start) return $"process {pid} is gone (the pid now belongs to another process)";
+        return null;
+    }
+
+    /// <summary>A libvirt owner is gone when its domain is no longer defined (undefined outside vmnet).</summary>
+    private static string? DomainGone(LibvirtDomainOwner owner)
+    {
         try
         {
             using var connection = Libvirt.LibvirtConnection.Open(owner.Uri);
-            using var domain = connection.TryLookupDomain(uuid);
-            return domain is null ? $"its domain {owner.Domain} is no longer defined on {owner.Uri}" : null;
+            using var domain = connection.TryLookupDomain(owner.Domain);
+            return domain is null ? $"its domain {owner.Domain:D} is no longer defined on {owner.Uri}" : null;
         }
         catch (Libvirt.LibvirtException)
         {
@@ -149,32 +168,6 @@ public static class Liveness
         }
     }
 
-    public static string? Gone(LeaseOwner? owner)
-    {
-        if (owner is null) return null;
-        switch (owner.Kind)
-        {
-            case LeaseOwner.Starting:
-                if (owner.Expires is { } e && e < DateTimeOffset.UtcNow) return $"its time lease expired at {e:u}";
-                return ProcessGone(owner);
-            case LeaseOwner.Process:
-                return ProcessGone(owner);
-            case LeaseOwner.Libvirt:
-                return DomainGone(owner);
-            default:
-                return null;
-        }
-    }
-
-    private static string? ProcessGone(LeaseOwner owner)
-    {
-        if (owner.Pid is not { } pid) return null;
-        var start = StartTime(pid);
-        if (start is null) return $"process {pid} is gone";
-        if (owner.StartTime is { } expected && expected != start) return $"process {pid} is gone (the pid now belongs to another process)";
-        return null;
-    }
-
     /// <summary>A live process's start time in clock ticks since boot (<c>/proc/PID/stat</c>), or null when it is gone.</summary>
-    public static long? StartTime(int pid) => Backends.HostProcess.Find(pid) is { } p ? (long)p.StartTicks : null;
+    public static long? StartTime(int pid) => HostProcess.Find(pid) is { } p ? (long)p.StartTicks : null;
 }

@@ -45,11 +45,11 @@ public enum LibvirtErrorCode
 /// A libvirt call failed. <see cref="Exception.Message"/> is one line naming what VmNet tried and what libvirt said;
 /// <see cref="Code"/> tells the common cases apart.
 /// </summary>
-public sealed class LibvirtException : Exception
+public sealed class LibvirtException : VmNetException
 {
     /// <summary>Creates an exception; <paramref name="message"/> should be a complete one-line sentence.</summary>
     public LibvirtException(string message, string operation, LibvirtErrorCode code, int domain, string? nativeMessage)
-        : base(message)
+        : base(message, ExitCodes.Failure)
     {
         Operation = operation;
         Code = code;

@@ -1,27 +1,31 @@
-using System.Globalization;
 using VmNet.Host;
+using VmNet.Kernel;
 using VmNet.Leases;
+using VmNet.Rendering;
 using VmNet.Spec;
+using VmNet.State;
 
 namespace VmNet.Planning;
 
 /// <summary>
-/// Makes a <see cref="Plan"/>: a pure function of the spec, the host facts and the leases. It reads, never writes.
-/// For each network it takes one VF on each port: the VF this VM already leases there, else the lowest-numbered VF that
-/// is bound to its host driver, has its netdev down and is leased by no one.
+/// Makes a <see cref="LaunchPlan"/>: a pure function of the spec, the host facts, the leases and the launch options
+/// (with the templates as data). It reads, never writes. For each network it takes one VF on each port: the VF this VM
+/// already leases there, else the lowest-numbered VF that is bound to its host driver, has its netdev down and is
+/// leased by no one. Then come the VFs' host steps (<see cref="VfSteps"/>), the backend's steps and the artifacts.
 /// </summary>
 public static class Planner
 {
-    public const int VfioWaitMs = 10_000;
+    public static LaunchPlan Make(VmSpec spec, IHostFacts host, ILeaseView leases, StateDir state) =>
+        Make(spec, host, leases, state, new LaunchOptions(), new Templates());
 
-    public static Plan Make(VmSpec spec, IHostFacts host, ILeaseView leases, StateDir state)
+    public static LaunchPlan Make(VmSpec spec, IHostFacts host, ILeaseView leases, StateDir state, LaunchOptions options, Templates templates)
     {
         var problems = new List<string>();
         var inputProblems = new List<string>();
         var own = leases.OfVm(spec.Name).ToDictionary(l => (l.Network, l.Port));
         var chosen = new HashSet<string>(StringComparer.Ordinal);
         var macsInPlan = new HashSet<string>(spec.Networks.SelectMany(n => n.Macs ?? []), StringComparer.OrdinalIgnoreCase);
-        var vfs = new List<VfAssignment>();
+        var vfs = new List<VfClaim>();
         var leasedOfPf = new Dictionary<string, IReadOnlySet<int>>(StringComparer.Ordinal);
 
         for (var ni = 0; ni < spec.Networks.Count; ni++)
@@ -75,11 +79,49 @@ public static class Planner
         if (problems.Count > 0)
             throw new HostException(string.Join("\n", problems));
 
-        var steps = vfs.SelectMany(StepsFor).ToList();
-        return new Plan(spec, vfs, steps, VmPaths.For(state, spec.Name));
+        var paths = VmPaths.For(state, spec.Name);
+        var backend = options.Backend ?? spec.Backend;
+        var steps = new List<Step>(vfs.SelectMany(a => VfSteps.Configure(a.Ref, a.Vf, a.Settings)));
+        steps.AddRange(LaunchSteps(spec, backend, options, paths));
+        var artifacts = Renderer.Render(RenderInput(spec, vfs, paths), templates);
+        return new LaunchPlan(spec, backend, options, vfs, steps, artifacts, paths);
     }
 
-    private static VfAssignment? Choose(VmSpec spec, int ni, NetworkSpec network, int port, string portName,
+    /// <summary>
+    /// The backend's part: seed and overlay, define, the hand-over of the leases, start, and the wait for the agent.
+    /// The leases pass to what holds the VM from then on: a libvirt domain (by its UUID) once defined; the definition
+    /// itself for the QEMU backend, for <c>--no-start</c>, and on libvirt's test driver, whose domains end with the
+    /// process that made them.
+    /// </summary>
+    private static IEnumerable<Step> LaunchSteps(VmSpec spec, Backend backend, LaunchOptions options, VmPaths paths)
+    {
+        var vm = spec.Name;
+        if (!options.Start)
+        {
+            yield return new HandOverLeases(vm, new DefinitionOwner(), Phase.Bind);
+            yield break;
+        }
+        yield return new WriteSeed(paths.Seed, paths.AgentConfig, options.Agent);
+        yield return new CreateOverlay(spec.Disk.Image, paths.Disk, spec.Disk.SizeMiB);
+        var libvirt = backend == Backend.Libvirt;
+        yield return new DefineVm(vm, backend, libvirt ? options.LibvirtUri : "qemu-system-x86_64", spec.Autostart);
+        yield return new HandOverLeases(vm, libvirt && !options.IsLibvirtTestDriver
+            ? new LibvirtDomainOwner(Guid.Parse(Renderer.Uuid(vm)), options.LibvirtUri)
+            : new DefinitionOwner(), Phase.Define);
+        yield return new StartVm(vm, backend, paths.PidFile, options.StartTimeout);
+        var skipped =
+            options.Agent is null ? "no guest agent to ship (put vmnet-agent next to vmnet, or set VMNET_AGENT); the bonds come from cloud-init alone"
+            : !options.Wait ? $"--no-wait; `vmnet status {vm}` shows the agent's report when it comes"
+            : libvirt && options.IsLibvirtTestDriver ? $"libvirt's test driver ({options.LibvirtUri}) runs no guest"
+            : null;
+        yield return new WaitForAgent(paths.AgentSocket, options.WaitTimeout, skipped);
+    }
+
+    /// <summary>The flat model the templates are rendered from.</summary>
+    public static RenderInput RenderInput(VmSpec spec, IReadOnlyList<VfClaim> vfs, VmPaths paths) =>
+        new(spec, vfs.Select(a => new RenderedVf(a.NetworkIndex, a.GuestName, a.Mac, a.Vf.Pci, a.PortName, a.Pf.Name, a.Pf.Pci, a.Vf.Index)).ToList(), paths);
+
+    private static VfClaim? Choose(VmSpec spec, int ni, NetworkSpec network, int port, string portName,
         PhysicalFunction pf, IHostFacts host, ILeaseView leases, Dictionary<(string, int), Lease> own,
         HashSet<string> chosen, HashSet<string> macsInPlan, Dictionary<string, IReadOnlySet<int>> leasedOfPf)
     {
@@ -87,7 +129,7 @@ public static class Planner
         {
             var vf = host.ReadVf(mine.Vf, mine.Pci);
             var mac = network.Macs?[port] ?? mine.Mac;
-            return new VfAssignment(ni, network, port, portName, pf, vf, mac, network.Macs is null, AlreadyLeased: true);
+            return new VfClaim(ni, network, port, portName, pf, vf, mac, network.Macs is null, AlreadyLeased: true, Settings(network, mac));
         }
         if (!leasedOfPf.TryGetValue(pf.Pci, out var leasedHere)) leasedOfPf[pf.Pci] = leasedHere = leases.LeasedVfIndices(pf.Pci);
         for (var i = 0; i < pf.NumVfs; i++)
@@ -100,42 +142,22 @@ public static class Planner
             var explicitMac = network.Macs?[port];
             var mac = explicitMac ?? Mac.Generate(spec.Name, network.Name, port,
                 m => macsInPlan.Contains(m) || (leases.MacOwner(m) is { } owner && owner != spec.Name));
-            return new VfAssignment(ni, network, port, portName, pf, vf, mac, explicitMac is null, AlreadyLeased: false);
+            return new VfClaim(ni, network, port, portName, pf, vf, mac, explicitMac is null, AlreadyLeased: false, Settings(network, mac));
         }
         return null;
     }
 
     /// <summary>
-    /// The host changes for one VF, in the order that works on mlx5, igb and ice (Incus, sriov-cni): record, unbind,
-    /// VLAN, trust, MAC, spoof checking, rates, link state, then vfio-pci through driver_override and a probe.
+    /// What the spec asks of a VF of <paramref name="network"/>: its VLAN (untagged without one), trust, MAC, spoof
+    /// checking, rates (only when the spec sets one) and link state.
     /// </summary>
-    public static IEnumerable<HostStep> StepsFor(VfAssignment a)
+    public static VfSettings Settings(NetworkSpec network, string mac) => new()
     {
-        var pci = a.Vf.Pci;
-        var n = a.Network;
-        var pf = a.Pf.Name;
-        var vf = a.Vf.Index;
-        yield return new RecordState(pci, pf, vf);
-        var onVfio = a.Vf.Driver == VirtualFunction.VfioDriver;
-        if (a.Vf.Driver is { } driver && !onVfio)
-            yield return new SysfsWrite(pci, $"/sys/bus/pci/drivers/{driver}/unbind", pci);
-        yield return new IpLinkVf(pci, pf, vf, n.Vlan is { } vlan
-            ? ["vlan", Num(vlan), "qos", Num(n.Qos), "proto", SpecNames.Of(n.VlanProtocol)]
-            : ["vlan", "0"]);
-        yield return new IpLinkVf(pci, pf, vf, ["trust", n.Trust ? "on" : "off"]);
-        yield return new IpLinkVf(pci, pf, vf, ["mac", a.Mac]);
-        yield return new IpLinkVf(pci, pf, vf, ["spoofchk", n.SpoofCheck ? "on" : "off"]);
-        if (n.MaxTxRate is not null || n.MinTxRate is not null)
-            yield return new IpLinkVf(pci, pf, vf, ["max_tx_rate", Num(n.MaxTxRate ?? 0), "min_tx_rate", Num(n.MinTxRate ?? 0)]);
-        yield return new IpLinkVf(pci, pf, vf, ["state", SpecNames.Of(n.LinkState)]);
-        if (!onVfio)
-        {
-            yield return new SysfsWrite(pci, $"/sys/bus/pci/devices/{pci}/driver_override", VirtualFunction.VfioDriver);
-            yield return new SysfsWrite(pci, "/sys/bus/pci/drivers_probe", pci);
-        }
-        if (a.Vf.IommuGroup is { } group)
-            yield return new WaitForPath(pci, $"/dev/vfio/{group}", VfioWaitMs);
-    }
-
-    private static string Num(int n) => n.ToString(CultureInfo.InvariantCulture);
+        Vlan = network.Vlan ?? VlanTag.Untagged,
+        Trust = network.Trust,
+        Mac = mac,
+        SpoofCheck = network.SpoofCheck,
+        Rates = network.Rates,
+        LinkState = network.LinkState,
+    };
 }

@@ -3,8 +3,8 @@ using System.Security.Cryptography;
 using System.Text;
 using Scriban;
 using Scriban.Runtime;
-using VmNet.Planning;
 using VmNet.Spec;
+using VmNet.State;
 
 namespace VmNet.Rendering;
 
@@ -22,7 +22,13 @@ public sealed record Artifacts(
         [("meta-data", MetaData), ("user-data", UserData), ("network-config", NetworkConfig), ("vmnet/agent.json", AgentConfig)];
 }
 
-/// <summary>Renders the templates from a flat model made of the plan (never from the YAML types).</summary>
+/// <summary>One VF of the VM as the templates see it: the guest's member name, its MAC and where it comes from.</summary>
+public sealed record RenderedVf(int NetworkIndex, string Name, string Mac, string Pci, string Port, string Pf, string PfPci, int Vf);
+
+/// <summary>What the templates are rendered from: the spec's values, the VFs the plan chose, the VM's files.</summary>
+public sealed record RenderInput(VmSpec Vm, IReadOnlyList<RenderedVf> Vfs, VmPaths Paths);
+
+/// <summary>Renders the templates from a flat model (snake_case names) made of a <see cref="RenderInput"/>.</summary>
 public static class Renderer
 {
     public const string XmlNamespace = "https://vmnet.dev/xmlns/vmnet/1";
@@ -31,16 +37,16 @@ public static class Renderer
     /// <summary>The fw_cfg entry carrying the agent's config, for guests without cloud-init.</summary>
     public const string AgentFwCfg = "opt/vmnet/agent.json";
 
-    public static Artifacts Render(Plan plan, Templates templates)
+    public static Artifacts Render(RenderInput input, Templates templates)
     {
-        var model = Model(plan);
+        var model = Model(input);
         var networkConfig = Run(templates, Templates.NetworkConfig, model);
         var agent = Run(templates, Templates.AgentConfig, model);
         model.SetValue("agent_json", agent, true);
         var userData = Run(templates, Templates.UserData, model);
         // The instance-id follows the guest configuration, so cloud-init applies a changed network on the next boot.
         var id = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(networkConfig + "\0" + userData + "\0" + agent)))[..12];
-        ((ScriptObject)model["vm"]!).SetValue("instance_id", $"vmnet-{plan.Vm.Name}-{id}", true);
+        ((ScriptObject)model["vm"]!).SetValue("instance_id", $"vmnet-{input.Vm.Name}-{id}", true);
         var metaData = Run(templates, Templates.MetaData, model);
         var domain = Run(templates, Templates.Domain, model);
         var argv = Run(templates, Templates.QemuArgs, model)
@@ -70,18 +76,20 @@ public static class Renderer
     }
 
     /// <summary>The flat model the templates see; names in snake_case.</summary>
-    public static ScriptObject Model(Plan plan)
+    public static ScriptObject Model(RenderInput input)
     {
-        var vm = plan.Vm;
+        var vm = input.Vm;
+        var paths = input.Paths;
         var members = new Dictionary<int, ScriptArray>();
         var vfs = new ScriptArray();
-        foreach (var a in plan.Vfs)
+        foreach (var a in input.Vfs)
         {
-            var pci = a.Vf.Pci;
+            var pci = a.Pci;
+            var network = vm.Networks[a.NetworkIndex];
             var m = Obj(
-                ("name", a.GuestName), ("mac", a.Mac), ("pci", pci), ("port", a.PortName), ("pf", a.Pf.Name),
-                ("pf_pci", a.Pf.Pci), ("vf", a.Vf.Index), ("network", a.Network.Name), ("vlan", a.Network.Vlan),
-                ("mtu", a.Network.Mtu), ("domain", pci[..4]), ("bus", pci[5..7]), ("slot", pci[8..10]), ("function", pci[11..]));
+                ("name", a.Name), ("mac", a.Mac), ("pci", pci), ("port", a.Port), ("pf", a.Pf),
+                ("pf_pci", a.PfPci), ("vf", a.Vf), ("network", network.Name), ("vlan", network.Vlan?.Id),
+                ("mtu", network.Mtu), ("domain", pci[..4]), ("bus", pci[5..7]), ("slot", pci[8..10]), ("function", pci[11..]));
             vfs.Add(m);
             if (!members.TryGetValue(a.NetworkIndex, out var list)) members[a.NetworkIndex] = list = [];
             list.Add(m);
@@ -93,7 +101,7 @@ public static class Renderer
             var n = vm.Networks[i];
             var b = n.Bond;
             networks.Add(Obj(
-                ("name", n.Name), ("vlan", n.Vlan), ("dhcp", n.Address.Dhcp), ("address", n.Address.ToString()),
+                ("name", n.Name), ("vlan", n.Vlan?.Id), ("dhcp", n.Address.Dhcp), ("address", n.Address.ToString()),
                 ("gateway", n.Gateway), ("default_route", n.Address.IsIPv6 || n.Gateway?.Contains(':') == true ? "::/0" : "0.0.0.0/0"),
                 ("route_metric", 100 + i), ("dns", Array(n.Dns)), ("mtu", n.Mtu),
                 ("members", members.GetValueOrDefault(i) ?? []),
@@ -112,10 +120,10 @@ public static class Renderer
                 ("accel", SpecNames.Of(vm.Accel)), ("domain_type", vm.Accel == Accel.Kvm ? "kvm" : "qemu"),
                 ("backend", SpecNames.Of(vm.Backend)), ("tcg_cache_mib", TcgCacheMiB), ("version", Version), ("xmlns", XmlNamespace), ("instance_id", ""))),
             ("paths", Obj(
-                ("disk", plan.Paths.Disk), ("base_image", vm.Disk.Image), ("seed", plan.Paths.Seed),
-                ("serial_log", plan.Paths.SerialLog), ("qmp_socket", plan.Paths.QmpSocket),
-                ("agent_socket", plan.Paths.AgentSocket), ("pid_file", plan.Paths.PidFile), ("vm_dir", plan.Paths.VmDir),
-                ("agent_config", plan.Paths.AgentConfig), ("console_socket", plan.Paths.ConsoleSocket))),
+                ("disk", paths.Disk), ("base_image", vm.Disk.Image), ("seed", paths.Seed),
+                ("serial_log", paths.SerialLog), ("qmp_socket", paths.QmpSocket),
+                ("agent_socket", paths.AgentSocket), ("pid_file", paths.PidFile), ("vm_dir", paths.VmDir),
+                ("agent_config", paths.AgentConfig), ("console_socket", paths.ConsoleSocket))),
             ("boot", vm.Boot is { } boot ? Obj(("kernel", boot.Kernel), ("initrd", boot.Initrd), ("cmdline", boot.Cmdline)) : null),
             ("agent", Obj(("port", AgentPort), ("fw_cfg", AgentFwCfg))),
             ("networks", networks),

@@ -235,8 +235,10 @@ public static partial class SpecLoader
         var bond = ReadBond(n.Map("bond"), n, ports);
         n.RejectUnknownKeys();
         if (!ok || name is null || ports is null || address is null || bond is null) return null;
-        return new NetworkSpec(name, vlan, qos ?? 0, protocol ?? Defaults.Protocol, ports, address, gateway, dns, mtu,
-            macs?.Select(m => m.ToLowerInvariant()).ToList(), spoof, trust, linkState, maxTx, minTx, bond);
+        var tag = vlan is { } id ? new VlanTag(id, qos ?? 0, protocol ?? Defaults.Protocol) : null;
+        TxRates? rates = maxTx is null && minTx is null ? null : new TxRates(maxTx ?? 0, minTx ?? 0);
+        return new NetworkSpec(name, tag, ports, address, gateway, dns, mtu,
+            macs?.Select(m => m.ToLowerInvariant()).ToList(), spoof, trust, linkState, rates, bond);
     }
 
     private static GuestAddress? ReadAddress(MapReader n)

@@ -24,9 +24,7 @@ public sealed record BootSpec(string Kernel, string? Initrd, string? Cmdline);
 
 public sealed record NetworkSpec(
     string Name,
-    int? Vlan,
-    int Qos,
-    VlanProtocol VlanProtocol,
+    VlanTag? Vlan,
     IReadOnlyList<string> Ports,
     GuestAddress Address,
     string? Gateway,
@@ -36,13 +34,31 @@ public sealed record NetworkSpec(
     bool SpoofCheck,
     bool Trust,
     LinkState LinkState,
-    int? MaxTxRate,
-    int? MinTxRate,
+    TxRates? Rates,
     BondSpec Bond)
 {
     /// <summary>The guest's name for the member on port <paramref name="port"/>: the network name and the port index.</summary>
     public string MemberName(int port) => $"{Name}{port}";
 }
+
+/// <summary>
+/// The VLAN a VF's traffic carries (VST: the PF tags and untags it): the VLAN ID, the 802.1p priority (qos) and the tag
+/// protocol. <see cref="Untagged"/> (ID 0) is no VLAN. The same value travels from the spec to the VF setting, the
+/// lease and the domain's metadata.
+/// </summary>
+public sealed record VlanTag(int Id, int Qos = 0, VlanProtocol Protocol = VlanProtocol.Dot1Q)
+{
+    public static readonly VlanTag Untagged = new(0);
+
+    public bool IsTagged => Id != 0;
+
+    /// <summary>As an operator reads it: "vlan 40", "vlan 40 qos 3 802.1ad", or "untagged".</summary>
+    public override string ToString() => !IsTagged ? "untagged"
+        : FormattableString.Invariant($"vlan {Id}{(Qos != 0 ? $" qos {Qos}" : "")}{(Protocol != VlanProtocol.Dot1Q ? " " + SpecNames.Of(Protocol) : "")}");
+}
+
+/// <summary>A VF's transmit rate limits in Mbit/s; 0 means no limit (max) or no guarantee (min).</summary>
+public readonly record struct TxRates(int MaxMbps, int MinMbps);
 
 /// <summary>An address in CIDR form, or DHCP.</summary>
 public sealed record GuestAddress(bool Dhcp, string? Cidr)
@@ -75,9 +91,18 @@ public enum Backend { Libvirt, Qemu }
 
 public enum Accel { Kvm, Tcg }
 
-public enum VlanProtocol { Dot1Q, Dot1Ad }
+public enum VlanProtocol
+{
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("802.1Q")] Dot1Q,
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("802.1ad")] Dot1Ad,
+}
 
-public enum LinkState { Auto, Enable, Disable }
+public enum LinkState
+{
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("auto")] Auto,
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("enable")] Enable,
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("disable")] Disable,
+}
 
 public enum PrimaryReselect { Always, Better, Failure }
 

@@ -138,7 +138,7 @@ public class CliSpecs
     public async Task A_vmnet_agent_variable_naming_no_file_is_refused_before_any_host_change()
     {
         using var tmp = new TempDir();
-        VmNet.Host.Sim.SimHost.CreateExample(tmp["host"]);
+        VmNet.Sim.SimHost.CreateExample(tmp["host"]);
         var before = HostSide.HostSnapshot.Of(tmp["host"]);
         var result = await CliWrap.Cli.Wrap("dotnet")
             .WithArguments([typeof(VmNetCli).Assembly.Location, "up", Example, "--host-root", tmp["host"], "--state-dir", tmp["state"], "--connect", "test:///default"])

@@ -1,9 +1,10 @@
 using VmNet.Host;
-using VmNet.Host.Sim;
+using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Planning;
 using VmNet.Rendering;
 using VmNet.Spec;
+using VmNet.State;
 
 namespace VmNet.Tests.Consumers;
 
@@ -44,7 +45,7 @@ public static class ConsumerCorpus
             var state = new StateDir(Path.Join(dir, "state"));
             var spec = SpecLoader.Load(yaml, name + ".yaml");
             var plan = Planner.Make(spec, new HostScanner(new HostRoot(hostDir)), new LeaseStore(state), state);
-            var artifacts = Renderer.Render(plan, new Templates());
+            var artifacts = plan.Artifacts;
             return new RenderedVm(name, spec, plan, artifacts, dir);
         }
         catch
@@ -72,7 +73,7 @@ public static class ConsumerCorpus
 }
 
 /// <summary>One rendered VM; the temp directory (simulated host, state dir with the VM's paths, files) goes on dispose.</summary>
-public sealed record RenderedVm(string Name, VmSpec Spec, Plan Plan, Artifacts Artifacts, string Dir) : IDisposable
+public sealed record RenderedVm(string Name, VmSpec Spec, LaunchPlan Plan, Artifacts Artifacts, string Dir) : IDisposable
 {
     /// <summary>Writes <paramref name="content"/> under the work directory and returns its full path.</summary>
     public string Write(string relative, string content)
@@ -84,7 +85,7 @@ public sealed record RenderedVm(string Name, VmSpec Spec, Plan Plan, Artifacts A
     }
 
     /// <summary>The planned VFs of network <paramref name="index"/>, in port order.</summary>
-    public IReadOnlyList<VfAssignment> Members(int index) =>
+    public IReadOnlyList<VfClaim> Members(int index) =>
         Plan.Vfs.Where(v => v.NetworkIndex == index).OrderBy(v => v.Port).ToList();
 
     /// <summary>The guest name of the bond's primary member (the member on the port named bond.primary).</summary>

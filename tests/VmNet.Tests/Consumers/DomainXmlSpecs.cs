@@ -74,7 +74,7 @@ public sealed class DomainXmlSpecs : IDisposable
             Assert.Equal(Hex(pci[8..10]), Hex((string)address.Attribute("slot")!));
             Assert.Equal(Hex(pci[11..]), Hex((string)address.Attribute("function")!));
             var tags = i.Element("vlan")?.Elements("tag").Select(t => (int)t.Attribute("id")!).ToList() ?? [];
-            Assert.Equal(vf.Network.Vlan is { } vlan ? [vlan] : [], tags);
+            Assert.Equal(vf.Network.Vlan is { } vlan ? [vlan.Id] : [], tags);
         }
     }
 
@@ -98,7 +98,7 @@ public sealed class DomainXmlSpecs : IDisposable
         for (var i = 0; i < networks.Count; i++)
         {
             var spec = vm.Spec.Networks[i];
-            Assert.Equal(spec.Vlan?.ToString(CultureInfo.InvariantCulture), (string?)networks[i].Attribute("vlan"));
+            Assert.Equal(spec.Vlan?.Id.ToString(CultureInfo.InvariantCulture), (string?)networks[i].Attribute("vlan"));
             Assert.Equal(spec.Address.ToString(), (string?)networks[i].Attribute("address"));
             var vfs = networks[i].Elements(ns + "vf").ToList();
             var planned = vm.Members(i);

@@ -4,6 +4,7 @@ using System.Text.Json;
 using CliWrap;
 using CliWrap.Buffered;
 using VmNet.Tests.Support;
+using VmNet.State;
 
 namespace VmNet.Tests.Consumers;
 

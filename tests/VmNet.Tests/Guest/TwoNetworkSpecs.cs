@@ -1,3 +1,5 @@
+using VmNet.State;
+
 namespace VmNet.Tests.Guest;
 
 public sealed class TwoBondGuest : GuestFixture
@@ -38,11 +40,11 @@ public sealed class TwoBondGuest : GuestFixture
     internal static string RenderedAgentConfig(string spec)
     {
         using var dir = new Support.TempDir();
-        VmNet.Host.Sim.SimHost.Create(dir["host"], VmNet.Host.Sim.NicShape.Igb(), pfs: 2, numVfs: 7);
-        var state = new VmNet.Leases.StateDir(dir["state"]);
+        VmNet.Sim.SimHost.Create(dir["host"], VmNet.Sim.NicShape.Igb(), pfs: 2, numVfs: 7);
+        var state = new VmNet.State.StateDir(dir["state"]);
         var plan = VmNet.Planning.Planner.Make(VmNet.Spec.SpecLoader.Load(spec),
             new VmNet.Host.HostScanner(new VmNet.Host.HostRoot(dir["host"])), new VmNet.Leases.LeaseStore(state), state);
-        return VmNet.Rendering.Renderer.Render(plan, new VmNet.Rendering.Templates()).AgentConfig;
+        return plan.Artifacts.AgentConfig;
     }
 }
 

@@ -1,8 +1,9 @@
 using VmNet.Doctor;
 using VmNet.Host;
-using VmNet.Host.Sim;
+using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Tests.Support;
+using VmNet.State;
 
 namespace VmNet.Tests;
 
@@ -99,7 +100,7 @@ public class HostInventorySpecs
         using var dir = new TempDir();
         SimHost.CreateExample(dir["host"]);
         var state = new StateDir(dir["state"]);
-        new LeaseLedger(state).Write(new Lease(1, "ceph-osd-1", "storage", 0, "enp3s0f0np0", "0000:03:00.0", 1, "0000:03:00.3", "02:00:00:00:40:11", 40));
+        new LeaseLedger(state).Write(TestLeases.Of("ceph-osd-1", "storage", 0, "enp3s0f0np0", "0000:03:00.0", 1, "0000:03:00.3", "02:00:00:00:40:11", 40));
         var (o, e) = (new StringWriter(), new StringWriter());
 
         var code = VmNet.Cli.VmNetCli.Run(["host", "--host-root", dir["host"], "--state-dir", dir["state"]], o, e);

@@ -1,9 +1,11 @@
-using VmNet.Apply;
+using VmNet.Execution;
 using VmNet.Host;
-using VmNet.Host.Sim;
+using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Spec;
 using VmNet.Tests.Support;
+using VmNet.Kernel;
+using VmNet.State;
 
 namespace VmNet.Tests.HostSide;
 
@@ -57,9 +59,10 @@ public sealed class ApplySpecs : IDisposable
             Assert.Equal("vfio-pci", vf.Driver);
             Assert.True(File.Exists(_dir[$"host/dev/vfio/{vf.IommuGroup}"]));
             var link = IpLinkJson.Parse(await ops.Kernel.ShowLinkJsonAsync(a.Pf.Name, _ct)).Vf(a.Vf.Index)!;
-            Assert.Equal((a.Mac, 40, 2, true, true), (link.Mac, link.Vlan, link.Qos, link.SpoofChk, link.Trust));
+            Assert.Equal((a.Mac, new VlanTag(40, 2), true, true), (link.Settings.Mac, link.Settings.Vlan, link.Settings.SpoofCheck, link.Settings.Trust));
             var lease = ops.Ledger.Store.Find(a.Vf.Pci)!;
-            Assert.Equal(LeaseOwner.Defined, lease.Owner!.Kind);
+            Assert.IsType<DefinitionOwner>(lease.Owner);
+            Assert.Equal(a.Settings, lease.Applied);
             Assert.Equal(ShapeOf(shape).VfDriver, lease.Original!.Driver);
         }
         Assert.NotEqual(start, HostSnapshot.Of(_dir["host"]));
@@ -102,7 +105,7 @@ public sealed class ApplySpecs : IDisposable
         var again = await ops.UpAsync(spec, _ct);
 
         Assert.Equal(first.Plan.Vfs.Select(a => a.Vf.Pci), again.Plan.Vfs.Select(a => a.Vf.Pci));
-        Assert.All(again.Plan.Vfs, a => Assert.Equal("00:00:00:00:00:00", ops.Ledger.Store.Find(a.Vf.Pci)!.Original!.Mac));
+        Assert.All(again.Plan.Vfs, a => Assert.Equal("00:00:00:00:00:00", ops.Ledger.Store.Find(a.Vf.Pci)!.Original!.Settings.Mac));
         await ops.RemoveAsync(spec.Name, _ct);
         Assert.Equal(start, HostSnapshot.Of(_dir["host"]));
     }
@@ -161,7 +164,7 @@ public sealed class ApplySpecs : IDisposable
         var (ops, spec, _) = Setup("connectx5");
         var start = HostSnapshot.Of(_dir["host"]);
         var up = await ops.UpAsync(spec, _ct);
-        var dead = new LeaseOwner(LeaseOwner.Starting, Pid: int.MaxValue - 1, StartTime: 1, Expires: DateTimeOffset.UtcNow.AddMinutes(5));
+        var dead = new StartingOwner(Pid: int.MaxValue - 1, StartTime: 1, Expires: DateTimeOffset.UtcNow.AddMinutes(5));
         ops.Ledger.SetOwner(up.Plan.Vfs[0].Vf.Pci, dead);
 
         var done = await ops.GcAsync(_ct);

@@ -1,11 +1,12 @@
 using System.Diagnostics;
-using VmNet.Apply;
+using VmNet.Execution;
 using VmNet.Host;
-using VmNet.Host.Sim;
+using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Planning;
 using VmNet.Spec;
 using VmNet.Tests.Support;
+using VmNet.State;
 
 namespace VmNet.Tests.HostSide;
 
@@ -91,7 +92,7 @@ public sealed class ConcurrencySpecs : IDisposable
         var nic = NicShape.Igb();
         var steps = Planner.Make(SpecLoader.LoadFile(Spec(_dir.Path, "probe", nic)),
             new HostScanner(new HostRoot(CreateHost("probe-host", nic))), new LeaseStore(new StateDir(_dir["probe-state"])),
-            new StateDir(_dir["probe-state"])).Steps.Count;
+            new StateDir(_dir["probe-state"]), new LaunchOptions { Start = false }, new VmNet.Rendering.Templates()).Steps.Count;
         Assert.True(steps >= 16, $"only {steps} steps");
 
         // One host per (step, way to converge); the paused processes are started a few at a time.

@@ -1,5 +1,5 @@
 using VmNet.Cli;
-using VmNet.Host.Sim;
+using VmNet.Sim;
 using VmNet.Tests.Support;
 
 namespace VmNet.Tests.HostSide;

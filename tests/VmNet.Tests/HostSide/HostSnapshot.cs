@@ -1,6 +1,6 @@
 using System.Text;
 using VmNet.Host;
-using VmNet.Host.Sim;
+using VmNet.Sim;
 
 namespace VmNet.Tests.HostSide;
 

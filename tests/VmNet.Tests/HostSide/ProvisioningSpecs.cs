@@ -1,9 +1,11 @@
-using VmNet.Apply;
+using VmNet.Execution;
 using VmNet.Host;
-using VmNet.Host.Sim;
+using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Spec;
 using VmNet.Tests.Support;
+using VmNet.Kernel;
+using VmNet.State;
 
 namespace VmNet.Tests.HostSide;
 
@@ -77,7 +79,7 @@ public sealed class ProvisioningSpecs : IDisposable
         {
             Assert.Equal("vfio-pci", _scan.ReadVf(a.Vf.Index, a.Vf.Pci).Driver);
             var link = IpLinkJson.Parse(await _ops.Kernel.ShowLinkJsonAsync(a.Pf.Name, _ct)).Vf(a.Vf.Index)!;
-            Assert.Equal((a.Mac, 40), (link.Mac, link.Vlan));
+            Assert.Equal((a.Mac, new VlanTag(40)), (link.Settings.Mac, link.Settings.Vlan));
         }
         Assert.Equal(done, await _prov.PrepareLeasesAsync(_ct));
     }

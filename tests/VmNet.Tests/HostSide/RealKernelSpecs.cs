@@ -1,5 +1,6 @@
 using VmNet.Host;
 using VmNet.Tests.Support;
+using VmNet.Kernel;
 
 namespace VmNet.Tests.HostSide;
 
@@ -28,7 +29,7 @@ public sealed class RealKernelSpecs
         Assert.Equal(("lo", true), (lo.Name, lo.Up));
         Assert.Empty(lo.Vfs);
 
-        var e = await Assert.ThrowsAsync<KernelException>(() => _kernel.SetVfAsync("lo", 0, ["trust", "on"], _ct));
+        var e = await Assert.ThrowsAsync<KernelException>(() => _kernel.SetVfAsync("lo", 0, new VfSettings { Trust = true }, _ct));
         Assert.Equal(Errno.EOPNOTSUPP, e.Errno);
         var gone = await Assert.ThrowsAsync<KernelException>(() => _kernel.ShowLinkJsonAsync("vmnet-no-such0", _ct));
         Assert.Equal(Errno.ENODEV, gone.Errno);

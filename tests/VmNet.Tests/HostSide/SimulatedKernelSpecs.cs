@@ -1,6 +1,8 @@
 using VmNet.Host;
-using VmNet.Host.Sim;
+using VmNet.Sim;
+using VmNet.Spec;
 using VmNet.Tests.Support;
+using VmNet.Kernel;
 
 namespace VmNet.Tests.HostSide;
 
@@ -95,13 +97,17 @@ public sealed class SimulatedKernelSpecs : IDisposable
     {
         var (k, _) = Host(NicShape.ConnectX5());
 
-        await k.SetVfAsync("enp3s0f0np0", 1, ["vlan", "40", "qos", "3", "proto", "802.1ad"], _ct);
-        await k.SetVfAsync("enp3s0f0np0", 1, ["mac", "02:00:00:00:40:11", "trust", "on", "state", "disable", "max_tx_rate", "1000", "min_tx_rate", "100"], _ct);
+        await k.SetVfAsync("enp3s0f0np0", 1, new VfSettings { Vlan = new VlanTag(40, 3, VlanProtocol.Dot1Ad) }, _ct);
+        await k.SetVfAsync("enp3s0f0np0", 1, new VfSettings { Mac = "02:00:00:00:40:11", Trust = true, LinkState = LinkState.Disable, Rates = new TxRates(1000, 100) }, _ct);
         var json = await k.ShowLinkJsonAsync("enp3s0f0np0", _ct);
 
         Assert.Contains("\"vlan_list\":[{\"vlan\":40,\"qos\":3,\"protocol\":\"802.1ad\"}]", json);
         Assert.Contains("\"vf\":0,\"link_type\":\"ether\",\"address\":\"00:00:00:00:00:00\",\"broadcast\":\"ff:ff:ff:ff:ff:ff\",\"vlan_list\":[{}]", json);
-        Assert.Equal(new VfLinkInfo(1, "02:00:00:00:40:11", 40, 3, "802.1ad", 1000, 100, true, true, "disable"), IpLinkJson.Parse(json).Vf(1));
+        Assert.Equal(new VfLink(1, new VfSettings
+        {
+            Mac = "02:00:00:00:40:11", Vlan = new VlanTag(40, 3, VlanProtocol.Dot1Ad), Rates = new TxRates(1000, 100),
+            SpoofCheck = true, Trust = true, LinkState = LinkState.Disable,
+        }), IpLinkJson.Parse(json).Vf(1));
     }
 
     [Fact]
@@ -109,14 +115,14 @@ public sealed class SimulatedKernelSpecs : IDisposable
     {
         var (k, _) = Host(NicShape.Igb());
 
-        Assert.Equal(Errno.EOPNOTSUPP, await Refusal(() => k.SetVfAsync("enp1s0", 0, ["state", "enable"], _ct)));
-        Assert.Equal(Errno.EPROTONOSUPPORT, await Refusal(() => k.SetVfAsync("enp1s0", 0, ["vlan", "40", "proto", "802.1ad"], _ct)));
-        Assert.Equal(Errno.EINVAL, await Refusal(() => k.SetVfAsync("enp1s0", 0, ["vlan", "5000"], _ct)));
-        Assert.Equal(Errno.EINVAL, await Refusal(() => k.SetVfAsync("enp1s0", 0, ["mac", "01:00:5e:00:00:01"], _ct)));
-        Assert.Equal(Errno.EINVAL, await Refusal(() => k.SetVfAsync("enp1s0", 7, ["trust", "on"], _ct)));
-        Assert.Equal(Errno.ENODEV, await Refusal(() => k.SetVfAsync("nope0", 0, ["trust", "on"], _ct)));
+        Assert.Equal(Errno.EOPNOTSUPP, await Refusal(() => k.SetVfAsync("enp1s0", 0, new VfSettings { LinkState = LinkState.Enable }, _ct)));
+        Assert.Equal(Errno.EPROTONOSUPPORT, await Refusal(() => k.SetVfAsync("enp1s0", 0, new VfSettings { Vlan = new VlanTag(40, 0, VlanProtocol.Dot1Ad) }, _ct)));
+        Assert.Equal(Errno.EINVAL, await Refusal(() => k.SetVfAsync("enp1s0", 0, new VfSettings { Vlan = new VlanTag(5000) }, _ct)));
+        Assert.Equal(Errno.EINVAL, await Refusal(() => k.SetVfAsync("enp1s0", 0, new VfSettings { Mac = "01:00:5e:00:00:01" }, _ct)));
+        Assert.Equal(Errno.EINVAL, await Refusal(() => k.SetVfAsync("enp1s0", 7, new VfSettings { Trust = true }, _ct)));
+        Assert.Equal(Errno.ENODEV, await Refusal(() => k.SetVfAsync("nope0", 0, new VfSettings { Trust = true }, _ct)));
         new SysfsTree(_dir.Path).SetUp("0000:01:00.0", "enp1s0", up: false);
-        var e = await Assert.ThrowsAsync<KernelException>(() => k.SetVfAsync("enp1s0", 0, ["mac", "02:00:00:00:00:01"], _ct));
+        var e = await Assert.ThrowsAsync<KernelException>(() => k.SetVfAsync("enp1s0", 0, new VfSettings { Mac = "02:00:00:00:00:01" }, _ct));
         Assert.Equal((Errno.EPERM, "ip link set dev enp1s0 vf 0 mac 02:00:00:00:00:01: RTNETLINK answers: Operation not permitted"), (e.Errno, e.Message));
     }
 }

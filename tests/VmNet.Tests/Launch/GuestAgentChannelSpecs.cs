@@ -55,9 +55,9 @@ public sealed class GuestAgentChannelSpecs : IDisposable
         var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
         try
         {
-            await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, null, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+            await _vm.StartAsync(backend);
             var ready = FakeAgent(Ready);
-            await LaunchCommands.WaitForGuestAsync(_vm.Plan, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+            await _vm.WaitForAgentAsync(backend, null, TimeSpan.FromSeconds(10));
             await ready;
             return backend;
         }
@@ -108,10 +108,10 @@ public sealed class GuestAgentChannelSpecs : IDisposable
         var output = new StringWriter();
         var agent = FakeAgent(Ready.Replace("\"active\":\"storage0\"", "\"active\":null").Replace("\"link\":\"up\"}]", "\"link\":\"down\"}]"));
 
-        var guest = await LaunchCommands.WaitForGuestAsync(_vm.Plan, new UpProgress(output, total: 1), TimeSpan.FromSeconds(10), Cancel);
+        await _vm.WaitForAgentAsync(new QemuBackend(_vm.State), new UpProgress(output), TimeSpan.FromSeconds(10));
         await agent;
 
-        Assert.Null(guest.Networks.Single().Active);
+        Assert.Null(GuestAgentChannel.ReadSaved(_vm.Plan.Paths)?.Networks.Single().Active);
         Assert.Contains("      warning: storage has no active member yet (storage0 up, storage1 down); `vmnet status agent1` shows when one takes over\n", output.ToString());
     }
 
@@ -160,17 +160,15 @@ public sealed class GuestAgentChannelSpecs : IDisposable
     {
         await _vm.CreateBaseImage();
         using var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
-        var output = new StringWriter();
-        var progress = new UpProgress(output, total: 2);
-        await LaunchCommands.StartVmAsync(backend, _vm.Plan, _vm.Artifacts, null, new UpProgress(TextWriter.Null), TimeSpan.FromSeconds(10), Cancel);
+        await _vm.StartAsync(backend);
         var agent = FakeAgent("""{"event":"link-changed","uptimeMs":10,"network":"storage","member":"storage1","link":"up"}""", "not json", Ready);
 
-        var guest = await LaunchCommands.WaitForGuestAsync(_vm.Plan, progress, TimeSpan.FromSeconds(10), Cancel);
+        await _vm.WaitForAgentAsync(backend, null, TimeSpan.FromSeconds(10));
         await agent;
 
+        var guest = GuestAgentChannel.ReadSaved(_vm.Plan.Paths)!;
         var network = Assert.Single(guest.Networks);
         Assert.Equal(("storage", "storage0", "192.168.40.11/24"), (network.Name, network.Active, Assert.Single(network.Addresses)));
-        Assert.StartsWith("[1/2] wait for guest: the agent's network-ready report on ", output.ToString());
         var status = await backend.StatusAsync("agent1", Cancel);
         Assert.Equal(guest.Networks.Single().Members, status?.Guest?.Networks.Single().Members);
         var text = new StringWriter();

@@ -2,6 +2,7 @@ using System.Text.Json;
 using VmNet.Backends;
 using VmNet.Cli;
 using VmNet.Libvirt;
+using VmNet.Planning;
 
 namespace VmNet.Tests.Launch;
 
@@ -124,21 +125,33 @@ public sealed class LaunchCommandsSpecs : IDisposable
 public sealed class UpProgressSpecs
 {
     [Fact]
-    public async Task Up_progress_numbers_the_steps_and_a_wait_that_times_out_names_the_step_and_the_hint()
+    public void Up_progress_prints_each_phase_once_in_order_with_what_it_does()
     {
+        using var vm = new TestVm(name: "prog1");
+        var plan = vm.PlanWith(new LaunchOptions { Agent = "/usr/lib/vmnet/vmnet-agent", WaitTimeout = TimeSpan.FromSeconds(42) });
         var output = new StringWriter();
         var progress = new UpProgress(output);
 
-        progress.Step("reserve", "2 VFs");
-        var ready = await progress.WaitAsync("start", "domain running", _ => Task.FromResult<string?>("yes"), TimeSpan.FromSeconds(1), "hint", TestContext.Current.CancellationToken);
-        var error = await Assert.ThrowsAsync<VmNetException>(() => progress.WaitAsync("wait for guest", "the agent's report",
-            _ => Task.FromResult<string?>(null), TimeSpan.FromMilliseconds(200), "see the serial log /x/serial.log", TestContext.Current.CancellationToken,
-            TimeSpan.FromMilliseconds(50)));
+        progress.Planning(plan.Vm);
+        progress.Enter(Phase.Reserve);
+        progress.Planned(plan);
+        progress.Enter(Phase.Bind);
+        progress.Note("a note");
+        progress.Enter(Phase.Bind);
+        progress.Enter(Phase.WaitForGuest);
 
-        Assert.Equal("yes", ready);
-        Assert.Equal("[1/7] reserve: 2 VFs\n[2/7] start: domain running\n[3/7] wait for guest: the agent's report\n", output.ToString());
-        Assert.Equal("wait for guest: the agent's report did not happen within 0.2 s; see the serial log /x/serial.log", error.Message);
-        Assert.Equal(7, UpProgress.Steps.Count);
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var a = plan.Vfs[0];
+        Assert.Equal([
+            "[1/7] reserve: one VF per port for 1 network, under the ledger lock",
+            $"[2/7] configure: storage0={a.Pf.Name} vf {a.Vf.Index} ({a.Vf.Pci}) mac {a.Mac} vlan 40, storage1={plan.Vfs[1].Pf.Name} vf {plan.Vfs[1].Vf.Index} ({plan.Vfs[1].Vf.Pci}) mac {plan.Vfs[1].Mac} vlan 40",
+            $"[3/7] bind: 2 VFs on vfio-pci: {a.Vf.Pci}, {plan.Vfs[1].Vf.Pci}",
+            "      a note",
+            $"[4/7] seed: {plan.Paths.Seed} (label cidata) and disk {plan.Paths.Disk} over {vm.BaseImage}",
+            "[5/7] define: libvirt domain prog1 at qemu:///system",
+            "[6/7] start: prog1 running",
+            $"[7/7] wait for guest: the agent's network-ready report on {plan.Paths.AgentSocket} (up to 42 s; serial log {plan.Paths.SerialLog})"], lines);
+        Assert.Equal(7, Phases.All.Count);
     }
 
     [Fact]
@@ -147,7 +160,7 @@ public sealed class UpProgressSpecs
         using var vm = new TestVm(name: "sum1");
         var output = new StringWriter();
 
-        new UpProgress(output).Summary(vm.Plan, "libvirt", "qemu:///system");
+        new UpProgress(output).Summary(vm.Plan);
 
         var line = Assert.Single(output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Matches($@"^sum1 is up \(libvirt, qemu:///system\): 1 network over 2 VFs in \d+\.\d s; serial log {System.Text.RegularExpressions.Regex.Escape(vm.Plan.Paths.SerialLog)}$", line);
@@ -162,14 +175,17 @@ public sealed class StartVmSpecs
     {
         using var vm = new TestVm(name: "steps1");
         await vm.CreateBaseImage();
-        using var backend = new LibvirtBackend("test://" + vm.Dir.Write("node.xml", "<node/>"), vm.State);
+        var uri = "test://" + vm.Dir.Write("node.xml", "<node/>");
+        using var backend = new LibvirtBackend(uri, vm.State);
+        var plan = vm.PlanWith(new LaunchOptions { LibvirtUri = uri });
         var output = new StringWriter();
         var progress = new UpProgress(output);
-        foreach (var step in UpProgress.Steps.Take(3)) progress.Step(step, "(host side)");
+        progress.Planned(plan);
+        progress.Enter(Phase.Bind);
 
-        var status = await LaunchCommands.StartVmAsync(backend, vm.Plan, vm.Artifacts, null, progress, TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken);
+        await vm.StartAsync(backend, progress, plan);
 
-        Assert.Equal("running", status.State);
+        Assert.Equal("running", (await backend.StatusAsync("steps1", TestContext.Current.CancellationToken))?.State);
         Assert.True(File.Exists(vm.Plan.Paths.Seed));
         Assert.True(File.Exists(vm.Plan.Paths.Disk));
         var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);

@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using VmNet.Backends;
 using VmNet.Tests.Support;
+using VmNet.Host;
 
 namespace VmNet.Tests.Launch;
 

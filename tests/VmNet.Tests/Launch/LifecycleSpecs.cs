@@ -1,8 +1,9 @@
 using System.Xml.Linq;
 using VmNet.Host;
-using VmNet.Host.Sim;
+using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Tests.Support;
+using VmNet.State;
 
 namespace VmNet.Tests;
 
@@ -110,7 +111,7 @@ public sealed class LifecycleSpecs : IDisposable
 
     private string HostState()
     {
-        var kernel = new VmNet.Host.Sim.SimulatedKernel(new HostRoot(_dir["host"]));
+        var kernel = new VmNet.Sim.SimulatedKernel(new HostRoot(_dir["host"]));
         var netlink = string.Join("\n", new[] { "enp3s0f0np0", "enp3s0f1np1" }
             .Select(pf => kernel.ShowLinkJsonAsync(pf, CancellationToken.None).GetAwaiter().GetResult()));
         return HostScannerSpecs.Snapshot(_dir["host/sys"]) + HostScannerSpecs.Snapshot(_dir["host/dev"]) + netlink;

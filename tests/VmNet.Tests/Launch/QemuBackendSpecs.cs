@@ -1,5 +1,6 @@
 using VmNet.Backends;
 using VmNet.Tests.Support;
+using VmNet.Host;
 
 namespace VmNet.Tests.Launch;
 
@@ -23,8 +24,8 @@ public sealed class QemuBackendSpecs : IDisposable
         var artifacts = _vm.Artifacts with { QemuArgs = _vm.QemuArgsWithoutVfio() };
         Assert.Contains($"tcg,tb-size={VmNet.Rendering.Renderer.TcgCacheMiB}", artifacts.QemuArgs);
 
-        await backend.PrepareAsync(_vm.Plan, artifacts, null, Cancel);
-        await backend.DefineAndStartAsync(_vm.Plan, artifacts, Cancel);
+        await TestVm.PrepareAsync(_vm.Plan, artifacts, null, Cancel);
+        await TestVm.DefineAndStartAsync(backend, _vm.Plan, artifacts, Cancel);
         try
         {
             var process = backend.Running("qvm1");
@@ -44,10 +45,8 @@ public sealed class QemuBackendSpecs : IDisposable
             Assert.Equal("running", status?.State);
             Assert.Equal(["storage0", "storage1"], status!.Vfs.Select(v => v.Member));
             Assert.Equal([40, 40], status.Vfs.Select(v => v.Vlan));
-            var owner = await backend.OwnerOfAsync("qvm1", Cancel);
-            Assert.Equal($"qemu:{process}", owner);
-            Assert.True(backend.IsOwnerAlive(owner!));
-            await backend.DefineAndStartAsync(_vm.Plan, artifacts, Cancel); // already running: nothing happens
+            Assert.True(await backend.IsDefinedAsync("qvm1", Cancel));
+            await TestVm.DefineAndStartAsync(backend, _vm.Plan, artifacts, Cancel); // already running: nothing happens
             Assert.Equal(process, backend.Running("qvm1"));
 
             // No guest OS answers the ACPI power button here, so after the grace period QMP quit ends QEMU.
@@ -55,7 +54,6 @@ public sealed class QemuBackendSpecs : IDisposable
 
             Assert.Equal(StopResult.Forced, stopped);
             Assert.False(process.Value.IsAlive);
-            Assert.False(backend.IsOwnerAlive(owner!));
             Assert.False(File.Exists(paths.PidFile));
             Assert.False(File.Exists(paths.QmpSocket));
             Assert.Equal("shut off", (await backend.StatusAsync("qvm1", Cancel))?.State);
@@ -100,6 +98,5 @@ public sealed class QemuBackendSpecs : IDisposable
         Assert.Equal(self, parsed);
         Assert.False((self.Value with { StartTicks = self.Value.StartTicks + 1 }).IsAlive);
         Assert.Null(HostProcess.Find(int.MaxValue));
-        Assert.False(new QemuBackend(_vm.State).IsOwnerAlive("libvirt:x"));
     }
 }

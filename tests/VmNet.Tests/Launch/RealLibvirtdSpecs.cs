@@ -1,6 +1,8 @@
 using System.Text.RegularExpressions;
 using VmNet.Backends;
+using VmNet.Leases;
 using VmNet.Libvirt;
+using VmNet.Planning;
 using VmNet.Rendering;
 
 namespace VmNet.Tests.Launch;
@@ -39,6 +41,10 @@ public sealed class RealLibvirtdSpecs(LibvirtdFixture libvirtd)
                 Assert.Equal("shut off", status?.State);
                 Assert.Equal(vm.Plan.Vfs.Select(a => (a.Pf.Name, a.Mac, (int?)40)), status!.Vfs.Select(v => (v.Pf, v.Mac, v.Vlan)));
                 Assert.Contains(name, (await backend.ListAsync(Cancel)).Select(s => s.Name));
+                // The lease owner the plan hands the VFs to: this domain, by the UUID the plan renders.
+                var owner = Assert.IsType<LibvirtDomainOwner>(Assert.Single(vm.Plan.Steps.OfType<HandOverLeases>()).Owner);
+                Assert.Equal(domain.Uuid, owner.Domain);
+                Assert.Null(Liveness.Gone(owner with { Uri = uri }));
             }
             finally
             {
@@ -47,6 +53,8 @@ public sealed class RealLibvirtdSpecs(LibvirtdFixture libvirtd)
         }
 
         Assert.Null(connection.TryLookupDomain(name));
+        var gone = Assert.IsType<LibvirtDomainOwner>(vm.Plan.Steps.OfType<HandOverLeases>().Single().Owner) with { Uri = uri };
+        Assert.Equal($"its domain {gone.Domain:D} is no longer defined on {uri}", Liveness.Gone(gone));
     }
 
     [Fact]
@@ -63,8 +71,8 @@ public sealed class RealLibvirtdSpecs(LibvirtdFixture libvirtd)
         using var backend = new LibvirtBackend(uri, vm.State);
         try
         {
-            await backend.PrepareAsync(vm.Plan, artifacts, null, Cancel);
-            await backend.DefineAndStartAsync(vm.Plan, artifacts, Cancel);
+            await TestVm.PrepareAsync(vm.Plan, artifacts, null, Cancel);
+            await TestVm.DefineAndStartAsync(backend, vm.Plan, artifacts, Cancel);
 
             var running = await backend.StatusAsync(name, Cancel);
             Assert.Equal("running", running?.State);

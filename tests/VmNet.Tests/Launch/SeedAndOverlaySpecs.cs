@@ -19,7 +19,7 @@ public sealed class SeedAndOverlaySpecs : IDisposable
         RequiredTool.Path("xorriso");
         await _vm.CreateBaseImage();
 
-        await VmFiles.PrepareAsync(_vm.Plan, _vm.Artifacts, null, Cancel);
+        await TestVm.PrepareAsync(_vm.Plan, _vm.Artifacts, null, Cancel);
 
         var seed = _vm.Plan.Paths.Seed;
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(seed));
@@ -58,7 +58,7 @@ public sealed class SeedAndOverlaySpecs : IDisposable
         var baseHash = SHA256.HashData(File.ReadAllBytes(_vm.BaseImage));
         var baseTime = File.GetLastWriteTimeUtc(_vm.BaseImage);
 
-        await VmFiles.PrepareAsync(_vm.Plan, _vm.Artifacts, null, Cancel);
+        await TestVm.PrepareAsync(_vm.Plan, _vm.Artifacts, null, Cancel);
         var info = await QemuImg.InfoAsync(_vm.Plan.Paths.Disk, Cancel);
 
         Assert.Equal("qcow2", info.Format);
@@ -76,10 +76,10 @@ public sealed class SeedAndOverlaySpecs : IDisposable
         using var vm = new TestVm(diskSize: "2GiB");
         await vm.CreateBaseImage();
 
-        await VmFiles.PrepareAsync(vm.Plan, vm.Artifacts, null, Cancel);
+        await TestVm.PrepareAsync(vm.Plan, vm.Artifacts, null, Cancel);
         File.AppendAllText(vm.Plan.Paths.Disk, ""); // touch
         var first = File.GetLastWriteTimeUtc(vm.Plan.Paths.Disk);
-        await VmFiles.PrepareAsync(vm.Plan, vm.Artifacts, null, Cancel);
+        await TestVm.PrepareAsync(vm.Plan, vm.Artifacts, null, Cancel);
 
         Assert.Equal(2048L * 1024 * 1024, (await QemuImg.InfoAsync(vm.Plan.Paths.Disk, Cancel)).VirtualSize);
         Assert.Equal(first, File.GetLastWriteTimeUtc(vm.Plan.Paths.Disk));
@@ -88,9 +88,9 @@ public sealed class SeedAndOverlaySpecs : IDisposable
     [Fact]
     public async Task A_missing_base_image_is_reported_with_what_to_do()
     {
-        var error = await Assert.ThrowsAsync<VmNetException>(() => VmFiles.PrepareAsync(_vm.Plan, _vm.Artifacts, null, Cancel));
+        var error = await Assert.ThrowsAsync<VmNetException>(() => TestVm.PrepareAsync(_vm.Plan, _vm.Artifacts, null, Cancel));
 
-        Assert.Equal($"the base image {_vm.BaseImage} does not exist; download a qcow2 cloud image there or set disk.image in the spec to one", error.Message);
+        Assert.Equal($"disk.image: the base image {_vm.BaseImage} does not exist; download a qcow2 cloud image there or set disk.image in the spec to one", error.Message);
         Assert.Equal(ExitCodes.InvalidInput, error.ExitCode);
         Assert.False(File.Exists(_vm.Plan.Paths.Disk));
     }

@@ -1,10 +1,13 @@
+using VmNet.Backends;
+using VmNet.Execution;
 using VmNet.Host;
-using VmNet.Host.Sim;
+using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Planning;
 using VmNet.Rendering;
 using VmNet.Spec;
 using VmNet.Tests.Support;
+using VmNet.State;
 
 namespace VmNet.Tests.Launch;
 
@@ -18,7 +21,7 @@ public sealed class TestVm : IDisposable
     public TempDir Dir { get; } = new();
     public StateDir State { get; }
     public string BaseImage => Dir["base.qcow2"];
-    public Plan Plan { get; }
+    public LaunchPlan Plan { get; }
     public Artifacts Artifacts { get; }
 
     public TestVm(string name = "vm1", string backend = "libvirt", string accel = "tcg", string memory = "256MiB", string? diskSize = null)
@@ -43,7 +46,44 @@ public sealed class TestVm : IDisposable
               sshAuthorizedKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHvmnettestkey admin@example"]
             """);
         Plan = Planner.Make(spec, new HostScanner(new HostRoot(Dir["host"])), new LeaseStore(State), State);
-        Artifacts = Renderer.Render(Plan, new Templates(null));
+        Artifacts = Plan.Artifacts;
+    }
+
+    /// <summary>The plan again, made with <paramref name="options"/> (another backend URI, an agent to ship, ...).</summary>
+    public LaunchPlan PlanWith(LaunchOptions options) =>
+        Planner.Make(Plan.Vm, new HostScanner(new HostRoot(Dir["host"])), new LeaseStore(State), State, options, new Templates());
+
+    /// <summary>
+    /// Runs the plan's backend steps up to the start (seed, overlay, define, start: not the wait) through the launch
+    /// runner, as <c>vmnet up</c> does after the host side, with <paramref name="progress"/> told of each phase.
+    /// </summary>
+    public async Task StartAsync(IBackend backend, IProgressSink? progress = null, LaunchPlan? plan = null)
+    {
+        plan ??= Plan;
+        var steps = plan.Steps.Where(s => s is WriteSeed or CreateOverlay or DefineVm or StartVm).ToList();
+        progress?.Planned(plan);
+        await new VmNet.Execution.Executor([new VmNet.Execution.LaunchStepRunner(plan, backend, new LeaseLedger(State), progress)], progress: progress)
+            .RunAsync(steps, new VmNet.Execution.Reverter(), TestContext.Current.CancellationToken);
+    }
+
+    /// <summary>The plan's wait for the guest agent's network-ready report, run by the launch runner (whatever the plan says about skipping it).</summary>
+    public Task WaitForAgentAsync(IBackend backend, IProgressSink? progress, TimeSpan timeout) =>
+        new VmNet.Execution.LaunchStepRunner(Plan, backend, new LeaseLedger(State), progress)
+            .RunAsync(new WaitForAgent(Plan.Paths.AgentSocket, timeout, null), null, TestContext.Current.CancellationToken);
+
+    /// <summary>What the plan's seed and overlay steps do: the seed (with <paramref name="agent"/>) and the disk overlay.</summary>
+    public static async Task PrepareAsync(LaunchPlan plan, Artifacts artifacts, string? agent, CancellationToken cancel)
+    {
+        VmFiles.WriteSeed(plan.Paths, artifacts, agent);
+        await VmFiles.EnsureOverlayAsync(plan.Vm.Disk.Image, plan.Paths.Disk, plan.Vm.Disk.SizeMiB, cancel);
+    }
+
+    /// <summary>What the plan's define and start steps do, with <paramref name="artifacts"/> in place of the plan's.</summary>
+    public static async Task DefineAndStartAsync(IBackend backend, LaunchPlan plan, Artifacts artifacts, CancellationToken cancel)
+    {
+        var p = plan with { Artifacts = artifacts };
+        await backend.DefineAsync(p, cancel);
+        await backend.StartAsync(p, cancel);
     }
 
     /// <summary>Creates a small empty qcow2 base image with qemu-img.</summary>

@@ -1,10 +1,11 @@
 using System.Text.Json;
 using VmNet.Host;
-using VmNet.Host.Sim;
+using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Planning;
 using VmNet.Spec;
 using VmNet.Tests.Support;
+using VmNet.State;
 
 namespace VmNet.Tests;
 
@@ -38,7 +39,7 @@ public sealed class PlannerSpecs : IDisposable
         {extra}
         """);
 
-    private Plan Make(VmSpec spec) =>
+    private LaunchPlan Make(VmSpec spec) =>
         Planner.Make(spec, new HostScanner(new HostRoot(_dir["host"])), new LeaseStore(_state), _state);
 
     internal static void Lease(StateDir state, Lease lease) => new LeaseLedger(state).Write(lease);
@@ -58,7 +59,7 @@ public sealed class PlannerSpecs : IDisposable
     [Fact]
     public void Vfs_that_are_leased_on_vfio_pci_up_or_unbound_are_never_chosen()
     {
-        Lease(_state, new Lease(1, "other", "n", 0, "enp3s0f0np0", "0000:03:00.0", 0, "0000:03:00.2", "02:00:00:00:00:01", null));
+        Lease(_state, TestLeases.Of("other", "n", 0, "enp3s0f0np0", "0000:03:00.0", 0, "0000:03:00.2", "02:00:00:00:00:01", null));
         _tree.Unbind("0000:03:00.3");
         _tree.Bind("0000:03:00.3", VirtualFunction.VfioDriver);
         _tree.SetUp("0000:03:00.4", "enp3s0f0v2", up: true);
@@ -76,7 +77,7 @@ public sealed class PlannerSpecs : IDisposable
     public void No_free_vf_is_a_host_error_naming_the_port_and_the_way_out()
     {
         foreach (var i in Enumerable.Range(0, 4))
-            Lease(_state, new Lease(1, "other", "n", 0, "enp3s0f1np1", "0000:03:00.1", i, _cx5.VfPci(1, i), $"02:00:00:00:01:0{i}", null));
+            Lease(_state, TestLeases.Of("other", "n", 0, "enp3s0f1np1", "0000:03:00.1", i, _cx5.VfPci(1, i), $"02:00:00:00:01:0{i}", null));
 
         var e = Assert.Throws<HostException>(() => Make(Spec()));
 
@@ -90,7 +91,7 @@ public sealed class PlannerSpecs : IDisposable
     {
         var first = Make(Spec());
         foreach (var a in first.Vfs)
-            Lease(_state, new Lease(1, "vm1", a.Network.Name, a.Port, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci, a.Mac, a.Network.Vlan));
+            Lease(_state, TestLeases.Of("vm1", a.Network.Name, a.Port, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci, a.Mac, a.Network.Vlan?.Id));
         foreach (var a in first.Vfs)
         {
             _tree.Unbind(a.Vf.Pci);
@@ -101,7 +102,7 @@ public sealed class PlannerSpecs : IDisposable
 
         Assert.Equal(first.Vfs.Select(a => (a.Vf.Pci, a.Mac)), again.Vfs.Select(a => (a.Vf.Pci, a.Mac)));
         Assert.All(again.Vfs, a => Assert.True(a.AlreadyLeased));
-        Assert.DoesNotContain(again.Steps, s => s is SysfsWrite);
+        Assert.DoesNotContain(again.Steps, s => s is UnbindVf or OverrideDriver or ProbeVf);
     }
 
     [Fact]
@@ -109,7 +110,7 @@ public sealed class PlannerSpecs : IDisposable
     {
         var first = Make(Spec("vm1"));
         foreach (var a in first.Vfs)
-            Lease(_state, new Lease(1, "vm1", a.Network.Name, a.Port, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci, a.Mac, a.Network.Vlan));
+            Lease(_state, TestLeases.Of("vm1", a.Network.Name, a.Port, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci, a.Mac, a.Network.Vlan?.Id));
 
         var second = Make(Spec("vm2"));
 
@@ -176,7 +177,7 @@ public sealed class PlannerSpecs : IDisposable
     public void The_host_steps_follow_the_order_that_works_on_real_nics()
     {
         var plan = Make(Spec(extra: ""));
-        var steps = plan.Steps.Where(s => s.Pci == "0000:03:00.2").Select(s => s.Describe()).ToList();
+        var steps = plan.Steps.OfType<VfStep>().Where(s => s.Vf.Pci == "0000:03:00.2").Select(s => s.Describe()).ToList();
 
         Assert.Equal(
             [
@@ -222,7 +223,7 @@ public sealed class PlannerSpecs : IDisposable
     public void Leased_vfs_are_skipped_through_the_pf_index_without_reading_the_host()
     {
         for (var i = 0; i < 3; i++)
-            Lease(_state, new Lease(1, "other", "n", 0, "enp3s0f0np0", "0000:03:00.0", i, _cx5.VfPci(0, i), $"02:00:00:00:02:0{i}", null));
+            Lease(_state, TestLeases.Of("other", "n", 0, "enp3s0f0np0", "0000:03:00.0", i, _cx5.VfPci(0, i), $"02:00:00:00:02:0{i}", null));
         var host = new CountingHost(new HostScanner(new HostRoot(_dir["host"])));
         var spec = SpecLoader.Load("name: vm1\ndisk: {image: /i}\nnetworks:\n  - name: s\n    ports: [enp3s0f0np0]\n    address: dhcp\n");
 

@@ -1,25 +1,26 @@
 using System.Xml.Linq;
 using VmNet.Host;
-using VmNet.Host.Sim;
+using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Planning;
 using VmNet.Rendering;
 using VmNet.Spec;
 using VmNet.Tests.Support;
+using VmNet.State;
 
 namespace VmNet.Tests;
 
 public class RendererSpecs
 {
     /// <summary>Renders a spec from tests/VmNet.Tests/Specs/render on the host its name suggests (igb or ConnectX-5).</summary>
-    internal static (Plan Plan, Artifacts Artifacts) Render(string specText, string hostShape = "connectx5", Templates? templates = null, string stateDir = "/var/lib/vmnet")
+    internal static (LaunchPlan Plan, Artifacts Artifacts) Render(string specText, string hostShape = "connectx5", Templates? templates = null, string stateDir = "/var/lib/vmnet")
     {
         using var dir = new TempDir();
         if (hostShape == "igb") SimHost.Create(dir["host"], NicShape.Igb(), pfs: 2, numVfs: 7, mtu: 1500);
         else SimHost.CreateExample(dir["host"]);
         var state = new StateDir(stateDir);
-        var plan = Planner.Make(SpecLoader.Load(specText), new HostScanner(new HostRoot(dir["host"])), new EmptyLeases(), state);
-        return (plan, Renderer.Render(plan, templates ?? new Templates()));
+        var plan = Planner.Make(SpecLoader.Load(specText), new HostScanner(new HostRoot(dir["host"])), new EmptyLeases(), state, new LaunchOptions(), templates ?? new Templates());
+        return (plan, plan.Artifacts);
     }
 
     private sealed class EmptyLeases : ILeaseView
@@ -59,7 +60,7 @@ public class RendererSpecs
         {
             Assert.Equal(("hostdev", "yes"), ((string?)i.Attribute("type"), (string?)i.Attribute("managed")));
             Assert.Equal(vf.Mac, (string?)i.Element("mac")!.Attribute("address"));
-            Assert.Equal(vf.Network.Vlan.ToString(), (string?)i.Element("vlan")!.Element("tag")!.Attribute("id"));
+            Assert.Equal(vf.Network.Vlan!.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), (string?)i.Element("vlan")!.Element("tag")!.Attribute("id"));
             var address = i.Element("source")!.Element("address")!;
             Assert.Equal(vf.Vf.Pci, $"{((string)address.Attribute("domain")!)[2..]}:{((string)address.Attribute("bus")!)[2..]}:{((string)address.Attribute("slot")!)[2..]}.{((string)address.Attribute("function")!)[2..]}");
         }

@@ -30,7 +30,7 @@ public class SpecLoaderSpecs
         Assert.True(n.SpoofCheck);
         Assert.False(n.Trust);
         Assert.Equal(LinkState.Auto, n.LinkState);
-        Assert.Equal(VlanProtocol.Dot1Q, n.VlanProtocol);
+        Assert.Null(n.Rates);
         Assert.Null(n.Macs);
         Assert.Equal(100, n.Bond.Miimon);
         Assert.Equal(0, n.Bond.ArpInterval);
@@ -55,8 +55,10 @@ public class SpecLoaderSpecs
         Assert.Equal(minimal.Guest.Hostname, reference.Guest.Hostname);
         Assert.Equal(minimal.Guest.User, reference.Guest.User);
         var (r, m) = (reference.Networks[0], minimal.Networks[0]);
-        Assert.Equal(m.Qos, r.Qos);
-        Assert.Equal(m.VlanProtocol, r.VlanProtocol);
+        Assert.Null(m.Vlan);
+        Assert.Equal(new VlanTag(r.Vlan!.Id), r.Vlan); // qos 0 and 802.1Q, as without those keys
+        Assert.Null(m.Rates);
+        Assert.Equal(new TxRates(0, 0), r.Rates); // written out as 0: no limit, no guarantee
         Assert.Equal(m.SpoofCheck, r.SpoofCheck);
         Assert.Equal(m.Trust, r.Trust);
         Assert.Equal(m.LinkState, r.LinkState);

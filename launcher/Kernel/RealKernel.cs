@@ -2,7 +2,9 @@ using System.Text;
 using CliWrap;
 using CliWrap.Buffered;
 
-namespace VmNet.Host;
+using VmNet.Host;
+
+namespace VmNet.Kernel;
 
 /// <summary>The kernel of this machine: sysfs writes to /sys and iproute2's <c>ip</c> (needs root).</summary>
 public sealed class RealKernel : IKernel
@@ -37,9 +39,9 @@ public sealed class RealKernel : IKernel
         return Task.CompletedTask;
     }
 
-    public async Task SetVfAsync(string pf, int vf, IReadOnlyList<string> settings, CancellationToken ct)
+    public async Task SetVfAsync(string pf, int vf, VfSettings settings, CancellationToken ct)
     {
-        string[] args = ["link", "set", "dev", pf, "vf", IpLinkJson.Num(vf), .. settings];
+        string[] args = ["link", "set", "dev", pf, "vf", vf.ToString(System.Globalization.CultureInfo.InvariantCulture), .. settings.IpArguments()];
         var r = await Ip(args, ct).ConfigureAwait(false);
         if (r.ExitCode != 0)
             throw new KernelException("ip " + string.Join(' ', args), KernelErrors.FromText(r.StandardError), r.StandardError.Trim());

@@ -1,6 +1,8 @@
 using System.Globalization;
 
-namespace VmNet.Host.Sim;
+using VmNet.Host;
+
+namespace VmNet.Sim;
 
 /// <summary>
 /// Writes and changes a tree laid out exactly like the kernel's <c>/sys</c>, <c>/proc</c> and <c>/dev</c> (the same
@@ -18,7 +20,7 @@ public sealed class SysfsTree(string root)
     public static string DevicePath(string pci) =>
         $"/sys/devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}";
 
-    private bool Passthrough => File.Exists(P("/proc/cmdline")) && File.ReadAllText(P("/proc/cmdline")).Split(' ', '\n').Contains("iommu=pt");
+    private bool Passthrough => File.Exists(P(Sysfs.ProcCmdline)) && File.ReadAllText(P(Sysfs.ProcCmdline)).Split(' ', '\n').Contains("iommu=pt");
 
     public void Write(string hostPath, string content)
     {
@@ -45,32 +47,32 @@ public sealed class SysfsTree(string root)
     /// <summary>The host-wide parts: the PCI bus's driver files, the IOMMU, the kernel command line, /dev/vfio.</summary>
     public void WriteBase(bool iommu = true, bool vfioModule = true, string? cmdline = null)
     {
-        Write("/proc/cmdline", (cmdline ?? "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=/dev/nvme0n1p2 ro quiet" + (iommu ? " intel_iommu=on iommu=pt" : "")) + "\n");
-        Write("/sys/bus/pci/drivers_probe", "");
-        Write("/sys/bus/pci/drivers_autoprobe", "1\n");
-        Directory.CreateDirectory(P("/sys/kernel/iommu_groups"));
-        Directory.CreateDirectory(P("/sys/class/net"));
+        Write(Sysfs.ProcCmdline, (cmdline ?? "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=/dev/nvme0n1p2 ro quiet" + (iommu ? " intel_iommu=on iommu=pt" : "")) + "\n");
+        Write(Sysfs.DriversProbe, "");
+        Write(Sysfs.DriversAutoprobe, "1\n");
+        Directory.CreateDirectory(P(Sysfs.IommuGroups));
+        Directory.CreateDirectory(P(Sysfs.NetClass));
         if (iommu)
         {
             Write("/sys/devices/virtual/iommu/dmar0/intel-iommu/version", "1:0\n");
-            Link("/sys/class/iommu/dmar0", "../../devices/virtual/iommu/dmar0");
+            Link($"{Sysfs.IommuClass}/dmar0", "../../devices/virtual/iommu/dmar0");
         }
-        else Directory.CreateDirectory(P("/sys/class/iommu"));
+        else Directory.CreateDirectory(P(Sysfs.IommuClass));
         if (vfioModule)
         {
             Driver(VirtualFunction.VfioDriver);
             // No /sys/module/vfio_pci/parameters/ids: vfio-pci registers `ids` with permission 0, so sysfs has no file.
-            Write("/dev/vfio/vfio", "");
+            Write(Sysfs.VfioContainer, "");
         }
     }
 
     public void Driver(string name)
     {
         foreach (var f in new[] { "bind", "unbind", "new_id", "remove_id", "uevent" })
-            if (!File.Exists(P($"/sys/bus/pci/drivers/{name}/{f}"))) Write($"/sys/bus/pci/drivers/{name}/{f}", "");
+            if (!File.Exists(P($"{Sysfs.DriverDir(name)}/{f}"))) Write($"{Sysfs.DriverDir(name)}/{f}", "");
         var module = name.Replace('-', '_');
-        Write($"/sys/module/{module}/initstate", "live\n");
-        Link($"/sys/bus/pci/drivers/{name}/module", $"../../../../module/{module}");
+        Write($"{Sysfs.Module(module)}/initstate", "live\n");
+        Link($"{Sysfs.DriverDir(name)}/module", $"../../../../module/{module}");
     }
 
     /// <summary>A PCI function with its attributes, its own IOMMU group, and no driver yet.</summary>
@@ -84,12 +86,12 @@ public sealed class SysfsTree(string root)
         Write($"{dev}/driver_override", "(null)\n");
         Write($"{dev}/enable", "1\n");
         Link($"{dev}/subsystem", "../../../../bus/pci");
-        Link($"/sys/bus/pci/devices/{pci}", $"../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
+        Link(Sysfs.Device(pci), $"../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
         Link($"{dev}/iommu_group", $"../../../../kernel/iommu_groups/{iommuGroup}");
-        Directory.CreateDirectory(P($"/sys/kernel/iommu_groups/{iommuGroup}/devices"));
+        Directory.CreateDirectory(P(Sysfs.IommuGroupDevices(iommuGroup)));
         // The group's default domain: "identity" under iommu=pt (as the lab kernel shows), "DMA" otherwise.
-        Write($"/sys/kernel/iommu_groups/{iommuGroup}/type", Passthrough ? "identity\n" : "DMA\n");
-        Link($"/sys/kernel/iommu_groups/{iommuGroup}/devices/{pci}", $"../../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
+        Write($"{Sysfs.IommuGroup(iommuGroup.ToString(CultureInfo.InvariantCulture))}/type", Passthrough ? "identity\n" : "DMA\n");
+        Link($"{Sysfs.IommuGroupDevices(iommuGroup)}/{pci}", $"../../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
     }
 
     /// <summary>Binds a driver as the kernel does: the device's <c>driver</c> link, the driver's link back, the netdev or /dev/vfio node.</summary>
@@ -98,12 +100,12 @@ public sealed class SysfsTree(string root)
         var dev = DevicePath(pci);
         Driver(driver);
         Link($"{dev}/driver", $"../../../../bus/pci/drivers/{driver}");
-        Link($"/sys/bus/pci/drivers/{driver}/{pci}", $"../../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
+        Link($"{Sysfs.DriverDir(driver)}/{pci}", $"../../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
         Write($"{dev}/uevent", $"DRIVER={driver}\nPCI_SLOT_NAME={pci}\n");
         if (driver == VirtualFunction.VfioDriver)
         {
             var group = new FileInfo(P($"{dev}/iommu_group")).LinkTarget!.Split('/')[^1];
-            Write($"/dev/vfio/{group}", "");
+            Write(Sysfs.VfioGroup(int.Parse(group, CultureInfo.InvariantCulture)), "");
         }
         else if (netdev is not null)
         {
@@ -118,15 +120,15 @@ public sealed class SysfsTree(string root)
         if (driverLink is null) return;
         var driver = driverLink.Split('/')[^1];
         Remove($"{dev}/driver");
-        Remove($"/sys/bus/pci/drivers/{driver}/{pci}");
+        Remove($"{Sysfs.DriverDir(driver)}/{pci}");
         Write($"{dev}/uevent", $"PCI_SLOT_NAME={pci}\n");
         foreach (var net in Directory.Exists(P($"{dev}/net")) ? Directory.GetDirectories(P($"{dev}/net")) : [])
-            Remove($"/sys/class/net/{Path.GetFileName(net)}");
+            Remove(Sysfs.Net(Path.GetFileName(net)));
         Remove($"{dev}/net");
         if (driver == VirtualFunction.VfioDriver)
         {
             var group = new FileInfo(P($"{dev}/iommu_group")).LinkTarget!.Split('/')[^1];
-            Remove($"/dev/vfio/{group}");
+            Remove(Sysfs.VfioGroup(int.Parse(group, CultureInfo.InvariantCulture)));
         }
     }
 
@@ -140,7 +142,7 @@ public sealed class SysfsTree(string root)
         Write($"{net}/addr_len", "6\n");
         SetUp(pci, name, up);
         Link($"{net}/device", $"../../../{pci}");
-        Link($"/sys/class/net/{name}", $"../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}/net/{name}");
+        Link(Sysfs.Net(name), $"../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}/net/{name}");
     }
 
     /// <summary>Sets a netdev administratively up or down (IFF_UP in <c>flags</c>) with the matching operstate.</summary>

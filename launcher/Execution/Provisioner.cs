@@ -1,29 +1,30 @@
 using System.Globalization;
 using System.Text;
 using VmNet.Host;
+using VmNet.Kernel;
 using VmNet.Leases;
+using VmNet.Planning;
 
-namespace VmNet.Apply;
+namespace VmNet.Execution;
 
 /// <summary>
-/// Makes the host as the host config says (VF counts per PF), and re-prepares leased VFs after a reboot. Both are
+/// Makes the host as the host config says (VF counts per PF), and re-prepares leased VFs after a reboot. Both plan
+/// their steps and run them through the <see cref="Executor"/>, as <c>up</c> does, so a failure rolls back; both are
 /// idempotent: run them as often as you like.
 /// </summary>
-public sealed class Provisioner(IKernel kernel, LeaseLedger ledger)
+public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? hooks = null)
 {
-    private readonly VfOps _vf = new(kernel);
-
     /// <summary>
-    /// Sets each PF's VF count: nothing when it already matches; otherwise 0 then N, and only while no VF of that PF is
-    /// leased, on vfio-pci or up (the kernel answers EBUSY to a change between two nonzero counts anyway).
+    /// The steps that give each PF its VF count: none when it already matches; otherwise 0 then N, and only while no
+    /// VF of that PF is leased, on vfio-pci or up (the kernel answers EBUSY to a change between two nonzero counts anyway).
+    /// Returns the steps and one line per PF saying what changes.
     /// </summary>
-    public async Task<IReadOnlyList<string>> ApplyAsync(HostConfig config, CancellationToken ct)
+    public (IReadOnlyList<Step> Steps, IReadOnlyList<string> Report) Plan(HostConfig config)
     {
-        using var _ = ledger.Lock(ct);
         var scanner = new HostScanner(kernel.Root);
         var report = new SortedDictionary<int, string>();
         var problems = new List<string>();
-        var todo = new List<(int Index, PhysicalFunction Pf, int Vfs)>();
+        var steps = new List<Step>();
         for (var i = 0; i < config.Pfs.Count; i++)
         {
             var want = config.Pfs[i];
@@ -33,7 +34,7 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger)
             if (want.Vfs > pf.TotalVfs) { problems.Add($"pfs[{i}].vfs: {want.Vfs} exceeds sriov_totalvfs {pf.TotalVfs} of {pf.Name}; lower it, or raise the firmware's limit (mlx5: mstconfig set NUM_OF_VFS={want.Vfs}, then reboot)"); continue; }
             if (pf.NumVfs == want.Vfs) { report[i] = $"{pf.Name}: {pf.NumVfs} VFs already"; continue; }
             var holders = pf.Vfs.Select(v => (v, lease: ledger.Store.Find(v.Pci)))
-                .Where(x => x.lease is not null || x.v.Driver == Host.VirtualFunction.VfioDriver || x.v.NetDevUp)
+                .Where(x => x.lease is not null || x.v.Driver == VirtualFunction.VfioDriver || x.v.NetDevUp)
                 .Select(x => x.lease is { } l ? $"VF {x.v.Index} ({x.v.Pci}) leased by {l.Vm}"
                     : x.v.NetDevUp ? $"VF {x.v.Index} ({x.v.Pci}) is up as {x.v.NetDev}" : $"VF {x.v.Index} ({x.v.Pci}) is on vfio-pci")
                 .ToList();
@@ -43,50 +44,61 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger)
                     + "free them (`vmnet rm VM`, `ip link set dev VF down`) and rerun");
                 continue;
             }
-            todo.Add((i, pf, want.Vfs));
+            if (pf.NumVfs != 0) steps.Add(new SetNumVfs(pf.Name, pf.Pci, 0));
+            if (want.Vfs != 0) steps.Add(new SetNumVfs(pf.Name, pf.Pci, want.Vfs));
+            report[i] = $"{pf.Name}: {pf.NumVfs} -> {want.Vfs} VFs";
         }
         if (problems.Count > 0) throw new HostException(string.Join("\n", problems));
-        foreach (var (i, pf, n) in todo)
-        {
-            var path = $"/sys/bus/pci/devices/{pf.Pci}/sriov_numvfs";
-            if (pf.NumVfs != 0) await _vf.WriteAsync(path, "0", pf.Pci, ct).ConfigureAwait(false);
-            if (n != 0) await _vf.WriteAsync(path, n.ToString(CultureInfo.InvariantCulture), pf.Pci, ct).ConfigureAwait(false);
-            report[i] = $"{pf.Name}: {pf.NumVfs} -> {n} VFs";
-        }
-        return report.Values.ToList();
+        return (steps, report.Values.ToList());
+    }
+
+    /// <summary>Plans and applies the host config under the ledger lock; a failure puts every PF's VF count back.</summary>
+    public async Task<IReadOnlyList<string>> ApplyAsync(HostConfig config, CancellationToken ct)
+    {
+        using var _ = ledger.Lock(ct);
+        var (steps, report) = Plan(config);
+        await new Executor([new HostStepRunner(kernel)], hooks).RunAsync(steps, new Reverter(), ct).ConfigureAwait(false);
+        return report;
     }
 
     /// <summary>
-    /// After a reboot: gives every leased VF whose owner still stands its settings again (MAC, VLAN, ... as applied)
-    /// and binds it to vfio-pci. Leases of gone owners are left to <c>vmnet gc</c>.
+    /// After a reboot: gives every leased VF whose owner still stands its settings again (as the lease records them)
+    /// and binds it to vfio-pci, with the same steps <c>up</c> plans (<see cref="VfSteps.Configure"/>), one VM at a
+    /// time: a VM whose VFs cannot be prepared is rolled back and named, and the others are still prepared. Leases of
+    /// gone owners are left to <c>vmnet gc</c>.
     /// </summary>
     public async Task<IReadOnlyList<string>> PrepareLeasesAsync(CancellationToken ct)
     {
         using var _ = ledger.Lock(ct);
         var report = new List<string>();
-        foreach (var lease in ledger.Store.All().ToList())
+        var failed = new List<string>();
+        var scanner = new HostScanner(kernel.Root);
+        foreach (var vm in ledger.Store.All().GroupBy(l => l.Vm, StringComparer.Ordinal).ToList())
         {
-            if (Liveness.Gone(lease.Owner) is { } why) { report.Add($"{lease.Pci}: skipped ({lease.Vm}'s owner is gone: {why}; `vmnet gc` restores it)"); continue; }
-            if (lease.Original is null || lease.Applied is null) { report.Add($"{lease.Pci}: skipped (never configured)"); continue; }
-            if (kernel.Root.LinkName($"/sys/bus/pci/devices/{lease.PfPci}/virtfn{lease.Vf}") != lease.Pci)
-                throw new HostException($"VF {lease.Vf} of {lease.Pf} ({lease.Pci}), leased by {lease.Vm}, does not exist: run `vmnet host apply` first (the boot unit does)");
-            var pci = lease.Pci;
-            if (_vf.Driver(pci) is { } d && d != Host.VirtualFunction.VfioDriver)
-                await _vf.WriteAsync($"/sys/bus/pci/drivers/{d}/unbind", pci, pci, ct).ConfigureAwait(false);
-            foreach (var settings in lease.Applied)
-                await _vf.SetAndVerifyAsync(lease.Pf, lease.Vf, pci, settings, ct).ConfigureAwait(false);
-            if (_vf.Driver(pci) != Host.VirtualFunction.VfioDriver)
+            var steps = new List<Step>();
+            var prepared = new List<string>();
+            foreach (var lease in vm)
             {
-                await _vf.WriteAsync($"/sys/bus/pci/devices/{pci}/driver_override", Host.VirtualFunction.VfioDriver, pci, ct).ConfigureAwait(false);
-                await _vf.WriteAsync("/sys/bus/pci/drivers_probe", pci, pci, ct).ConfigureAwait(false);
-                await _vf.WaitAsync(() => _vf.Driver(pci) == Host.VirtualFunction.VfioDriver, VfOps.BindWaitMs,
-                    () => $"{pci} did not bind to vfio-pci; modprobe vfio-pci and check `dmesg`", ct).ConfigureAwait(false);
+                if (Liveness.Gone(lease.Owner) is { } why) { report.Add($"{lease.Pci}: skipped ({lease.Vm}'s owner is gone: {why}; `vmnet gc` restores it)"); continue; }
+                if (lease.Original is null) { report.Add($"{lease.Pci}: skipped (never configured)"); continue; }
+                if (scanner.VfPciOf(lease.PfPci, lease.Vf) != lease.Pci)
+                    throw new HostException($"VF {lease.Vf} of {lease.Pf} ({lease.Pci}), leased by {lease.Vm}, does not exist: run `vmnet host apply` first (the boot unit does)");
+                var pf = scanner.NetDevOf(lease.PfPci) ?? lease.Pf;
+                steps.AddRange(VfSteps.Configure(new VfRef(pf, lease.PfPci, lease.Vf, lease.Pci), scanner.ReadVf(lease.Vf, lease.Pci), lease.Applied));
+                prepared.Add($"{lease.Pci}: prepared for {lease.Vm} (VF {lease.Vf} of {pf}, MAC {lease.Mac})");
             }
-            if (kernel.Root.LinkName($"/sys/bus/pci/devices/{pci}/iommu_group") is { } group)
-                await _vf.WaitAsync(() => kernel.Root.Exists($"/dev/vfio/{group}"), VfOps.BindWaitMs,
-                    () => $"/dev/vfio/{group} did not appear for {pci}; check that vfio_iommu_type1 is loaded", ct).ConfigureAwait(false);
-            report.Add($"{pci}: prepared for {lease.Vm} (VF {lease.Vf} of {lease.Pf}, MAC {lease.Mac})");
+            try
+            {
+                await new Executor([new HostStepRunner(kernel, ledger)], hooks).RunAsync(steps, new Reverter(), ct).ConfigureAwait(false);
+                report.AddRange(prepared);
+            }
+            catch (VmNetException e) when (e is not RollbackIncompleteException)
+            {
+                failed.Add($"{vm.Key}: {e.Message} (its VFs were put back as they were before this prepare)");
+            }
         }
+        if (failed.Count > 0)
+            throw new VmNetException(string.Join("\n", report.Concat(failed.Select(f => "FAILED " + f))), ExitCodes.Failure);
         return report;
     }
 

@@ -1,6 +1,8 @@
 using System.Globalization;
 
-namespace VmNet.Host.Sim;
+using VmNet.Host;
+
+namespace VmNet.Sim;
 
 /// <summary>Generates whole simulated hosts: NICs of a <see cref="NicShape"/> with VFs created and bound as the kernel would.</summary>
 public static class SimHost

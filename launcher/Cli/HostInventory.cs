@@ -1,7 +1,8 @@
 using System.Text.Json.Serialization;
+using VmNet.Host;
 using VmNet.Leases;
 
-namespace VmNet.Host;
+namespace VmNet.Cli;
 
 /// <summary>What <c>vmnet host</c> shows: every SR-IOV PF and its VFs, with who holds each.</summary>
 public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
@@ -10,10 +11,10 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
     /// Reads every SR-IOV PF and its VFs; <paramref name="adminState"/> gives the VF settings the PF holds (MAC and
     /// VLAN from netlink) where available, else the lease's and the netdev's are shown.
     /// </summary>
-    public static HostInventory Read(HostRoot root, ILeaseStore leases, Func<PhysicalFunction, IReadOnlyDictionary<int, VfAdmin>>? adminState = null)
+    public static HostInventory Read(IReadOnlyList<PhysicalFunction> all, LeaseStore leases, Func<PhysicalFunction, IReadOnlyDictionary<int, VfAdmin>>? adminState = null)
     {
         var pfs = new List<PfRow>();
-        foreach (var pf in new HostScanner(root).AllPfs())
+        foreach (var pf in all)
         {
             var admin = adminState?.Invoke(pf) ?? new Dictionary<int, VfAdmin>();
             var vfs = pf.Vfs.Select(vf =>
@@ -28,7 +29,7 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
                 };
                 var free = lease is null && vf.BusyReason is null;
                 return new VfRow(vf.Index, vf.Pci, vf.Driver, vf.NetDev, state, a?.Mac ?? lease?.Mac ?? vf.Mac,
-                    a is not null ? a.Vlan : lease?.Vlan, lease?.Vm, lease?.Network, free);
+                    a is not null ? a.Vlan : lease?.Applied.Vlan is { IsTagged: true } t ? t.Id : null, lease?.Vm, lease?.Network, free);
             }).ToList();
             pfs.Add(new PfRow(pf.Name, pf.Pci, pf.Driver, pf.TotalVfs, pf.NumVfs, pf.Mtu, pf.Up ? "up" : "down", vfs));
         }
@@ -62,12 +63,6 @@ public sealed record VfRow(int Vf, string Pci, string? Driver, string? NetDev, s
 
 /// <summary>A VF's settings as the PF holds them (netlink).</summary>
 public sealed record VfAdmin(string Mac, int? Vlan);
-
-/// <summary>Lease lookups the inventory needs.</summary>
-public interface ILeaseStore
-{
-    Lease? Find(string pci);
-}
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true)]
 [JsonSerializable(typeof(HostInventory))]

@@ -1,9 +1,13 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using VmNet.Leases;
 
-namespace VmNet.Host.Sim;
+using VmNet.Host;
+using VmNet.Io;
+using VmNet.Kernel;
+using VmNet.Spec;
+
+namespace VmNet.Sim;
 
 /// <summary>
 /// The kernel's reactions, applied to a host tree in a directory (<c>--host-root DIR</c>). What it models:
@@ -50,7 +54,7 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
             var pci = PciOfDeviceDir(op, hostPath[..^"/driver_override".Length]);
             Tree.Write($"{SysfsTree.DevicePath(pci)}/driver_override", (v.Length == 0 ? "(null)" : v) + "\n");
         }
-        else if (hostPath == "/sys/bus/pci/drivers_probe")
+        else if (hostPath == Sysfs.DriversProbe)
             Probe(op, v);
         else if (parts is ["sys", "bus", "pci", "drivers", var driver, "unbind"])
             Unbind(op, driver, v);
@@ -65,73 +69,42 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
         return Task.CompletedTask;
     }
 
-    public Task SetVfAsync(string pf, int vf, IReadOnlyList<string> settings, CancellationToken ct)
+    public Task SetVfAsync(string pf, int vf, VfSettings settings, CancellationToken ct)
     {
         using var _ = Lock(ct);
-        var op = $"ip link set dev {pf} vf {vf} {string.Join(' ', settings)}";
-        var pfPci = Root.LinkName($"/sys/class/net/{pf}/device") ?? throw new KernelException(op, Errno.ENODEV, $"Cannot find device \"{pf}\"");
+        var op = $"ip link set dev {pf} vf {vf} {settings}";
+        var pfPci = Root.LinkName(Sysfs.NetDeviceLink(pf)) ?? throw new KernelException(op, Errno.ENODEV, $"Cannot find device \"{pf}\"");
         var shape = ShapeOf(pfPci);
-        var numVfs = Root.ReadInt($"/sys/bus/pci/devices/{pfPci}/sriov_numvfs") ?? 0;
+        var numVfs = Root.ReadInt(Sysfs.SriovNumVfs(pfPci)) ?? 0;
         KernelException Refused(Errno e) => new(op, e, "RTNETLINK answers: " + KernelErrors.Text(e));
         if (vf < 0 || vf >= numVfs) throw Refused(Errno.EINVAL);
+        if (settings.IsEmpty) throw new KernelException(op, Errno.EINVAL, "Error: no VF setting given");
         var all = LoadNetlink();
         var current = Get(all, pfPci, vf);
-        var next = current;
-        for (var i = 0; i < settings.Count; i++)
+        if (settings.Mac is { } mac)
         {
-            string Arg() => i + 1 < settings.Count ? settings[++i] : throw Refused(Errno.EINVAL);
-            int IntArg() => int.TryParse(Arg(), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : throw Refused(Errno.EINVAL);
-            bool OnOff() => Arg() switch { "on" => true, "off" => false, _ => throw Refused(Errno.EINVAL) };
-            switch (settings[i])
-            {
-                case "mac":
-                    var mac = Arg().ToLowerInvariant();
-                    if (!Spec.Mac.TryParse(mac, out var bytes) || (bytes[0] & 1) == 1) throw Refused(Errno.EINVAL);
-                    if (!PfUp(pf)) throw Refused(Errno.EPERM);
-                    next = next with { Mac = mac };
-                    break;
-                case "vlan":
-                    var vlan = IntArg();
-                    if (vlan > 4095) throw Refused(Errno.EINVAL);
-                    next = next with { Vlan = vlan, Qos = 0, Proto = VfLinkInfo.Dot1Q };
-                    break;
-                case "qos":
-                    var qos = IntArg();
-                    if (qos > 7) throw Refused(Errno.EINVAL);
-                    next = next with { Qos = next.Vlan == 0 ? 0 : qos };
-                    break;
-                case "proto":
-                    var proto = Arg();
-                    if (proto is not ("802.1Q" or "802.1ad")) throw Refused(Errno.EINVAL);
-                    if (proto != VfLinkInfo.Dot1Q && shape.PfDriver == "igb") throw Refused(Errno.EPROTONOSUPPORT);
-                    next = next with { Proto = proto };
-                    break;
-                case "spoofchk":
-                    next = next with { SpoofChk = OnOff() };
-                    break;
-                case "trust":
-                    next = next with { Trust = OnOff() };
-                    break;
-                case "state":
-                    var state = Arg();
-                    if (state is not ("auto" or "enable" or "disable")) throw Refused(Errno.EINVAL);
-                    if (shape.PfDriver == "igb") throw Refused(Errno.EOPNOTSUPP);
-                    next = next with { LinkState = state };
-                    break;
-                case "max_tx_rate":
-                    next = next with { MaxTxRate = IntArg() };
-                    break;
-                case "min_tx_rate":
-                    var min = IntArg();
-                    if (min != 0 && shape.PfDriver == "igb") throw Refused(Errno.EINVAL);
-                    next = next with { MinTxRate = min };
-                    break;
-                default:
-                    throw new KernelException(op, Errno.EINVAL, $"Error: argument \"{settings[i]}\" is wrong");
-            }
+            if (!Spec.Mac.TryParse(mac, out var bytes) || (bytes[0] & 1) == 1) throw Refused(Errno.EINVAL);
+            if (!PfUp(pf)) throw Refused(Errno.EPERM);
         }
-        if (next.MinTxRate != 0 && next.MaxTxRate != 0 && next.MinTxRate > next.MaxTxRate) throw Refused(Errno.EINVAL);
-        Set(all, pfPci, next);
+        if (settings.Vlan is { } vlan)
+        {
+            if (vlan.Id is < 0 or > 4095 || vlan.Qos is < 0 or > 7) throw Refused(Errno.EINVAL);
+            if (vlan.Protocol != VlanProtocol.Dot1Q && shape.PfDriver == "igb") throw Refused(Errno.EPROTONOSUPPORT);
+        }
+        if (settings.LinkState is not null && shape.PfDriver == "igb") throw Refused(Errno.EOPNOTSUPP);
+        if (settings.Rates is { } rates)
+        {
+            if (rates.MaxMbps < 0 || rates.MinMbps < 0) throw Refused(Errno.EINVAL);
+            if (rates.MinMbps != 0 && shape.PfDriver == "igb") throw Refused(Errno.EINVAL);
+            if (rates.MinMbps != 0 && rates.MaxMbps != 0 && rates.MinMbps > rates.MaxMbps) throw Refused(Errno.EINVAL);
+        }
+        // The kernel resets qos and protocol with the VLAN: a VLAN of 0 is untagged, whatever else was asked.
+        var next = current.With(settings with
+        {
+            Mac = settings.Mac?.ToLowerInvariant(),
+            Vlan = settings.Vlan is { IsTagged: false } ? VlanTag.Untagged : settings.Vlan,
+        });
+        Set(all, pfPci, vf, next);
         SaveNetlink(all);
         return Task.CompletedTask;
     }
@@ -140,14 +113,14 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
     /// read-only command must not create the lock file in the tree.</summary>
     public Task<string> ShowLinkJsonAsync(string pf, CancellationToken ct)
     {
-        var pfPci = Root.LinkName($"/sys/class/net/{pf}/device")
+        var pfPci = Root.LinkName(Sysfs.NetDeviceLink(pf))
             ?? throw new KernelException($"ip -j link show dev {pf}", Errno.ENODEV, $"Device \"{pf}\" does not exist.");
-        var numVfs = Root.ReadInt($"/sys/bus/pci/devices/{pfPci}/sriov_numvfs") ?? 0;
+        var numVfs = Root.ReadInt(Sysfs.SriovNumVfs(pfPci)) ?? 0;
         var all = LoadNetlink();
-        var info = new PfLinkInfo(pf, PfUp(pf), Root.ReadInt($"/sys/class/net/{pf}/mtu") ?? 1500,
-            Root.Read($"/sys/class/net/{pf}/address") ?? VfLinkInfo.ZeroMac,
-            Enumerable.Range(0, numVfs).Select(i => Get(all, pfPci, i)).ToList());
-        var ifindex = 2 + Root.List("/sys/class/net").Order(StringComparer.Ordinal).TakeWhile(n => n != pf).Count();
+        var info = new PfLink(pf, PfUp(pf), Root.ReadInt(Sysfs.NetMtu(pf)) ?? 1500,
+            Root.Read($"{Sysfs.Net(pf)}/address") ?? VfSettings.ZeroMac,
+            Enumerable.Range(0, numVfs).Select(i => new VfLink(i, Get(all, pfPci, i))).ToList());
+        var ifindex = 2 + Root.List(Sysfs.NetClass).Order(StringComparer.Ordinal).TakeWhile(n => n != pf).Count();
         return Task.FromResult(IpLinkJson.Render(ifindex, info));
     }
 
@@ -159,20 +132,19 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
         var pci = parts switch
         {
             ["sys", "bus", "pci", "devices", var p] => p,
-            ["sys", "class", "net", var name, "device"] => Root.LinkName($"/sys/class/net/{name}/device"),
+            ["sys", "class", "net", var name, "device"] => Root.LinkName(Sysfs.NetDeviceLink(name)),
             _ => parts[^1],
         };
-        if (pci is null || !Root.Exists($"/sys/bus/pci/devices/{pci}")) throw new KernelException(op, Errno.ENOENT);
+        if (pci is null || !Root.Exists(Sysfs.Device(pci))) throw new KernelException(op, Errno.ENOENT);
         return pci;
     }
 
     private void SetNumVfs(string op, string pfPci, string value)
     {
-        var dev = $"/sys/bus/pci/devices/{pfPci}";
-        if (!Root.Exists($"{dev}/sriov_totalvfs")) throw new KernelException(op, Errno.ENOENT);
+        if (!Root.Exists(Sysfs.SriovTotalVfs(pfPci))) throw new KernelException(op, Errno.ENOENT);
         if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)) throw new KernelException(op, Errno.EINVAL);
-        var total = Root.ReadInt($"{dev}/sriov_totalvfs") ?? 0;
-        var current = Root.ReadInt($"{dev}/sriov_numvfs") ?? 0;
+        var total = Root.ReadInt(Sysfs.SriovTotalVfs(pfPci)) ?? 0;
+        var current = Root.ReadInt(Sysfs.SriovNumVfs(pfPci)) ?? 0;
         if (n > total) throw new KernelException(op, Errno.ERANGE);
         if (n == current) return;
         if (current != 0 && n != 0) throw new KernelException(op, Errno.EBUSY);
@@ -181,13 +153,13 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
         {
             for (var i = 0; i < current; i++)
             {
-                var vf = Root.LinkName($"{dev}/virtfn{i}");
+                var vf = Root.LinkName(Sysfs.VirtFn(pfPci, i));
                 if (vf is null) continue;
-                var group = Root.LinkName($"/sys/bus/pci/devices/{vf}/iommu_group");
+                var group = Root.LinkName(Sysfs.IommuGroupLink(vf));
                 tree.Unbind(vf);
                 tree.Remove(SysfsTree.DevicePath(vf));
-                tree.Remove($"/sys/bus/pci/devices/{vf}");
-                if (group is not null) tree.Remove($"/sys/kernel/iommu_groups/{group}");
+                tree.Remove(Sysfs.Device(vf));
+                if (group is not null) tree.Remove(Sysfs.IommuGroup(group));
                 tree.Remove($"{SysfsTree.DevicePath(pfPci)}/virtfn{i}");
             }
             tree.Write($"{SysfsTree.DevicePath(pfPci)}/sriov_numvfs", "0\n");
@@ -197,20 +169,20 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
             return;
         }
         var shape = ShapeOf(pfPci);
-        var nextGroup = Root.List("/sys/kernel/iommu_groups").Select(g => int.TryParse(g, out var x) ? x : 0).DefaultIfEmpty(0).Max() + 1;
+        var nextGroup = Root.List(Sysfs.IommuGroups).Select(g => int.TryParse(g, out var x) ? x : 0).DefaultIfEmpty(0).Max() + 1;
         SimHost.SetNumVfs(tree, shape, PfIndex(shape, pfPci), n, ref nextGroup);
     }
 
     private void Unbind(string op, string driver, string pci)
     {
-        if (Root.LinkName($"/sys/bus/pci/devices/{pci}/driver") != driver) throw new KernelException(op, Errno.ENODEV);
+        if (Root.LinkName(Sysfs.DriverLink(pci)) != driver) throw new KernelException(op, Errno.ENODEV);
         Tree.Unbind(pci);
     }
 
     private void Bind(string op, string driver, string pci)
     {
-        if (!Root.Exists($"/sys/bus/pci/devices/{pci}") || !Root.Exists($"/sys/bus/pci/drivers/{driver}")) throw new KernelException(op, Errno.ENODEV);
-        if (Root.LinkName($"/sys/bus/pci/devices/{pci}/driver") is not null) throw new KernelException(op, Errno.EBUSY);
+        if (!Root.Exists(Sysfs.Device(pci)) || !Root.Exists(Sysfs.DriverDir(driver))) throw new KernelException(op, Errno.ENODEV);
+        if (Root.LinkName(Sysfs.DriverLink(pci)) is not null) throw new KernelException(op, Errno.EBUSY);
         var over = Override(pci);
         if (over is not null ? over != driver : driver != NativeDriver(pci)) throw new KernelException(op, Errno.ENODEV);
         BindDriver(pci, driver);
@@ -218,16 +190,16 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
 
     private void Probe(string op, string pci)
     {
-        if (!Root.Exists($"/sys/bus/pci/devices/{pci}")) throw new KernelException(op, Errno.ENODEV);
-        if (Root.LinkName($"/sys/bus/pci/devices/{pci}/driver") is not null) return;
+        if (!Root.Exists(Sysfs.Device(pci))) throw new KernelException(op, Errno.ENODEV);
+        if (Root.LinkName(Sysfs.DriverLink(pci)) is not null) return;
         var driver = Override(pci) ?? NativeDriver(pci);
-        if (driver is null || !Root.Exists($"/sys/bus/pci/drivers/{driver}")) return;
+        if (driver is null || !Root.Exists(Sysfs.DriverDir(driver))) return;
         BindDriver(pci, driver);
     }
 
     private void BindDriver(string pci, string driver)
     {
-        if (driver == VirtualFunction.VfioDriver || Root.LinkName($"/sys/bus/pci/devices/{pci}/physfn") is not { } pfPci)
+        if (driver == VirtualFunction.VfioDriver || Root.LinkName(Sysfs.PhysFn(pci)) is not { } pfPci)
         {
             Tree.Bind(pci, driver);
             return;
@@ -235,15 +207,15 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
         var shape = ShapeOf(pfPci);
         var pf = PfIndex(shape, pfPci);
         var vf = VfIndex(pfPci, pci);
-        Tree.Bind(pci, driver, shape.VfName(pf, vf), Get(LoadNetlink(), pfPci, vf).Mac);
+        Tree.Bind(pci, driver, shape.VfName(pf, vf), Get(LoadNetlink(), pfPci, vf).Mac ?? VfSettings.ZeroMac);
     }
 
-    private string? Override(string pci) => Root.Read($"/sys/bus/pci/devices/{pci}/driver_override") is { } o && o != "(null)" && o.Length > 0 ? o : null;
+    private string? Override(string pci) => Root.Read(Sysfs.DriverOverride(pci)) is { } o && o != "(null)" && o.Length > 0 ? o : null;
 
     private string? NativeDriver(string pci)
     {
-        if (Root.LinkName($"/sys/bus/pci/devices/{pci}/physfn") is { } pfPci) return ShapeOf(pfPci).VfDriver;
-        var vendor = Root.Read($"/sys/bus/pci/devices/{pci}/vendor");
+        if (Root.LinkName(Sysfs.PhysFn(pci)) is { } pfPci) return ShapeOf(pfPci).VfDriver;
+        var vendor = Root.Read(Sysfs.Vendor(pci));
         return vendor switch { "0x15b3" => "mlx5_core", "0x8086" => "igb", _ => null };
     }
 
@@ -251,7 +223,7 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
     {
         for (var i = 0; i < 256; i++)
         {
-            var l = Root.LinkName($"/sys/bus/pci/devices/{pfPci}/virtfn{i}");
+            var l = Root.LinkName(Sysfs.VirtFn(pfPci, i));
             if (l is null) break;
             if (l == vfPci) return i;
         }
@@ -260,10 +232,10 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
 
     private NicShape ShapeOf(string pfPci)
     {
-        var vendor = Root.Read($"/sys/bus/pci/devices/{pfPci}/vendor");
+        var vendor = Root.Read(Sysfs.Vendor(pfPci));
         return vendor switch
         {
-            "0x15b3" => NicShape.ConnectX5(Root.ReadInt($"/sys/bus/pci/devices/{pfPci}/sriov_totalvfs") ?? 16),
+            "0x15b3" => NicShape.ConnectX5(Root.ReadInt(Sysfs.SriovTotalVfs(pfPci)) ?? 16),
             "0x8086" => NicShape.Igb(),
             _ => throw new VmNetException($"the simulator does not know the NIC at {pfPci} (vendor {vendor}); simulated hosts come from `vmnet sim create`"),
         };
@@ -276,34 +248,32 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
         throw new InvalidOperationException($"{pfPci} is not a PF of the {shape.Model} shape");
     }
 
-    private bool PfUp(string pf) =>
-        Root.Read($"/sys/class/net/{pf}/flags") is { } f && f.StartsWith("0x", StringComparison.Ordinal)
-        && (int.Parse(f.AsSpan(2), NumberStyles.HexNumber, CultureInfo.InvariantCulture) & 1) != 0;
+    private bool PfUp(string pf) => Sysfs.IsUp(Root.Read(Sysfs.NetFlags(pf)));
 
     // ---- netlink state ----
 
-    private Dictionary<string, List<VfLinkInfo>> LoadNetlink()
+    /// <summary>Each PF's VF settings by VF index, as netlink holds them (a VF never set reads as <see cref="VfSettings.Fresh"/>).</summary>
+    private Dictionary<string, SortedDictionary<int, VfSettings>> LoadNetlink()
     {
         if (!File.Exists(NetlinkFile)) return new(StringComparer.Ordinal);
-        return JsonSerializer.Deserialize(File.ReadAllText(NetlinkFile), SimJson.Default.DictionaryStringListVfLinkInfo)
+        return JsonSerializer.Deserialize(File.ReadAllText(NetlinkFile), SimJson.Default.DictionaryStringSortedDictionaryInt32VfSettings)
             ?? new(StringComparer.Ordinal);
     }
 
-    private void SaveNetlink(Dictionary<string, List<VfLinkInfo>> all) =>
-        AtomicFile.Write(NetlinkFile, JsonSerializer.Serialize(all, SimJson.Default.DictionaryStringListVfLinkInfo), durable: false);
+    private void SaveNetlink(Dictionary<string, SortedDictionary<int, VfSettings>> all) =>
+        AtomicFile.Write(NetlinkFile, JsonSerializer.Serialize(all, SimJson.Default.DictionaryStringSortedDictionaryInt32VfSettings), durable: false);
 
-    private static VfLinkInfo Get(Dictionary<string, List<VfLinkInfo>> all, string pfPci, int vf) =>
-        all.TryGetValue(pfPci, out var list) && list.FirstOrDefault(v => v.Vf == vf) is { } v ? v : new VfLinkInfo(vf, VfLinkInfo.ZeroMac);
+    private static VfSettings Get(Dictionary<string, SortedDictionary<int, VfSettings>> all, string pfPci, int vf) =>
+        all.TryGetValue(pfPci, out var vfs) && vfs.TryGetValue(vf, out var v) ? v : VfSettings.Fresh;
 
-    private static void Set(Dictionary<string, List<VfLinkInfo>> all, string pfPci, VfLinkInfo v)
+    private static void Set(Dictionary<string, SortedDictionary<int, VfSettings>> all, string pfPci, int vf, VfSettings v)
     {
-        if (!all.TryGetValue(pfPci, out var list)) all[pfPci] = list = [];
-        list.RemoveAll(x => x.Vf == v.Vf);
-        list.Add(v);
-        list.Sort((a, b) => a.Vf.CompareTo(b.Vf));
+        if (!all.TryGetValue(pfPci, out var vfs)) all[pfPci] = vfs = [];
+        vfs[vf] = v;
     }
 }
 
-[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
-[JsonSerializable(typeof(Dictionary<string, List<VfLinkInfo>>))]
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, UseStringEnumConverter = true)]
+[JsonSerializable(typeof(Dictionary<string, SortedDictionary<int, VfSettings>>))]
 internal sealed partial class SimJson : JsonSerializerContext;

@@ -1,4 +1,6 @@
-namespace VmNet.Host.Sim;
+using VmNet.Host;
+
+namespace VmNet.Sim;
 
 /// <summary>
 /// What a NIC model looks like in sysfs: IDs, drivers, where its VFs land on the bus (SR-IOV offset and stride, as in

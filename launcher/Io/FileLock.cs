@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
-namespace VmNet.Leases;
+namespace VmNet.Io;
 
 /// <summary>
 /// A cross-process exclusive lock: the file opened with <see cref="FileShare.None"/> (which .NET takes as
@@ -51,29 +51,4 @@ public sealed partial class FileLock : IDisposable
     }
 
     public void Dispose() => _stream.Dispose();
-}
-
-/// <summary>Whole-file writes that never leave a torn file: a temp file in the same directory, fsync, rename.</summary>
-public static class AtomicFile
-{
-    /// <param name="durable">fsync before the rename (the ledger); false where a crash of the machine loses the state anyway (the simulator's netlink).</param>
-    public static void Write(string path, string content, bool durable = true)
-    {
-        var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        Directory.CreateDirectory(dir);
-        var tmp = Path.Join(dir, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 4096, FileOptions.None))
-            {
-                fs.Write(System.Text.Encoding.UTF8.GetBytes(content));
-                fs.Flush(flushToDisk: durable);
-            }
-            File.Move(tmp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(tmp)) File.Delete(tmp);
-        }
-    }
 }

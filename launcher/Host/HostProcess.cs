@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace VmNet.Backends;
+namespace VmNet.Host;
 
 /// <summary>A process seen through <c>/proc</c>: its pid plus its start time, so a reused pid is never mistaken for it.</summary>
 public readonly record struct HostProcess(int Pid, ulong StartTicks)
@@ -12,7 +12,7 @@ public readonly record struct HostProcess(int Pid, ulong StartTicks)
         string stat;
         try
         {
-            stat = File.ReadAllText($"/proc/{pid}/stat");
+            stat = File.ReadAllText(Sysfs.ProcStat(pid));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -35,7 +35,7 @@ public readonly record struct HostProcess(int Pid, ulong StartTicks)
         {
             try
             {
-                return File.ReadAllText($"/proc/{Pid}/cmdline").Split('\0', StringSplitOptions.RemoveEmptyEntries);
+                return File.ReadAllText(Sysfs.ProcCmdlineOf(Pid)).Split('\0', StringSplitOptions.RemoveEmptyEntries);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {

@@ -1,0 +1,64 @@
+using VmNet.Backends;
+using VmNet.Host;
+using VmNet.Planning;
+
+namespace VmNet.Execution;
+
+/// <summary>A reason the plan would fail, found before the first change, with the exit code it earns.</summary>
+public sealed record PreflightProblem(string Message, int ExitCode);
+
+/// <summary>
+/// The checks that need no change, run before the first one (and by <c>--dry-run</c>, which reports them): IOMMU on,
+/// vfio-pci loaded, the PFs up, whole IOMMU groups safe to hand over, and the base image a qcow2 file.
+/// </summary>
+public static class Preflight
+{
+    public static async Task<IReadOnlyList<PreflightProblem>> CheckAsync(LaunchPlan plan, HostRoot root, CancellationToken ct)
+    {
+        var problems = new List<PreflightProblem>();
+        void Host(string message) => problems.Add(new PreflightProblem(message, ExitCodes.HostCannotServe));
+        var host = new HostScanner(root);
+        foreach (var a in plan.Vfs)
+        {
+            if (!host.IsUp(a.Pf.Name))
+                Host($"{a.Pf.Name} is down; VmNet does not bring PFs up itself: bring it up: ip link set dev {a.Pf.Name} up");
+            if (host.IommuGroupOf(a.Vf.Pci) is not { } group)
+            {
+                Host($"VF {a.Vf.Pci} has no IOMMU group: the IOMMU is off. Add intel_iommu=on iommu=pt (AMD: amd_iommu=on iommu=pt) to the kernel command line, enable VT-d/AMD-Vi in the firmware, and reboot");
+                continue;
+            }
+            foreach (var other in root.List(Sysfs.IommuGroupDevices(group)).Order(StringComparer.Ordinal))
+            {
+                if (other == a.Vf.Pci) continue;
+                var driver = host.DriverOf(other);
+                var cls = root.Read(Sysfs.PciClass(other)) ?? "";
+                if (driver is null or VirtualFunction.VfioDriver or "pcieport" || cls.StartsWith("0x0604", StringComparison.Ordinal)) continue;
+                Host($"VF {a.Vf.Pci} shares IOMMU group {group} with {other} (driver {driver}), which vfio would take from the host too; pick another VF, or put the device in its own group (ACS)");
+            }
+        }
+        if (!root.Exists(Sysfs.DriverDir(VirtualFunction.VfioDriver)) && plan.Steps.Any(s => s is ProbeVf))
+            Host("the vfio-pci driver is not loaded: modprobe vfio-pci (and list it in /etc/modules-load.d/vfio-pci.conf)");
+        if (plan.Steps.OfType<CreateOverlay>().FirstOrDefault() is { } overlay && !File.Exists(overlay.Disk))
+        {
+            try
+            {
+                await VmFiles.CheckBaseImageAsync(overlay.BaseImage, ct).ConfigureAwait(false);
+            }
+            catch (VmNetException e)
+            {
+                problems.Add(new PreflightProblem(e.Message, e.ExitCode));
+            }
+        }
+        return problems.DistinctBy(p => p.Message).ToList();
+    }
+
+    /// <summary>Throws the problems found, all at once: exit 2 when every one is the spec's, else 3 (the host cannot serve).</summary>
+    public static void ThrowIfAny(IReadOnlyList<PreflightProblem> problems)
+    {
+        if (problems.Count == 0) return;
+        var code = problems.All(p => p.ExitCode == ExitCodes.InvalidInput) ? ExitCodes.InvalidInput
+            : problems.Any(p => p.ExitCode == ExitCodes.HostCannotServe) ? ExitCodes.HostCannotServe : problems[0].ExitCode;
+        var message = string.Join("\n", problems.Select(p => p.Message));
+        throw code == ExitCodes.HostCannotServe ? new HostException(message) : new VmNetException(message, code);
+    }
+}

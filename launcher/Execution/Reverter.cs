@@ -1,0 +1,64 @@
+using System.Globalization;
+
+namespace VmNet.Execution;
+
+/// <summary>
+/// Test hooks, read from the environment by the CLI. TEST ONLY, never for production use:
+/// <c>VMNET_TEST_FAIL_AT_STEP=k</c> fails just before plan step k (1-based) as if the kernel had refused it;
+/// <c>VMNET_TEST_PAUSE_AT_STEP=k</c> prints "vmnet: test hook: paused at step k" to stderr before step k and sleeps
+/// until killed (the crash tests kill -9 it there).
+/// </summary>
+public sealed record ApplyHooks(int? FailAtStep = null, int? PauseAtStep = null)
+{
+    public static ApplyHooks FromEnvironment() => new(Int("VMNET_TEST_FAIL_AT_STEP"), Int("VMNET_TEST_PAUSE_AT_STEP"));
+
+    private static int? Int(string name) =>
+        int.TryParse(Environment.GetEnvironmentVariable(name), NumberStyles.None, CultureInfo.InvariantCulture, out var k) ? k : null;
+}
+
+/// <summary>A change failed and rolling back could not undo everything: the leases must stay for <c>vmnet gc</c>.</summary>
+public sealed class RollbackIncompleteException(string message, Exception inner) : VmNetException(message, ExitCodes.Failure, inner);
+
+/// <summary>
+/// Undo actions, registered as changes are made (each before its change, and harmless when the change itself was
+/// refused) and run newest first unless <see cref="Success"/> was called. An undo may add a note to the failure's
+/// message (what was given back, where a log is kept).
+/// </summary>
+public sealed class Reverter
+{
+    private readonly List<(string What, Func<Task> Undo)> _undos = [];
+    private readonly List<string> _notes = [];
+
+    public bool Succeeded { get; private set; }
+
+    /// <summary>Undos that failed so far in this rollback: later undos that must only run after a clean rollback look here.</summary>
+    public IReadOnlyList<string> Failures => _failures;
+    private readonly List<string> _failures = [];
+
+    public IReadOnlyList<string> Notes => _notes;
+
+    public void Add(string what, Func<Task> undo) => _undos.Add((what, undo));
+
+    public void Note(string note) => _notes.Add(note);
+
+    public void Success() => Succeeded = true;
+
+    /// <summary>Runs every undo, newest first, continuing past failures; returns what could not be undone.</summary>
+    public async Task<IReadOnlyList<string>> RevertAsync()
+    {
+        if (Succeeded) return [];
+        for (var i = _undos.Count - 1; i >= 0; i--)
+        {
+            try
+            {
+                await _undos[i].Undo().ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is VmNetException or IOException or UnauthorizedAccessException)
+            {
+                _failures.Add($"{_undos[i].What}: {e.Message}");
+            }
+        }
+        _undos.Clear();
+        return _failures;
+    }
+}

@@ -1,0 +1,41 @@
+namespace VmNet.State;
+
+/// <summary>The state directory's paths, named once.</summary>
+public sealed class StateDir(string path)
+{
+    public const string DefaultPath = "/var/lib/vmnet";
+    public string Path { get; } = System.IO.Path.GetFullPath(path);
+    public string LeasesDir => System.IO.Path.Join(Path, "leases");
+    public string LeaseFile(string pci) => System.IO.Path.Join(LeasesDir, pci + ".json");
+    public string VmDir(string vm) => System.IO.Path.Join(Path, "vms", vm);
+    /// <summary>The VM's own index of its leases: one link per leased VF into <see cref="LeasesDir"/>.</summary>
+    public string VmLeasesDir(string vm) => System.IO.Path.Join(VmDir(vm), "vfs");
+    /// <summary>The MAC index: one file per MAC in use, holding the VM's name, so uniqueness is one lookup.</summary>
+    public string MacFile(string mac) => System.IO.Path.Join(Path, "macs", mac.Replace(':', '-'));
+    /// <summary>The PF index: the leased VF indices of one PF, one per line.</summary>
+    public string PfIndexFile(string pfPci) => System.IO.Path.Join(PfIndexDir, pfPci);
+    public string PfIndexDir => System.IO.Path.Join(Path, "pfs");
+    /// <summary>The ledger's lock: one vmnet at a time plans and claims.</summary>
+    public string LockFile => System.IO.Path.Join(Path, "lock");
+    public string VmsDir => System.IO.Path.Join(Path, "vms");
+    /// <summary>Where a failed <c>up</c> keeps the VM's serial log after its directory is gone.</summary>
+    public string KeptSerialLog(string vm) => System.IO.Path.Join(Path, "logs", $"{vm}.serial.log");
+}
+
+/// <summary>Where a VM's files live on the host, named once.</summary>
+public sealed record VmPaths(string VmDir, string Disk, string Seed, string SerialLog, string QmpSocket, string AgentSocket, string PidFile, string AgentConfig, string ConsoleSocket)
+{
+    /// <summary>The agent's last report, kept for <c>vmnet status</c>.</summary>
+    public string GuestReport => Path.Join(VmDir, "guest.json");
+
+    /// <summary>What the QEMU backend keeps about a VM it runs (libvirt keeps the same in the domain's metadata).</summary>
+    public string QemuRecord => Path.Join(VmDir, "qemu.json");
+
+    public static VmPaths For(StateDir state, string vm)
+    {
+        var dir = state.VmDir(vm);
+        string F(string name) => Path.Join(dir, name);
+        return new VmPaths(dir, F("disk.qcow2"), F("seed.iso"), F("serial.log"), F("qmp.sock"), F("agent.sock"), F("qemu.pid"), F("agent.json"), F("console.sock"));
+    }
+}
+
