@@ -73,7 +73,4 @@ public sealed record LaunchPlan(
 {
     /// <summary>The leases the plan takes.</summary>
     public IEnumerable<Lease> Leases => Vfs.Select(v => v.LeaseFor(Vm.Name));
-
-    /// <summary>The phases the plan goes through, in order.</summary>
-    public IReadOnlyList<Phase> PhasesRun => Phases.All.Where(p => p <= Steps.Max(s => s.Phase)).ToList();
 }
