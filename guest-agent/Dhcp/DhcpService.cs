@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using VmNet.GuestAgent.Config;
 using VmNet.GuestAgent.Host;
+using VmNet.GuestAgent.Net;
 
 namespace VmNet.GuestAgent.Dhcp;
 
