@@ -1,5 +1,5 @@
 using System.Net;
-using VmNet.GuestAgent.Config;
+using VmNet.Contract;
 using VmNet.GuestAgent.Host;
 using VmNet.GuestAgent.Net;
 

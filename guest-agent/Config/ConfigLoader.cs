@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
+using VmNet.Contract;
 using VmNet.GuestAgent.Host;
 using VmNet.GuestAgent.Net;
 
@@ -86,7 +87,7 @@ public static class ConfigLoader
         void Add(string field, string must, object? got) =>
             problems.Add($"field `{field}` {must}, got `{got ?? "null"}`");
 
-        if (config.Version != 1) Add("version", "must be 1", config.Version);
+        if (config.Version != AgentConfig.CurrentVersion) Add("version", $"must be {AgentConfig.CurrentVersion}", config.Version);
         var memberNames = new HashSet<string>(StringComparer.Ordinal);
         var macs = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         var bondNames = new HashSet<string>(StringComparer.Ordinal);
