@@ -22,7 +22,8 @@ public sealed record Artifacts(
         [("meta-data", MetaData), ("user-data", UserData), ("network-config", NetworkConfig), ("vmnet/agent.json", AgentConfig)];
 }
 
-/// <summary>Renders the templates from a flat model made of the plan (never from the YAML types).</summary>
+/// <summary>Renders the templates from a flat model made of the plan (never from the YAML types); the agent's config
+/// is no template: <see cref="AgentConfigBuilder"/> makes it from the plan.</summary>
 public static class Renderer
 {
     public const string XmlNamespace = "https://vmnet.dev/xmlns/vmnet/1";
@@ -35,7 +36,7 @@ public static class Renderer
     {
         var model = Model(plan);
         var networkConfig = Run(templates, Templates.NetworkConfig, model);
-        var agent = Run(templates, Templates.AgentConfig, model);
+        var agent = AgentConfigBuilder.Json(AgentConfigBuilder.Build(plan));
         model.SetValue("agent_json", agent, true);
         var userData = Run(templates, Templates.UserData, model);
         // The instance-id follows the guest configuration, so cloud-init applies a changed network on the next boot.
@@ -100,7 +101,7 @@ public static class Renderer
                 ("bond", Obj(
                     ("mode", BondSpec.Mode), ("fail_over_mac", BondSpec.FailOverMac), ("miimon", b.Miimon),
                     ("arp_interval", b.ArpInterval), ("arp_targets", Array(b.ArpTargets)),
-                    ("primary", n.MemberName(Math.Max(0, n.Ports.ToList().IndexOf(b.Primary)))),
+                    ("primary", AgentConfigBuilder.Primary(n)),
                     ("primary_reselect", SpecNames.Of(b.PrimaryReselect)), ("up_delay", b.UpDelay),
                     ("down_delay", b.DownDelay), ("gratuitous_arp", b.GratuitousArp)))));
         }
