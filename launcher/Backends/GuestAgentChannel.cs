@@ -93,7 +93,10 @@ public static class GuestAgentChannel
             using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(paths.AgentSocket), deadline.Token);
             using var stream = new NetworkStream(socket, ownsSocket: false);
-            await stream.WriteAsync(Encoding.UTF8.GetBytes(StateQuery), deadline.Token);
+            // The other end may have closed already (the guest going down, or a peer that only flushes its queue):
+            // then there is no answer to ask for, but what it queued is still there to read.
+            try { await stream.WriteAsync(Encoding.UTF8.GetBytes(StateQuery), deadline.Token); }
+            catch (IOException) { }
             using var reader = new StreamReader(stream, new UTF8Encoding(false));
             while (true)
             {
