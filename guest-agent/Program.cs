@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using System.Text.Json;
+using VmNet.Contract;
 using VmNet.GuestAgent.Bonds;
 using VmNet.GuestAgent.Config;
 using VmNet.GuestAgent.Dhcp;
@@ -170,7 +170,7 @@ public static class Program
     }
 
     private static void Error(Reporter reporter, BondMonitor monitor, string message) =>
-        reporter.Send(JsonSerializer.Serialize(new ErrorEvent("error", monitor.UptimeMs(), message), ReportJsonContext.Default.ErrorEvent));
+        reporter.Send(new ErrorEvent(monitor.UptimeMs(), message));
 
     /// <summary>Loads the bonding module when the kernel has no bonding_masters yet (the only program the agent may run).</summary>
     private static void EnsureBonding(HostFiles host, TextWriter log)

@@ -4,7 +4,7 @@
 #
 #   scripts/publish.sh [DIR]     -> DIR/vmnet, DIR/vmnet-agent (default DIR: out/publish); prints DIR
 #
-# Skips a binary that is newer than every source it is built from (launcher/ + templates/, guest-agent/).
+# Skips a binary that is newer than every source it is built from (launcher/ + templates/, guest-agent/; both contract/).
 # Needs the .NET SDK and a C toolchain (clang or gcc), both from scripts/install-deps.sh.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,10 +24,10 @@ publish() { # publish PROJECT NAME
     dotnet publish "$repo/$1" -c Release -r linux-x64 -p:PublishAot=true -o "$tmp" -nologo -v:q >&2
   mv -f "$tmp/$2" "$out/$2"; rm -rf "$tmp"
 }
-if stale "$out/vmnet" "$repo/launcher" "$repo/templates" "$repo/Directory.Packages.props"; then
+if stale "$out/vmnet" "$repo/launcher" "$repo/templates" "$repo/contract" "$repo/Directory.Packages.props"; then
   publish launcher/VmNet.Launcher.csproj vmnet
 fi
-if stale "$out/vmnet-agent" "$repo/guest-agent" "$repo/Directory.Packages.props"; then
+if stale "$out/vmnet-agent" "$repo/guest-agent" "$repo/contract" "$repo/Directory.Packages.props"; then
   publish guest-agent/VmNet.GuestAgent.csproj vmnet-agent
 fi
 echo "$out"

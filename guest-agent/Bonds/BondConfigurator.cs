@@ -1,6 +1,7 @@
 using System.Net;
-using VmNet.GuestAgent.Config;
+using VmNet.Contract;
 using VmNet.GuestAgent.Host;
+using VmNet.GuestAgent.Net;
 
 namespace VmNet.GuestAgent.Bonds;
 

@@ -1,8 +1,9 @@
-using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
+using VmNet.Contract;
 using VmNet.GuestAgent.Host;
+using VmNet.GuestAgent.Net;
 
 namespace VmNet.GuestAgent.Config;
 
@@ -86,7 +87,7 @@ public static class ConfigLoader
         void Add(string field, string must, object? got) =>
             problems.Add($"field `{field}` {must}, got `{got ?? "null"}`");
 
-        if (config.Version != 1) Add("version", "must be 1", config.Version);
+        if (config.Version != AgentConfig.CurrentVersion) Add("version", $"must be {AgentConfig.CurrentVersion}", config.Version);
         var memberNames = new HashSet<string>(StringComparer.Ordinal);
         var macs = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         var bondNames = new HashSet<string>(StringComparer.Ordinal);
@@ -140,37 +141,4 @@ public static class ConfigLoader
 
     private static bool IsInterfaceName(string? name) =>
         name is { Length: > 0 and <= 15 } && name != "." && name != ".." && !name.Any(c => c is '/' or ':' || char.IsWhiteSpace(c));
-}
-
-/// <summary>An address with a prefix length.</summary>
-public readonly record struct Cidr(IPAddress Address, int PrefixLength)
-{
-    public static bool TryParse(string? text, out Cidr cidr)
-    {
-        cidr = default;
-        var slash = text?.IndexOf('/') ?? -1;
-        if (text is null || slash < 0) return false;
-        if (!IPAddress.TryParse(text.AsSpan(0, slash), out var address)) return false;
-        if (!int.TryParse(text.AsSpan(slash + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var prefix)) return false;
-        var max = address.AddressFamily == AddressFamily.InterNetwork ? 32 : 128;
-        if (prefix > max) return false;
-        cidr = new Cidr(address, prefix);
-        return true;
-    }
-
-    public override string ToString() => $"{Address}/{PrefixLength}";
-}
-
-public static class Mac
-{
-    /// <summary>Lower-case, colon-separated; what sysfs prints.</summary>
-    public static bool TryNormalize(string? text, out string mac)
-    {
-        mac = "";
-        if (text is null) return false;
-        var parts = text.Trim().Split(':', '-');
-        if (parts.Length != 6 || parts.Any(p => p.Length != 2 || !p.All(char.IsAsciiHexDigit))) return false;
-        mac = string.Join(':', parts).ToLowerInvariant();
-        return true;
-    }
 }

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
-using VmNet.GuestAgent.Config;
+using VmNet.Contract;
+using VmNet.GuestAgent.Net;
 
 namespace VmNet.GuestAgent.Dhcp;
 

@@ -1,8 +1,9 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
-using VmNet.GuestAgent.Config;
+using VmNet.Contract;
 using VmNet.GuestAgent.Host;
+using VmNet.GuestAgent.Net;
 
 namespace VmNet.GuestAgent.Dhcp;
 

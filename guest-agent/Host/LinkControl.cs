@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
-using VmNet.GuestAgent.Config;
+using VmNet.GuestAgent.Net;
 
 namespace VmNet.GuestAgent.Host;
 

@@ -1,5 +1,4 @@
-using System.Text.Json;
-using VmNet.GuestAgent.Config;
+using VmNet.Contract;
 using VmNet.GuestAgent.Host;
 
 namespace VmNet.GuestAgent.Reporting;
@@ -58,8 +57,7 @@ public sealed class BondMonitor(IHostFiles host, AgentConfig config, Reporter re
             _addresses[s.Name] = string.Join(' ', s.Addresses);
             foreach (var m in s.Members) _links[(s.Name, m.Name)] = m.Link;
         }
-        reporter.Send(JsonSerializer.Serialize(new NetworkReadyEvent("network-ready", UptimeMs(), changes, states),
-            ReportJsonContext.Default.NetworkReadyEvent));
+        reporter.Send(new NetworkReadyEvent(UptimeMs(), changes, states));
     }
 
     /// <summary>One look at every bond; reports member link changes first, then active-member changes, then address
@@ -73,20 +71,17 @@ public sealed class BondMonitor(IHostFiles host, AgentConfig config, Reporter re
             {
                 if (_links.TryGetValue((state.Name, m.Name), out var before) && before == m.Link) continue;
                 _links[(state.Name, m.Name)] = m.Link;
-                reporter.Send(JsonSerializer.Serialize(new LinkChangedEvent("link-changed", UptimeMs(), state.Name, m.Name, m.Link),
-                    ReportJsonContext.Default.LinkChangedEvent));
+                reporter.Send(new LinkChangedEvent(UptimeMs(), state.Name, m.Name, m.Link));
             }
             if (!_active.TryGetValue(state.Name, out var previous) || previous != state.Active)
             {
                 _active[state.Name] = state.Active;
-                reporter.Send(JsonSerializer.Serialize(new ActiveChangedEvent("active-changed", UptimeMs(), state.Name, state.Active, previous),
-                    ReportJsonContext.Default.ActiveChangedEvent));
+                reporter.Send(new ActiveChangedEvent(UptimeMs(), state.Name, state.Active, previous));
             }
             var addresses = string.Join(' ', state.Addresses);
             if (_addresses.TryGetValue(state.Name, out var reported) && reported == addresses) continue;
             _addresses[state.Name] = addresses;
-            reporter.Send(JsonSerializer.Serialize(new AddressesChangedEvent("addresses-changed", UptimeMs(), state.Name, state.Addresses),
-                ReportJsonContext.Default.AddressesChangedEvent));
+            reporter.Send(new AddressesChangedEvent(UptimeMs(), state.Name, state.Addresses));
         }
         reporter.Flush();
     }
@@ -97,12 +92,8 @@ public sealed class BondMonitor(IHostFiles host, AgentConfig config, Reporter re
     /// </summary>
     public void Answer(string request)
     {
-        HostRequest? parsed;
-        try { parsed = JsonSerializer.Deserialize(request, ReportJsonContext.Default.HostRequest); }
-        catch (JsonException) { parsed = null; }
-        if (parsed?.Query != "state") return;
-        reporter.Send(JsonSerializer.Serialize(new StateEvent("state", UptimeMs(), config.Networks.Select(Read).ToList()),
-            ReportJsonContext.Default.StateEvent), logged: false);
+        if (HostRequest.Parse(request) != HostRequest.State) return;
+        reporter.Send(new StateEvent(UptimeMs(), config.Networks.Select(Read).ToList()), logged: false);
     }
 
     public void Run(TimeSpan interval, CancellationToken cancel)

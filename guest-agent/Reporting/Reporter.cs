@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text;
+using VmNet.Contract;
 using VmNet.GuestAgent.Host;
 
 namespace VmNet.GuestAgent.Reporting;
@@ -30,8 +31,9 @@ public sealed class Reporter(IHostFiles host, string? portName, TextWriter log) 
 
     /// <summary>Queues one report line and flushes; <paramref name="logged"/> false keeps it off stderr (answers to
     /// the host's queries, which would otherwise fill the journal or serial log at each `vmnet status`).</summary>
-    public void Send(string json, bool logged = true)
+    public void Send(AgentEvent report, bool logged = true)
     {
+        var json = report.ToLine();
         if (logged) log.WriteLine("vmnet-agent: report " + json);
         if (portName is null) return;
         if (_pending.Count >= 1000) _pending.Dequeue();

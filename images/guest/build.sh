@@ -6,7 +6,7 @@
 #
 # Idempotent and cached under ${VMNET_CACHE:-<repo>/.cache}/images/:
 #   kernel/<package>/          the unpacked linux-image package (depmod run once)
-#   agent/vmnet-agent          the agent, republished when a file under guest-agent/ is newer
+#   agent/vmnet-agent          the agent, republished when a file under guest-agent/ or contract/ is newer
 #   guest-<kver>-<hash>/       kernel (uncompressed, PVH) + initrd (cpio); <hash> covers this recipe, init and the agent binary
 # Overrides: VMNET_KERNEL_PACKAGE (default: the package linux-image-amd64 depends on), VMNET_AGENT_BIN (a prebuilt agent).
 set -euo pipefail
@@ -29,7 +29,7 @@ img_kernel
 # 2. The agent (NativeAOT, needs only glibc).
 agent=${VMNET_AGENT_BIN:-$cache/agent/vmnet-agent}
 if [ -z "${VMNET_AGENT_BIN:-}" ]; then
-  if [ ! -x "$agent" ] || [ -n "$(find "$repo/guest-agent" -type f \( -name '*.cs' -o -name '*.csproj' \) -newer "$agent" -not -path '*/obj/*' -not -path '*/bin/*' | head -1)" ]; then
+  if [ ! -x "$agent" ] || [ -n "$(find "$repo/guest-agent" "$repo/contract" -type f \( -name '*.cs' -o -name '*.csproj' \) -newer "$agent" -not -path '*/obj/*' -not -path '*/bin/*' | head -1)" ]; then
     img_need dotnet
     img_log "publishing vmnet-agent (NativeAOT)"
     # Run outside any MSBuild that started us (dotnet test), so its node settings do not leak in.

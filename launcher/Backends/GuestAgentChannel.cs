@@ -2,43 +2,29 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using VmNet.Contract;
 using VmNet.Io;
 using VmNet.State;
 
 namespace VmNet.Backends;
 
-/// <summary>One bond member as the guest agent reports it.</summary>
-public sealed record GuestMember(string Name, string Mac, string Link);
-
-/// <summary>One bond as the guest agent reports it: the active member, the members' links and the addresses.</summary>
-public sealed record GuestNetwork(string Name, string? Active, IReadOnlyList<GuestMember> Members, IReadOnlyList<string> Addresses, int? Mtu);
-
-/// <summary>
-/// One line of the agent: <c>network-ready</c> (all networks), <c>state</c> (all networks, the answer to
-/// <see cref="GuestAgentChannel.StateQuery"/>), <c>active-changed</c> (network, active), <c>link-changed</c>
-/// (network, member, link), <c>addresses-changed</c> (network, addresses: a DHCP lease got, changed or lost) or
-/// <c>error</c> (message).
-/// </summary>
-public sealed record GuestEvent(string Event, long UptimeMs, string? Message, IReadOnlyList<GuestNetwork>? Networks,
-    string? Network = null, string? Active = null, string? Member = null, string? Link = null, IReadOnlyList<string>? Addresses = null);
-
-/// <summary>The last guest report VmNet received, kept in the VM directory for <c>vmnet status</c>.</summary>
-public sealed record GuestStatus(DateTimeOffset ReceivedAt, IReadOnlyList<GuestNetwork> Networks);
+/// <summary>The last guest report VmNet received (every bond, as the agent's report lines in VmNet.Contract carry
+/// them), kept in the VM directory for <c>vmnet status</c>.</summary>
+public sealed record GuestStatus(DateTimeOffset ReceivedAt, IReadOnlyList<NetworkState> Networks);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = false)]
-[JsonSerializable(typeof(GuestEvent))]
 [JsonSerializable(typeof(GuestStatus))]
 internal sealed partial class GuestJson : JsonSerializerContext;
 
 /// <summary>
 /// The host end of the guest agent's report port: a virtio-serial channel whose unix socket QEMU listens on
-/// (<see cref="VmPaths.AgentSocket"/>). The agent sends one JSON object per line; <c>network-ready</c> comes once
-/// the bonds are up.
+/// (<see cref="VmPaths.AgentSocket"/>). The agent sends one JSON object per line (an <see cref="AgentEvent"/>);
+/// <c>network-ready</c> comes once the bonds are up. A line that is no event VmNet knows is skipped.
 /// </summary>
 public static class GuestAgentChannel
 {
     /// <summary>What the host writes to ask the agent for a <c>state</c> report of every bond as it is now.</summary>
-    public const string StateQuery = "{\"query\":\"state\"}\n";
+    public static readonly string StateQuery = HostRequest.State.ToLine() + "\n";
 
     /// <summary>
     /// Connects to the agent socket (retrying while QEMU is not listening yet) and waits for <c>network-ready</c>;
@@ -65,14 +51,12 @@ public static class GuestAgentChannel
                 using var reader = new StreamReader(new NetworkStream(socket, ownsSocket: false), new UTF8Encoding(false));
                 while (await reader.ReadLineAsync(deadline.Token) is { } line)
                 {
-                    GuestEvent? report;
-                    try { report = JsonSerializer.Deserialize(line, GuestJson.Default.GuestEvent); }
-                    catch (JsonException) { continue; } // not a report line
-                    if (report?.Event == "error")
-                        throw new VmNetException($"the guest agent reported an error: {report.Message}; see the serial log {paths.SerialLog}", ExitCodes.Failure);
-                    if (report is { Event: "network-ready", Networks: { } networks })
+                    var report = AgentEvent.Parse(line); // null: not a report line
+                    if (report is ErrorEvent error)
+                        throw new VmNetException($"the guest agent reported an error: {error.Message}; see the serial log {paths.SerialLog}", ExitCodes.Failure);
+                    if (report is NetworkReadyEvent ready)
                     {
-                        var status = new GuestStatus(DateTimeOffset.UtcNow, networks);
+                        var status = new GuestStatus(DateTimeOffset.UtcNow, ready.Networks);
                         await File.WriteAllTextAsync(paths.GuestReport, JsonSerializer.Serialize(status, GuestJson.Default.GuestStatus), deadline.Token);
                         return status;
                     }
@@ -107,18 +91,18 @@ public static class GuestAgentChannel
             using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(paths.AgentSocket), deadline.Token);
             using var stream = new NetworkStream(socket, ownsSocket: false);
-            await stream.WriteAsync(Encoding.UTF8.GetBytes(StateQuery), deadline.Token);
+            // The other end may have closed already (the guest going down, or a peer that only flushes its queue):
+            // then there is no answer to ask for, but what it queued is still there to read.
+            try { await stream.WriteAsync(Encoding.UTF8.GetBytes(StateQuery), deadline.Token); }
+            catch (IOException) { }
             using var reader = new StreamReader(stream, new UTF8Encoding(false));
             while (true)
             {
                 if (await reader.ReadLineAsync(deadline.Token) is not { } line) break;
-                GuestEvent? e;
-                try { e = JsonSerializer.Deserialize(line, GuestJson.Default.GuestEvent); }
-                catch (JsonException) { continue; }
-                if (e is null) continue;
+                if (AgentEvent.Parse(line) is not { } e) continue;
                 read++;
                 status = Fold(status, e);
-                if (e.Event == "state" && status is not null) break; // the whole truth: nothing more to wait for
+                if (e is StateEvent && status is not null) break; // the whole truth: nothing more to wait for
             }
         }
         catch (Exception e) when (e is SocketException or IOException or OperationCanceledException && !cancel.IsCancellationRequested) { }
@@ -132,22 +116,26 @@ public static class GuestAgentChannel
     }
 
     /// <summary>One event applied to a report: network-ready and state replace it; the others change one network.</summary>
-    public static GuestStatus? Fold(GuestStatus? status, GuestEvent e)
+    public static GuestStatus? Fold(GuestStatus? status, AgentEvent e)
     {
-        if (e is { Event: "network-ready" or "state", Networks: { } all }) return new GuestStatus(DateTimeOffset.UtcNow, all);
-        if (status is null || e.Network is null) return status;
-        return status with
+        switch (e)
         {
-            Networks = status.Networks.Select(n => n.Name != e.Network ? n : e.Event switch
-            {
-                "active-changed" => n with { Active = e.Active },
-                "link-changed" when e.Member is not null && e.Link is not null =>
-                    n with { Members = n.Members.Select(m => m.Name == e.Member ? m with { Link = e.Link } : m).ToList() },
-                "addresses-changed" when e.Addresses is not null => n with { Addresses = e.Addresses },
-                _ => n,
-            }).ToList(),
+            case NetworkReadyEvent ready: return new GuestStatus(DateTimeOffset.UtcNow, ready.Networks);
+            case StateEvent state: return new GuestStatus(DateTimeOffset.UtcNow, state.Networks);
+        }
+        if (status is null) return status;
+        return e switch
+        {
+            ActiveChangedEvent a => Change(status, a.Network, n => n with { Active = a.Active }),
+            LinkChangedEvent l => Change(status, l.Network,
+                n => n with { Members = n.Members.Select(m => m.Name == l.Member ? m with { Link = l.Link } : m).ToList() }),
+            AddressesChangedEvent x => Change(status, x.Network, n => n with { Addresses = x.Addresses }),
+            _ => status,
         };
     }
+
+    private static GuestStatus Change(GuestStatus status, string network, Func<NetworkState, NetworkState> change) =>
+        status with { Networks = status.Networks.Select(n => n.Name == network ? change(n) : n).ToList() };
 
     /// <summary>The last saved report, or null when none was received (or the file is unreadable).</summary>
     public static GuestStatus? ReadSaved(VmPaths paths)

@@ -28,7 +28,8 @@ public sealed record RenderedVf(int NetworkIndex, string Name, string Mac, strin
 /// <summary>What the templates are rendered from: the spec's values, the VFs the plan chose, the VM's files.</summary>
 public sealed record RenderInput(VmSpec Vm, IReadOnlyList<RenderedVf> Vfs, VmPaths Paths);
 
-/// <summary>Renders the templates from a flat model (snake_case names) made of a <see cref="RenderInput"/>.</summary>
+/// <summary>Renders the templates from a flat model (snake_case names) made of a <see cref="RenderInput"/>; the agent's
+/// config is no template: <see cref="AgentConfigBuilder"/> makes it as the contract's record.</summary>
 public static class Renderer
 {
     public const string XmlNamespace = "https://vmnet.dev/xmlns/vmnet/1";
@@ -41,7 +42,7 @@ public static class Renderer
     {
         var model = Model(input);
         var networkConfig = Run(templates, Templates.NetworkConfig, model);
-        var agent = Run(templates, Templates.AgentConfig, model);
+        var agent = AgentConfigBuilder.Json(AgentConfigBuilder.Build(input));
         model.SetValue("agent_json", agent, true);
         var userData = Run(templates, Templates.UserData, model);
         // The instance-id follows the guest configuration, so cloud-init applies a changed network on the next boot.
@@ -108,7 +109,7 @@ public static class Renderer
                 ("bond", Obj(
                     ("mode", BondSpec.Mode), ("fail_over_mac", BondSpec.FailOverMac), ("miimon", b.Miimon),
                     ("arp_interval", b.ArpInterval), ("arp_targets", Array(b.ArpTargets)),
-                    ("primary", n.MemberName(Math.Max(0, n.Ports.ToList().IndexOf(b.Primary)))),
+                    ("primary", AgentConfigBuilder.Primary(n)),
                     ("primary_reselect", SpecNames.Of(b.PrimaryReselect)), ("up_delay", b.UpDelay),
                     ("down_delay", b.DownDelay), ("gratuitous_arp", b.GratuitousArp)))));
         }

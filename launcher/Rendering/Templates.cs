@@ -4,7 +4,7 @@ namespace VmNet.Rendering;
 
 /// <summary>
 /// The Scriban templates: embedded in the binary, or read from a directory (<c>--templates DIR</c>) where a file of
-/// the same name overrides the embedded one.
+/// the same name overrides the embedded one. The agent's config is not among them (see <see cref="AgentConfigBuilder"/>).
 /// </summary>
 public sealed class Templates(string? directory = null)
 {
@@ -13,8 +13,7 @@ public sealed class Templates(string? directory = null)
     public const string UserData = "user-data.sbn";
     public const string MetaData = "meta-data.sbn";
     public const string NetworkConfig = "network-config.sbn";
-    public const string AgentConfig = "agent.json.sbn";
-    public static readonly IReadOnlyList<string> All = [Domain, QemuArgs, UserData, MetaData, NetworkConfig, AgentConfig];
+    public static readonly IReadOnlyList<string> All = [Domain, QemuArgs, UserData, MetaData, NetworkConfig];
 
     private readonly Dictionary<string, Template> _parsed = new(StringComparer.Ordinal);
 

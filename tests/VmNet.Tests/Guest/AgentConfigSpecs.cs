@@ -25,7 +25,7 @@ public sealed class AgentConfigSpecs
         Assert.False(n.Dhcp);
     }
 
-    /// <summary>The agent is agent.json's consumer: every config the launcher renders for the corpus (DHCP, IPv6, ARP
+    /// <summary>The agent is agent.json's consumer: every config the launcher writes for the corpus (DHCP, IPv6, ARP
     /// monitoring, QinQ, ...) must load, with each network's addresses as planned.</summary>
     [Theory]
     [MemberData(nameof(Consumers.ConsumerCorpus.All), MemberType = typeof(Consumers.ConsumerCorpus))]
@@ -33,11 +33,35 @@ public sealed class AgentConfigSpecs
     {
         using var vm = Consumers.ConsumerCorpus.Render(name);
 
-        var config = ConfigLoader.Parse(vm.Artifacts.AgentConfig, $"{name}/agent.json");
+        LoadsAsWritten(vm.Plan, vm.Artifacts, $"consumers/{name}");
+    }
 
-        Assert.Equal(vm.Spec.Networks.Select(n => (n.Name, n.Address.Dhcp)), config.Networks.Select(n => (n.Name!, n.Dhcp)));
-        foreach (var (planned, loaded) in vm.Spec.Networks.Zip(config.Networks))
+    /// <summary>The same for the specs of the approved files (tests/VmNet.Tests/Specs/render).</summary>
+    [Theory]
+    [MemberData(nameof(RendererSpecs.RenderSpecs), MemberType = typeof(RendererSpecs))]
+    public void Every_config_of_the_render_specs_loads_in_the_agent(string name)
+    {
+        var (plan, artifacts) = RendererSpecs.RenderSpec(name);
+
+        LoadsAsWritten(plan, artifacts, $"render/{name}");
+    }
+
+    /// <summary>The agent's ConfigLoader (parse, then its own validation) takes the launcher's agent.json, the copy in
+    /// user-data is the same text, and what the agent holds is all the launcher built: written again, it is the same JSON.</summary>
+    private static void LoadsAsWritten(VmNet.Planning.LaunchPlan plan, VmNet.Rendering.Artifacts artifacts, string name)
+    {
+        var config = ConfigLoader.Parse(artifacts.AgentConfig, $"{name}/agent.json");
+
+        Assert.Equal(plan.Vm.Networks.Select(n => (n.Name, n.Address.Dhcp)), config.Networks.Select(n => (n.Name!, n.Dhcp)));
+        foreach (var (planned, loaded) in plan.Vm.Networks.Zip(config.Networks))
             Assert.Equal(planned.Address.Dhcp ? [] : [planned.Address.ToString()], loaded.Addresses);
+        Assert.Equal(plan.Vfs.Select(v => (v.GuestName, v.Mac)), config.Networks.SelectMany(n => n.Members).Select(m => (m.Name!, m.Mac!)));
+        Assert.Equal(artifacts.AgentConfig, VmNet.Rendering.AgentConfigBuilder.Json(config));
+        var userData = new YamlDotNet.RepresentationModel.YamlStream();
+        userData.Load(new StringReader(artifacts.UserData));
+        var files = (YamlDotNet.RepresentationModel.YamlSequenceNode)((YamlDotNet.RepresentationModel.YamlMappingNode)userData.Documents[0].RootNode)["write_files"];
+        var etc = files.Cast<YamlDotNet.RepresentationModel.YamlMappingNode>().Single(f => f["path"].ToString() == "/etc/vmnet/agent.json");
+        Assert.Equal(artifacts.AgentConfig, etc["content"].ToString());
     }
 
     [Fact]

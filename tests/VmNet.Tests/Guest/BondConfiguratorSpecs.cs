@@ -1,5 +1,5 @@
+using VmNet.Contract;
 using VmNet.GuestAgent.Bonds;
-using VmNet.GuestAgent.Config;
 
 namespace VmNet.Tests.Guest;
 

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
-using VmNet.GuestAgent.Config;
+using VmNet.Contract;
 using VmNet.GuestAgent.Dhcp;
 using VmNet.GuestAgent.Host;
 using VmNet.Tests.Support;

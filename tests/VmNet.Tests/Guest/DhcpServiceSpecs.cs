@@ -1,6 +1,6 @@
 using System.Net;
+using VmNet.Contract;
 using VmNet.GuestAgent.Bonds;
-using VmNet.GuestAgent.Config;
 using VmNet.GuestAgent.Dhcp;
 
 namespace VmNet.Tests.Guest;

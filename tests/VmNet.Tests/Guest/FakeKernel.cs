@@ -1,6 +1,6 @@
 using System.Net;
-using VmNet.GuestAgent.Config;
 using VmNet.GuestAgent.Host;
+using VmNet.GuestAgent.Net;
 
 namespace VmNet.Tests.Guest;
 

@@ -15,7 +15,7 @@ public sealed class TwoBondGuest : GuestFixture
 
     /// <summary>
     /// The config comes from the launcher itself: this spec, planned on a simulated igb host and rendered by the
-    /// agent.json template, with the launcher's defaults (miimon 100, up-delay 200, three gratuitous ARPs).
+    /// launcher's AgentConfigBuilder, with the launcher's defaults (miimon 100, up-delay 200, three gratuitous ARPs).
     /// </summary>
     protected override string Config => Rendered.Value;
 

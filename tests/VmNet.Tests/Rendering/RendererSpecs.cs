@@ -33,12 +33,20 @@ public class RendererSpecs
 
     public static TheoryData<string> RenderSpecs() => new("example", "igb-dhcp", "arp-ipv6-qemu");
 
+    /// <summary>Renders tests/VmNet.Tests/Specs/render/<paramref name="name"/>.yaml on the host its name suggests.</summary>
+    internal static (LaunchPlan Plan, Artifacts Artifacts) RenderSpec(string name) =>
+        Render(File.ReadAllText(Repo.File($"tests/VmNet.Tests/Specs/render/{name}.yaml")), name.StartsWith("example", StringComparison.Ordinal) ? "connectx5" : "igb");
+
+    [Fact]
+    public void The_render_specs_are_every_file_in_specs_render() =>
+        Assert.Equal(RenderSpecs().Select(r => (string)r.Data).Order(),
+            Directory.GetFiles(Repo.File("tests/VmNet.Tests/Specs/render"), "*.yaml").Select(Path.GetFileNameWithoutExtension).Order());
+
     [Theory]
     [MemberData(nameof(RenderSpecs))]
     public void Every_artifact_equals_its_approved_file(string name)
     {
-        var text = File.ReadAllText(Repo.File($"tests/VmNet.Tests/Specs/render/{name}.yaml"));
-        var (_, a) = Render(text, name.StartsWith("example", StringComparison.Ordinal) ? "connectx5" : "igb");
+        var (_, a) = RenderSpec(name);
 
         Golden.Verify($"{name}/domain.xml", a.DomainXml);
         Golden.Verify($"{name}/qemu.args", string.Join('\n', a.QemuArgs) + "\n");

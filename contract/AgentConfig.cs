@@ -1,13 +1,16 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace VmNet.GuestAgent.Config;
+namespace VmNet.Contract;
 
-/// <summary>The agent's input, exactly as the launcher renders it (camelCase JSON, version 1).
+/// <summary>The agent's input, as the launcher writes it (camelCase JSON, version 1). The agent validates it
+/// (ConfigLoader.Validate in guest-agent); these types only say its shape.
 /// Properties are settable, not init-only: the JSON source generator passes default(T) for absent init-only
 /// properties, which would wipe the defaults below.</summary>
 public sealed record AgentConfig
 {
+    public const int CurrentVersion = 1;
+
     public int Version { get; set; }
     public string? Hostname { get; set; }
     /// <summary>virtio-serial port name: /dev/virtio-ports/&lt;name&gt;. Absent: report to stderr only.</summary>
@@ -40,6 +43,8 @@ public sealed record NetworkConfig
     public string? Gateway { get; set; }
     public IReadOnlyList<string> Dns { get; set; } = [];
 
+    /// <summary>Not on the wire: derived from <see cref="ArpInterval"/>.</summary>
+    [JsonIgnore]
     public bool UsesArpMonitoring => ArpInterval > 0;
 }
 
@@ -50,11 +55,17 @@ public sealed record MemberConfig
     public string? Mac { get; set; }
 }
 
+/// <summary>
+/// Reads as the agent always has (comments skipped, trailing commas allowed, an unknown member refused, an absent
+/// property keeps its default) and writes as the launcher puts it on the seed: indented by two spaces, <c>\n</c>.
+/// </summary>
 [JsonSourceGenerationOptions(
     PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
     ReadCommentHandling = JsonCommentHandling.Skip,
     AllowTrailingCommas = true,
     UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-    WriteIndented = true)]
+    WriteIndented = true,
+    IndentSize = 2,
+    NewLine = "\n")]
 [JsonSerializable(typeof(AgentConfig))]
-internal sealed partial class AgentConfigJsonContext : JsonSerializerContext;
+public sealed partial class AgentConfigJsonContext : JsonSerializerContext;
