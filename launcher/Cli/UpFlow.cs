@@ -27,7 +27,12 @@ internal static class UpFlow
             if (options.Json)
                 stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(PlanDocument.From(dry, problems), PlanJson.Default.PlanDocument));
             else
-                PlanPrinter.Print(stdout, dry, problems, options.OutDir);
+            {
+                // One write for the whole plan, not one per line (the console flushes every line).
+                var text = new StringWriter { NewLine = stdout.NewLine };
+                PlanPrinter.Print(text, dry, problems, options.OutDir);
+                stdout.Write(text.ToString());
+            }
             return ExitCodes.Ok;
         }
         if (options.Json)

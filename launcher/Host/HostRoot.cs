@@ -26,7 +26,13 @@ public sealed class HostRoot(string path)
     {
         try
         {
-            return File.ReadAllText(Map(hostPath)).TrimEnd('\n');
+            // One open and one read per attribute (File.ReadAllText adds fstat, two flocks and a second read); a sysfs
+            // attribute fits in a page, and a longer file is read whole.
+            using var handle = File.OpenHandle(Map(hostPath), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            Span<byte> buffer = stackalloc byte[4096];
+            var n = RandomAccess.Read(handle, buffer, 0);
+            if (n == buffer.Length) return File.ReadAllText(Map(hostPath)).TrimEnd('\n');
+            return global::System.Text.Encoding.UTF8.GetString(buffer[..n]).TrimEnd('\n');
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or IOException)
         {

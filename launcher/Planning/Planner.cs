@@ -26,6 +26,7 @@ public static class Planner
         var chosen = new HashSet<string>(StringComparer.Ordinal);
         var macsInPlan = new HashSet<string>(spec.Networks.SelectMany(n => n.Macs ?? []), StringComparer.OrdinalIgnoreCase);
         var vfs = new List<VfClaim>();
+        var pfs = new Dictionary<string, PhysicalFunction?>(StringComparer.Ordinal);
         var leasedOfPf = new Dictionary<string, IReadOnlySet<int>>(StringComparer.Ordinal);
 
         for (var ni = 0; ni < spec.Networks.Count; ni++)
@@ -36,7 +37,7 @@ public static class Planner
             {
                 var field = $"networks[{ni}].ports[{port}]";
                 var portName = network.Ports[port];
-                var pf = host.FindPort(portName);
+                if (!pfs.TryGetValue(portName, out var pf)) pfs[portName] = pf = host.FindPort(portName); // each PF read once per plan
                 if (pf is null)
                 {
                     problems.Add($"{field}: no network device or PCI function \"{portName}\" on this host; list the SR-IOV ports with `vmnet host`");

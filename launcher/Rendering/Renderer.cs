@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
 using Scriban;
 using Scriban.Runtime;
@@ -46,7 +45,7 @@ public static class Renderer
         model.SetValue("agent_json", agent, true);
         var userData = Run(templates, Templates.UserData, model);
         // The instance-id follows the guest configuration, so cloud-init applies a changed network on the next boot.
-        var id = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(networkConfig + "\0" + userData + "\0" + agent)))[..12];
+        var id = Convert.ToHexStringLower(Sha256.Hash(networkConfig + "\0" + userData + "\0" + agent))[..12];
         ((ScriptObject)model["vm"]!).SetValue("instance_id", $"vmnet-{input.Vm.Name}-{id}", true);
         var metaData = Run(templates, Templates.MetaData, model);
         var domain = Run(templates, Templates.Domain, model);
@@ -57,7 +56,7 @@ public static class Renderer
 
     private static string Run(Templates templates, string name, ScriptObject model)
     {
-        var context = new TemplateContext { StrictVariables = true, LoopLimit = 10_000, MemberRenamer = m => m.Name };
+        var context = new TemplateContext(new LazyBuiltins()) { StrictVariables = true, LoopLimit = 10_000, MemberRenamer = m => m.Name };
         var globals = new ScriptObject();
         Filters.Register(globals);
         context.PushGlobal(globals);
@@ -144,7 +143,7 @@ public static class Renderer
     /// <summary>A stable UUID for the VM's name, so the domain keeps its identity across re-definitions.</summary>
     public static string Uuid(string name)
     {
-        var h = SHA256.HashData(Encoding.UTF8.GetBytes("vmnet-uuid/v1\0" + name));
+        var h = Sha256.Hash("vmnet-uuid/v1\0" + name);
         h[6] = (byte)((h[6] & 0x0F) | 0x80); // version 8 (custom)
         h[8] = (byte)((h[8] & 0x3F) | 0x80); // RFC 4122 variant
         var x = Convert.ToHexStringLower(h.AsSpan(0, 16));

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
 
 namespace VmNet.Spec;
@@ -39,7 +38,7 @@ public static class Mac
         for (var attempt = 0; ; attempt++)
         {
             var input = $"vmnet-mac/v1\0{vm}\0{network}\0{port}\0{attempt}";
-            var hash = SHA256.HashData(Encoding.UTF8.GetBytes(input));
+            var hash = Sha256.Hash(input);
             hash[0] = (byte)((hash[0] & 0xFC) | 0x02); // locally administered, unicast
             var mac = string.Join(':', hash.Take(6).Select(b => b.ToString("x2", CultureInfo.InvariantCulture)));
             if (!taken(mac)) return mac;
