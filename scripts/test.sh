@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test: installs what the tests need (Debian packages), builds, and runs the whole suite, including the
 # slow ones on real kernels under QEMU (TCG). Ends with one summary line: "tests: N passed, N failed, N skipped".
-# Extra arguments go to the test runner, e.g. scripts/test.sh --filter-class VmNet.Tests.CliSpecs
+#   scripts/test.sh --fast    the fast tier only: every test but those that boot a kernel (Tier=Boot), about 2 minutes
+# Other arguments go to the test runner, e.g. scripts/test.sh --filter-class VmNet.Tests.Cli.CliTests
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+args=()
+for a in "$@"; do
+  if [ "$a" = "--fast" ]; then args+=(--filter-not-trait "Tier=Boot"); else args+=("$a"); fi
+done
+set -- ${args[@]+"${args[@]}"}
 
 scripts/install-deps.sh
 dotnet build VmNet.sln -c Debug --nologo -v quiet

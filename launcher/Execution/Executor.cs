@@ -56,8 +56,9 @@ public sealed class Executor(IReadOnlyList<IStepRunner> runners, ApplyHooks? hoo
             }
             reverter.Success();
         }
-        catch (Exception e) when (!reverter.Succeeded && e is VmNetException or OperationCanceledException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (!reverter.Succeeded)
         {
+            // Any failure, a bug's too, rolls back: the host is never left half-changed by an exception.
             var failures = await reverter.RevertAsync().ConfigureAwait(false);
             var reason = e is OperationCanceledException ? "interrupted" : e.Message;
             if (failures.Count > 0)

@@ -53,7 +53,7 @@ public sealed class Reverter
             {
                 await _undos[i].Undo().ConfigureAwait(false);
             }
-            catch (Exception e) when (e is VmNetException or IOException or UnauthorizedAccessException)
+            catch (Exception e) // every undo runs, whatever the one before it threw
             {
                 _failures.Add($"{_undos[i].What}: {e.Message}");
             }

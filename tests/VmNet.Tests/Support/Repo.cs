@@ -48,7 +48,7 @@ public static class Golden
     {
         var path = Repo.File(Path.Join("tests/VmNet.Tests/Golden", name));
         var approve = Environment.GetEnvironmentVariable("VMNET_APPROVE") == "1"
-            && Environment.GetEnvironmentVariable("CI") != "true";
+            && !Unavailable.InCi;
         if (approve)
         {
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);

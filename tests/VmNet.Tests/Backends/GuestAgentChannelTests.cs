@@ -1,0 +1,200 @@
+using System.Net.Sockets;
+using System.Text;
+using VmNet.Backends;
+using VmNet.Cli;
+
+namespace VmNet.Tests.Backends;
+
+// The agent's report port is a unix socket QEMU listens on; here a fake listener plays QEMU and the agent.
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class GuestAgentChannelTests : IDisposable
+{
+    private readonly TestVm _vm = new(name: "agent1");
+
+    public void Dispose() => _vm.Dispose();
+
+    private static CancellationToken Cancel => TestContext.Current.CancellationToken;
+
+    private const string Ready = """{"event":"network-ready","uptimeMs":8123,"changes":4,"networks":[{"name":"storage","active":"storage0","members":[{"name":"storage0","mac":"02:00:00:00:40:11","link":"up"},{"name":"storage1","mac":"02:00:00:00:40:12","link":"up"}],"addresses":["192.168.40.11/24"],"mtu":1500}]}""";
+
+    /// <summary>
+    /// Listens on the VM's agent socket and sends <paramref name="queued"/> to the first client. With
+    /// <paramref name="answer"/>, it then reads the client's first line, answers it and stays connected until the
+    /// client closes; it returns the line read ("" without an answer).
+    /// </summary>
+    private Task<string> FakeAgent(string[] queued, Func<string, string>? answer = null)
+    {
+        Directory.CreateDirectory(_vm.Plan.Paths.VmDir);
+        File.Delete(_vm.Plan.Paths.AgentSocket);
+        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(_vm.Plan.Paths.AgentSocket));
+        listener.Listen();
+        return Task.Run(async () =>
+        {
+            using (listener)
+            using (var client = await listener.AcceptAsync(Cancel))
+            using (var stream = new NetworkStream(client))
+            using (var reader = new StreamReader(stream))
+            {
+                await stream.WriteAsync(Encoding.UTF8.GetBytes(string.Concat(queued.Select(l => l + "\n"))), Cancel);
+                if (answer is null) return "";
+                var request = await reader.ReadLineAsync(Cancel) ?? "";
+                await stream.WriteAsync(Encoding.UTF8.GetBytes(answer(request) + "\n"), Cancel);
+                await reader.ReadToEndAsync(Cancel); // stays connected until the host closes
+                return request;
+            }
+        }, Cancel);
+    }
+
+    private Task FakeAgent(params string[] lines) => FakeAgent(lines, null);
+
+    /// <summary>The VM defined and started on libvirt's test driver, and the agent's network-ready report received.</summary>
+    private async Task<LibvirtBackend> StartedWithNetworkReady()
+    {
+        await _vm.CreateBaseImage();
+        var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
+        try
+        {
+            await _vm.StartAsync(backend);
+            var ready = FakeAgent(Ready);
+            await _vm.WaitForAgentAsync(backend, null, TimeSpan.FromSeconds(10));
+            await ready;
+            return backend;
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+    }
+
+    [Fact]
+    public async Task Status_asks_the_agent_for_its_state_which_heals_an_event_lost_between_two_looks()
+    {
+        using var backend = await StartedWithNetworkReady();
+        // The link-changed of storage0 went to a reader that closed before reading it: only active-changed is queued.
+        var agent = FakeAgent(
+            ["""{"event":"active-changed","uptimeMs":20100,"network":"storage","active":"storage1","previous":"storage0"}"""],
+            _ => Ready.Replace("network-ready", "state").Replace("\"changes\":4,", "")
+                .Replace("\"active\":\"storage0\"", "\"active\":\"storage1\"").Replace("\"link\":\"up\"},{", "\"link\":\"down\"},{"));
+
+        var status = await backend.StatusAsync("agent1", Cancel);
+
+        Assert.Equal(GuestAgentChannel.StateQuery.TrimEnd('\n'), await agent);
+        var text = new StringWriter();
+        LaunchCommands.PrintStatus(text, status!);
+        Assert.Contains("  storage: active storage1; storage0 down, storage1 up; 192.168.40.11/24\n", text.ToString());
+        Assert.Equal("down", GuestAgentChannel.ReadSaved(_vm.Plan.Paths)?.Networks.Single().Members[0].Link);
+    }
+
+    [Fact]
+    public async Task The_state_ends_the_look_without_waiting_for_the_agent_to_go_quiet()
+    {
+        var agent = FakeAgent([], _ => Ready.Replace("network-ready", "state"));
+
+        // The agent stays connected: only the state ends the read, long before the 60 s deadline.
+        var look = GuestAgentChannel.RefreshAsync(_vm.Plan.Paths, Cancel, max: TimeSpan.FromSeconds(60));
+        var first = await Task.WhenAny(look, Task.Delay(TimeSpan.FromSeconds(30), Cancel));
+
+        Assert.Same(look, first);
+        Assert.Equal("storage0", (await look)?.Networks.Single().Active);
+        await agent; // the host closed its end
+    }
+
+    [Fact]
+    public async Task Up_warns_when_a_bond_has_no_active_member_in_the_agents_report()
+    {
+        Directory.CreateDirectory(_vm.Plan.Paths.VmDir);
+        var output = new StringWriter();
+        var agent = FakeAgent(Ready.Replace("\"active\":\"storage0\"", "\"active\":null").Replace("\"link\":\"up\"}]", "\"link\":\"down\"}]"));
+
+        await _vm.WaitForAgentAsync(new QemuBackend(_vm.State), new UpProgress(output), TimeSpan.FromSeconds(10));
+        await agent;
+
+        Assert.Null(GuestAgentChannel.ReadSaved(_vm.Plan.Paths)?.Networks.Single().Active);
+        Assert.Contains("      warning: storage has no active member yet (storage0 up, storage1 down); `vmnet status agent1` shows when one takes over\n", output.ToString());
+    }
+
+    /// <summary>`vmnet status` as printed after the agent queued <paramref name="queued"/> while no one listened (it
+    /// does not answer the state query, so status folds the events).</summary>
+    private async Task<string> StatusAfter(LibvirtBackend backend, params string[] queued)
+    {
+        var later = FakeAgent(queued);
+        var status = await backend.StatusAsync("agent1", Cancel);
+        await later;
+        var text = new StringWriter();
+        LaunchCommands.PrintStatus(text, status!);
+        return text.ToString();
+    }
+
+    [Fact]
+    public async Task Status_reads_the_events_the_agent_queued_since_and_shows_the_bond_as_it_is_now()
+    {
+        using var backend = await StartedWithNetworkReady();
+
+        // storage0 lost its link, the bond moved to storage1.
+        var text = await StatusAfter(backend,
+            """{"event":"link-changed","uptimeMs":20000,"network":"storage","member":"storage0","link":"down"}""",
+            """{"event":"active-changed","uptimeMs":20100,"network":"storage","active":"storage1","previous":"storage0"}""");
+
+        Assert.Contains("  storage: active storage1; storage0 down, storage1 up; 192.168.40.11/24\n", text);
+        Assert.Equal("storage1", GuestAgentChannel.ReadSaved(_vm.Plan.Paths)?.Networks.Single().Active); // kept for the next look
+        var again = await backend.StatusAsync("agent1", Cancel); // no agent listening now: the saved report
+        Assert.Equal("storage1", again?.Guest?.Networks.Single().Active);
+    }
+
+    [Fact]
+    public async Task Status_shows_an_address_the_guests_dhcp_client_got_lost_or_changed_since()
+    {
+        using var backend = await StartedWithNetworkReady();
+
+        var text = await StatusAfter(backend,
+            """{"event":"addresses-changed","uptimeMs":20000,"network":"storage","addresses":[]}""",
+            """{"event":"addresses-changed","uptimeMs":20100,"network":"storage","addresses":["192.168.40.57/24"]}""");
+
+        Assert.Contains("  storage: active storage0; storage0 up, storage1 up; 192.168.40.57/24\n", text);
+    }
+
+    [Fact]
+    public async Task Up_waits_for_network_ready_and_status_then_shows_the_bond_active_member_and_address()
+    {
+        await _vm.CreateBaseImage();
+        using var backend = new LibvirtBackend("test://" + _vm.Dir.Write("node.xml", "<node/>"), _vm.State);
+        await _vm.StartAsync(backend);
+        var agent = FakeAgent("""{"event":"link-changed","uptimeMs":10,"network":"storage","member":"storage1","link":"up"}""", "not json", Ready);
+
+        await _vm.WaitForAgentAsync(backend, null, TimeSpan.FromSeconds(10));
+        await agent;
+
+        var guest = GuestAgentChannel.ReadSaved(_vm.Plan.Paths)!;
+        var network = Assert.Single(guest.Networks);
+        Assert.Equal(("storage", "storage0", "192.168.40.11/24"), (network.Name, network.Active, Assert.Single(network.Addresses)));
+        var status = await backend.StatusAsync("agent1", Cancel);
+        Assert.Equal(guest.Networks.Single().Members, status?.Guest?.Networks.Single().Members);
+        var text = new StringWriter();
+        LaunchCommands.PrintStatus(text, status!);
+        Assert.Contains("  storage: active storage0; storage0 up, storage1 up; 192.168.40.11/24\n", text.ToString());
+
+        await backend.StopAsync("agent1", TimeSpan.FromSeconds(1), Cancel);
+        Assert.Null((await backend.StatusAsync("agent1", Cancel))?.Guest); // a stopped VM has no current report
+    }
+
+    [Fact]
+    public async Task An_error_report_from_the_agent_fails_the_wait_with_its_message()
+    {
+        var agent = FakeAgent("""{"event":"error","uptimeMs":5000,"message":"no NIC with MAC 02:00:00:00:40:12"}""");
+
+        var error = await Assert.ThrowsAsync<VmNetException>(() => GuestAgentChannel.WaitForReadyAsync(_vm.Plan.Paths, TimeSpan.FromSeconds(10), Cancel));
+        await agent;
+
+        Assert.Equal($"the guest agent reported an error: no NIC with MAC 02:00:00:00:40:12; see the serial log {_vm.Plan.Paths.SerialLog}", error.Message);
+    }
+
+    [Fact]
+    public async Task No_report_within_the_timeout_names_the_serial_log()
+    {
+        var error = await Assert.ThrowsAsync<VmNetException>(() => GuestAgentChannel.WaitForReadyAsync(_vm.Plan.Paths, TimeSpan.FromMilliseconds(500), Cancel));
+
+        Assert.Equal($"the guest agent did not report its network ready within 0.5 s; see the serial log {_vm.Plan.Paths.SerialLog}", error.Message);
+    }
+}

@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using VmNet.Tests.Support;
+
+namespace VmNet.Tests.Boots.Lab;
+
+[CollectionDefinition("Lab", DisableParallelization = true)]
+public sealed class LabCollection;
+
+/// <summary>
+/// The emulated SR-IOV host of images/lab/ (lab.sh run DIR) under QEMU TCG: two igb PFs, each on its own emulated
+/// switch; the switches' far ends are unix sockets this process listens on, joined by one <see cref="EthernetPeer"/>
+/// (192.168.40.1, tagging VLAN 40) as if both switches were linked upstream. QMP, the test shell (bash from the
+/// machine's own / over 9p) and the agent's report port are unix sockets too. Nothing leaves the machine.
+/// </summary>
+public sealed class LabHost : IAsyncDisposable
+{
+    public const ushort Vlan = 40;
+    /// <summary>A second VLAN on the same switches; the peer answers there too, with the same address.</summary>
+    public const ushort OtherVlan = 41;
+    public const string PeerIp = "192.168.40.1";
+    public const string GuestIp = "192.168.40.11";
+
+    public Stopwatch Clock { get; } = Stopwatch.StartNew();
+    public string Dir => _session.Dir;
+    public LineLog Reports { get; }
+    public EthernetPeer Peer { get; private set; } = null!;
+    public TimeSpan QemuStarted { get; private set; }
+    private readonly QemuSession _session = new("lab", "vmnet-lab-");
+
+    private LabHost() => Reports = new LineLog(Clock);
+
+    public string SerialLog => _session.SerialLog;
+
+    /// <summary>The lab image (images/lab/lab.sh build), or why it cannot be had: a missing tool or package.</summary>
+    public static (string? Dir, string? Problem) Image()
+    {
+        if (RequiredTool.Find("qemu-system-x86_64") is null) return (null, RequiredTool.MissingMessage("qemu-system-x86_64"));
+        var (output, exit, stderr) = Repo.RunScript("images/lab/lab.sh", ["build"]);
+        if (exit == 3) return (null, stderr.Trim());
+        if (exit != 0) throw new InvalidOperationException($"images/lab/lab.sh build failed ({exit}):\n{stderr}");
+        return (output.Trim().Split('\n')[^1], null);
+    }
+
+    /// <summary>vmnet-agent (NativeAOT) as images/guest/build.sh publishes it; the lab host runs it from the 9p root.</summary>
+    public static (string? Path, string? Problem) Agent()
+    {
+        if (Environment.GetEnvironmentVariable("VMNET_AGENT_BIN") is { Length: > 0 } bin) return (bin, null);
+        var (_, problem) = GuestImage.TryGet();
+        return problem is not null ? (null, problem) : (GuestImage.AgentBinary, null);
+    }
+
+    public static async Task<LabHost> Start()
+    {
+        var lab = new LabHost();
+        try { await lab.Boot(); }
+        catch { await lab.DisposeAsync(); throw; }
+        return lab;
+    }
+
+    private async Task Boot()
+    {
+        _session.Listen(["qmp.sock", "report.sock", "shell.sock", "peer0.sock", "peer1.sock"]);
+        QemuStarted = Clock.Elapsed;
+        _session.Start("bash", [Repo.File("images/lab/lab.sh"), "run", Dir]);
+
+        var connect = TimeSpan.FromSeconds(60);
+        await _session.ConnectQmp("qmp.sock", connect);
+        _ = LineLog.Pump(await _session.Accept("report.sock", connect), Reports, _session.Stopping);
+        await _session.ConnectShell("shell.sock", connect);
+        Peer = new EthernetPeer([await _session.Accept("peer0.sock", connect), await _session.Accept("peer1.sock", connect)], PeerIp, GuestIp, 0x40, Clock, Vlan, alsoOn: [OtherVlan]);
+        _session.Own(Peer);
+    }
+
+    /// <summary>Sends one QMP command and returns its "return" (or throws on "error"); events are skipped.</summary>
+    public Task<string> Qmp(string command) => _session.Qmp(command);
+
+    /// <summary>The emulated cable between PF <paramref name="pf"/> and its switch (QMP set_link on pf0 / pf1).</summary>
+    public Task Cable(int pf, bool connected) =>
+        Qmp($"{{\"execute\":\"set_link\",\"arguments\":{{\"name\":\"pf{pf}\",\"up\":{(connected ? "true" : "false")}}}}}");
+
+    /// <summary>Runs a bash command in the lab host; returns its output and exit code.</summary>
+    public Task<(string Output, int Exit)> Shell(string command, TimeSpan? timeout = null) =>
+        _session.Shell(command, timeout ?? TimeSpan.FromSeconds(60));
+
+    /// <summary>Runs a command that must succeed.</summary>
+    public async Task<string> Must(string command, TimeSpan? timeout = null)
+    {
+        var (output, exit) = await Shell(command, timeout);
+        if (exit != 0) Assert.Fail($"in the lab host `{command}` exited {exit}:\n{output}");
+        return output;
+    }
+
+    public ValueTask DisposeAsync() => _session.DisposeAsync();
+}

@@ -1,0 +1,62 @@
+using VmNet.Cli;
+using VmNet.Sim;
+using VmNet.Tests.Support;
+
+namespace VmNet.Tests.Cli;
+
+/// <summary>The host-changing commands end to end on a simulated host, in process.</summary>
+public sealed class HostCliTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private (int Code, string Out, string Err) Vmnet(params string[] args)
+    {
+        using var o = new StringWriter();
+        using var e = new StringWriter();
+        var code = VmNetCli.Run(["--host-root", _dir["host"], "--state-dir", _dir["state"], .. args], o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    [Fact]
+    public void Up_rm_and_gc_print_one_line_each_and_leave_the_host_as_found()
+    {
+        SimHost.Create(_dir["host"], NicShape.ConnectX5(), pfs: 2, numVfs: 1);
+        var start = HostSnapshot.Of(_dir["host"]);
+        var spec = _dir.Write("vm.yaml", "name: vm1\ndisk: {image: /i.qcow2}\nnetworks:\n  - name: s\n    vlan: 40\n    ports: [enp3s0f0np0, enp3s0f1np1]\n    address: dhcp\n");
+
+        var up = Vmnet("up", spec, "--out", _dir["out"], "--no-start");
+        Assert.Equal(0, up.Code);
+        Assert.StartsWith("[1/7] reserve: one VF per port for 1 network, under the ledger lock\n[2/7] configure: s0=enp3s0f0np0 vf 0 (0000:03:00.2) mac ", up.Out);
+        Assert.Contains("[3/7] bind: 2 VFs on vfio-pci: 0000:03:00.2, 0000:03:02.2\n", up.Out);
+        Assert.EndsWith("vm1: the host side is ready (2 VFs leased, configured and on vfio-pci); not started (--no-start); give the VFs back with `vmnet rm vm1`\n", up.Out);
+        Assert.True(File.Exists(_dir["out/domain.xml"]));
+
+        var second = _dir.Write("vm2.yaml", File.ReadAllText(spec).Replace("vm1", "vm2"));
+        var full = Vmnet("up", second, "--no-start");
+        Assert.Equal((3, "[1/7] reserve: one VF per port for 1 network, under the ledger lock\n"), (full.Code, full.Out));
+        Assert.Contains("vmnet: networks[0].ports[0]: no free VF on enp3s0f0np0", full.Err);
+
+        Assert.Equal((0, "no orphaned leases\n"), (Vmnet("gc").Code, Vmnet("gc").Out));
+        var rm = Vmnet("rm", "vm1");
+        Assert.Equal(0, rm.Code);
+        Assert.EndsWith("vm1: 2 VFs restored and released\n", rm.Out);
+        Assert.Equal("vm1: no leases; nothing to do\n", Vmnet("rm", "vm1").Out);
+        Assert.Equal(start, HostSnapshot.Of(_dir["host"]));
+    }
+
+    [Fact]
+    public void Host_apply_and_boot_unit_work_from_the_command_line()
+    {
+        SimHost.Create(_dir["host"], NicShape.Igb(), pfs: 2, numVfs: 0);
+        var config = _dir.Write("host.yaml", "pfs:\n  - port: enp1s0\n    vfs: 3\n  - port: enp2s0\n    vfs: 3\n");
+
+        var apply = Vmnet("host", "apply", "--config", config);
+        Assert.Equal((0, "enp1s0: 0 -> 3 VFs\nenp2s0: 0 -> 3 VFs\n"), (apply.Code, apply.Out));
+        var unit = Vmnet("host", "boot-unit", "--config", config, "-o", "-");
+        Assert.Equal(0, unit.Code);
+        Assert.Contains($"host apply --config {config}\n", unit.Out);
+        Assert.Equal(0, Vmnet("host", "prepare").Code);
+    }
+}

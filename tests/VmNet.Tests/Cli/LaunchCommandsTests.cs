@@ -1,0 +1,197 @@
+using System.Text.Json;
+using VmNet.Backends;
+using VmNet.Cli;
+using VmNet.Libvirt;
+using VmNet.Planning;
+
+namespace VmNet.Tests.Cli;
+
+// The CLI runs in this process, so it shares test:///default with the connection the test holds open (the test
+// driver keeps one host per process while a connection is open). Names are unique: other tests use that host too.
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class LaunchCommandsTests : IDisposable
+{
+    private readonly string _name = $"cli-{Guid.NewGuid():N}"[..13];
+    private readonly TestVm _vm;
+    private readonly LibvirtConnection _connection = LibvirtConnection.Open("test:///default");
+    private readonly LibvirtDomain _domain;
+
+    public LaunchCommandsTests()
+    {
+        _vm = new TestVm(name: _name);
+        _domain = _connection.DefineDomain(_vm.Artifacts.DomainXml);
+        _domain.Start();
+    }
+
+    public void Dispose()
+    {
+        if (_domain.IsActive) _domain.Destroy();
+        _domain.Undefine();
+        _domain.Dispose();
+        _connection.Dispose();
+        _vm.Dispose();
+    }
+
+    private (int Exit, string Out, string Err) Vmnet(params string[] args)
+    {
+        var (o, e) = (new StringWriter(), new StringWriter());
+        var exit = VmNetCli.Run([.. args, "--state-dir", _vm.State.Path], o, e);
+        return (exit, o.ToString(), e.ToString());
+    }
+
+    [Fact]
+    public void Status_shows_the_state_and_each_vf_with_its_pf_vlan_and_mac()
+    {
+        var (exit, output, _) = Vmnet("status", _name, "--connect", "test:///default");
+
+        Assert.Equal(ExitCodes.Ok, exit);
+        var a = _vm.Plan.Vfs;
+        Assert.Equal($"""
+            {_name}: running (libvirt)
+              NETWORK  GUEST NIC  PF           VF    PCI           MAC                VLAN
+              storage  storage0   enp3s0f0np0  vf 0  {a[0].Vf.Pci}  {a[0].Mac}  vlan 40
+              storage  storage1   enp3s0f1np1  vf 0  {a[1].Vf.Pci}  {a[1].Mac}  vlan 40
+            serial log: {_vm.Plan.Paths.SerialLog}
+
+            """, output);
+    }
+
+    [Fact]
+    public void Status_as_json_carries_the_same_facts()
+    {
+        var (exit, output, _) = Vmnet("status", _name, "--json", "--connect", "test:///default");
+
+        Assert.Equal(ExitCodes.Ok, exit);
+        using var doc = JsonDocument.Parse(output);
+        var root = doc.RootElement;
+        Assert.Equal(_name, root.GetProperty("name").GetString());
+        Assert.Equal("running", root.GetProperty("state").GetString());
+        Assert.True(root.GetProperty("running").GetBoolean());
+        var vfs = root.GetProperty("vfs").EnumerateArray().ToList();
+        Assert.Equal(_vm.Plan.Vfs.Select(a => (a.Pf.Name, a.Mac, 40)),
+            vfs.Select(v => (v.GetProperty("pf").GetString()!, v.GetProperty("mac").GetString()!, v.GetProperty("vlan").GetInt32())));
+    }
+
+    [Fact]
+    public void Ls_lists_vmnet_vms_one_per_line_and_not_other_domains()
+    {
+        var (exit, output, _) = Vmnet("ls", "--connect", "test:///default");
+        var (jsonExit, json, _) = Vmnet("ls", "--json", "--connect", "test:///default");
+
+        Assert.Equal(ExitCodes.Ok, exit);
+        Assert.StartsWith("  NAME", output);
+        Assert.Contains(output.Split('\n'), l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).SequenceEqual([_name, "running", "libvirt", "storage", "2"]));
+        Assert.DoesNotContain(output.Split('\n'), l => l.StartsWith("  test ", StringComparison.Ordinal)); // test:///default's own domain
+        Assert.Equal(ExitCodes.Ok, jsonExit);
+        using var doc = JsonDocument.Parse(json);
+        Assert.Contains(doc.RootElement.EnumerateArray(), e => e.GetProperty("name").GetString() == _name);
+    }
+
+    [Fact]
+    public void Down_stops_the_vm_keeps_its_definition_and_is_idempotent()
+    {
+        var first = Vmnet("down", _name, "--timeout", "5", "--connect", "test:///default");
+        var second = Vmnet("down", _name, "--connect", "test:///default");
+
+        Assert.Equal((ExitCodes.Ok, $"{_name} shut down\n"), (first.Exit, first.Out));
+        Assert.Equal((ExitCodes.Ok, $"{_name} was not running\n"), (second.Exit, second.Out));
+        Assert.Equal(DomainState.Shutoff, _domain.State);
+        Assert.StartsWith($"{_name}: shut off (libvirt)", Vmnet("status", _name, "--connect", "test:///default").Out);
+    }
+
+    [Fact]
+    public void An_unknown_vm_is_an_input_error_that_says_where_it_looked()
+    {
+        var (exit, _, error) = Vmnet("status", "nope", "--connect", "test:///default");
+
+        Assert.Equal(ExitCodes.InvalidInput, exit);
+        Assert.Equal($"vmnet: no VmNet VM named nope (looked in test:///default and {_vm.State.Path}); `vmnet ls` lists them\n", error);
+    }
+
+    [Fact]
+    public void Vmnet_connect_in_the_environment_is_the_uri_when_no_option_is_given()
+    {
+        // Asserted through the resolver, not by changing this process's environment (tests run in parallel).
+        Assert.Equal("test:///x", LibvirtBackend.ResolveUri("test:///x"));
+        var (exit, _, error) = Vmnet("status", _name, "--connect", "bogus:///x");
+        Assert.Equal(ExitCodes.Failure, exit);
+        Assert.StartsWith($"vmnet: no VM named {_name} runs on the QEMU backend (state ", error);
+        Assert.Contains("and libvirt could not be asked: Cannot connect to libvirt at 'bogus:///x': ", error);
+        Assert.DoesNotContain("   at ", error);
+    }
+}
+
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class UpProgressTests
+{
+    [Fact]
+    public void Up_progress_prints_each_phase_once_in_order_with_what_it_does()
+    {
+        using var vm = new TestVm(name: "prog1");
+        var plan = vm.PlanWith(new LaunchOptions { Agent = "/usr/lib/vmnet/vmnet-agent", WaitTimeout = TimeSpan.FromSeconds(42) });
+        var output = new StringWriter();
+        var progress = new UpProgress(output);
+
+        progress.Planning(plan.Vm);
+        progress.Enter(Phase.Reserve);
+        progress.Planned(plan);
+        progress.Enter(Phase.Bind);
+        progress.Note("a note");
+        progress.Enter(Phase.Bind);
+        progress.Enter(Phase.WaitForGuest);
+
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var a = plan.Vfs[0];
+        Assert.Equal([
+            "[1/7] reserve: one VF per port for 1 network, under the ledger lock",
+            $"[2/7] configure: storage0={a.Pf.Name} vf {a.Vf.Index} ({a.Vf.Pci}) mac {a.Mac} vlan 40, storage1={plan.Vfs[1].Pf.Name} vf {plan.Vfs[1].Vf.Index} ({plan.Vfs[1].Vf.Pci}) mac {plan.Vfs[1].Mac} vlan 40",
+            $"[3/7] bind: 2 VFs on vfio-pci: {a.Vf.Pci}, {plan.Vfs[1].Vf.Pci}",
+            "      a note",
+            $"[4/7] seed: {plan.Paths.Seed} (label cidata) and disk {plan.Paths.Disk} over {vm.BaseImage}",
+            "[5/7] define: libvirt domain prog1 at qemu:///system",
+            "[6/7] start: prog1 running",
+            $"[7/7] wait for guest: the agent's network-ready report on {plan.Paths.AgentSocket} (up to 42 s; serial log {plan.Paths.SerialLog})"], lines);
+        Assert.Equal(7, Phases.All.Count);
+    }
+
+    [Fact]
+    public void The_summary_is_one_line_with_the_vm_backend_vfs_and_serial_log()
+    {
+        using var vm = new TestVm(name: "sum1");
+        var output = new StringWriter();
+
+        new UpProgress(output).Summary(vm.Plan);
+
+        var line = Assert.Single(output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Matches($@"^sum1 is up \(libvirt, qemu:///system\): 1 network over 2 VFs in \d+\.\d s; serial log {System.Text.RegularExpressions.Regex.Escape(vm.Plan.Paths.SerialLog)}$", line);
+    }
+}
+
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class StartVmTests
+{
+    [Fact]
+    public async Task The_launch_steps_write_the_seed_define_and_wait_until_the_vm_runs()
+    {
+        using var vm = new TestVm(name: "steps1");
+        await vm.CreateBaseImage();
+        var uri = "test://" + vm.Dir.Write("node.xml", "<node/>");
+        using var backend = new LibvirtBackend(uri, vm.State);
+        var plan = vm.PlanWith(new LaunchOptions { LibvirtUri = uri });
+        var output = new StringWriter();
+        var progress = new UpProgress(output);
+        progress.Planned(plan);
+        progress.Enter(Phase.Bind);
+
+        await vm.StartAsync(backend, progress, plan);
+
+        Assert.Equal("running", (await backend.StatusAsync("steps1", TestContext.Current.CancellationToken))?.State);
+        Assert.True(File.Exists(vm.Plan.Paths.Seed));
+        Assert.True(File.Exists(vm.Plan.Paths.Disk));
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal([
+            $"[4/7] seed: {vm.Plan.Paths.Seed} (label cidata) and disk {vm.Plan.Paths.Disk} over {vm.BaseImage}",
+            $"[5/7] define: libvirt domain steps1 at {backend.Uri}",
+            "[6/7] start: steps1 running"], lines[3..]);
+    }
+}

@@ -1,0 +1,119 @@
+using System.Xml.Linq;
+using VmNet.Host;
+using VmNet.Sim;
+using VmNet.Leases;
+using VmNet.Tests.Support;
+using VmNet.State;
+
+namespace VmNet.Tests.Cli;
+
+/// <summary>
+/// The whole lifecycle in one process against libvirt's test:///default (one in-memory host per process) and a
+/// simulated host: every step of up for real but the hardware, then status, down and rm, checking libvirt's own
+/// view of the domain and the host tree after each step.
+/// </summary>
+public sealed class LifecycleTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private (int Code, string Out, string Err) Vmnet(params string[] args)
+    {
+        var (o, e) = (new StringWriter(), new StringWriter());
+        var code = VmNet.Cli.VmNetCli.Run([.. args, "--host-root", _dir["host"], "--state-dir", _dir["state"], "--connect", "test:///default"], o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    [Fact]
+    public async Task Up_status_down_and_rm_through_libvirts_test_driver_leave_the_host_as_found()
+    {
+        SimHost.CreateExample(_dir["host"]);
+        var start = HostState();
+        await CliWrap.Cli.Wrap(RequiredTool.Path("qemu-img")).WithArguments(["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])
+            .ExecuteAsync(TestContext.Current.CancellationToken);
+        var name = "life-" + Guid.NewGuid().ToString("n")[..8];
+        var spec = _dir.Write("vm.yaml", File.ReadAllText(Repo.File("examples/vm.yaml"))
+            .Replace("name: ceph-osd-1", "name: " + name).Replace("/var/lib/vmnet/images/debian-13-genericcloud-amd64.qcow2", _dir["base.qcow2"]));
+
+        // test:///default keeps its in-memory host only while a connection is open: hold one for the whole lifecycle.
+        using var keepAlive = VmNet.Libvirt.LibvirtConnection.Open("test:///default");
+
+        var up = Vmnet("up", spec);
+
+        Assert.True(up.Code == 0, up.Out + up.Err);
+        Assert.Contains("[5/7] define: libvirt domain " + name + " at test:///default", up.Out);
+        Assert.Contains("[6/7] start: " + name + " running", up.Out);
+        using (var libvirt = VmNet.Libvirt.LibvirtConnection.Open("test:///default"))
+        using (var domain = libvirt.TryLookupDomain(name))
+        {
+            Assert.NotNull(domain);
+            Assert.True(domain.IsActive);
+            var xml = XDocument.Parse(domain.GetXml());
+            var interfaces = xml.Descendants("interface").Where(i => (string?)i.Attribute("type") == "hostdev").ToList();
+            Assert.Equal(["02:00:00:00:40:11", "02:00:00:00:40:12"], interfaces.Take(2).Select(i => (string)i.Element("mac")!.Attribute("address")!));
+            Assert.Equal(["40", "40", "10", "10"], interfaces.Select(i => (string)i.Element("vlan")!.Element("tag")!.Attribute("id")!));
+        }
+        var bound = new HostScanner(new HostRoot(_dir["host"])).FindPort("enp3s0f0np0", withVfs: true)!;
+        Assert.Equal(["vfio-pci", "vfio-pci", "vfio-pci"], bound.Vfs.Take(3).Select(v => v.Driver));
+        Assert.True(File.Exists(_dir[$"state/vms/{name}/seed.iso"]));
+        Assert.Equal(4, new LeaseStore(new StateDir(_dir["state"])).OfVm(name).Count);
+
+        var status = Vmnet("status", name);
+        Assert.Equal(0, status.Code);
+        Assert.StartsWith($"{name}: running (libvirt)", status.Out);
+        Assert.Contains("storage  storage0   enp3s0f0np0  vf 1  0000:03:00.3  02:00:00:00:40:11  vlan 40", status.Out);
+
+        var down = Vmnet("down", name);
+        Assert.Equal(0, down.Code);
+        using (var libvirt = VmNet.Libvirt.LibvirtConnection.Open("test:///default"))
+        using (var domain = libvirt.TryLookupDomain(name))
+            Assert.False(domain!.IsActive);
+        Assert.Equal(4, new LeaseStore(new StateDir(_dir["state"])).OfVm(name).Count);
+
+        var rm = Vmnet("rm", name);
+        Assert.True(rm.Code == 0, rm.Out + rm.Err);
+        Assert.Contains($"{name}: was not running; removed from libvirt", rm.Out);
+        using (var libvirt = VmNet.Libvirt.LibvirtConnection.Open("test:///default"))
+            Assert.Null(libvirt.TryLookupDomain(name));
+        Assert.Equal(start, HostState());
+        Assert.False(Directory.Exists(_dir[$"state/vms/{name}"]));
+        Assert.Equal(0, Vmnet("rm", name).Code);
+    }
+
+    /// <summary>The host as a kernel shows it: the sysfs and /dev trees, and each PF's VF settings (ip -j link show).</summary>
+    /// <summary>
+    /// QEMU refuses to start (the simulated host's VFs are no real PCI devices, so vfio-pci cannot open them): up
+    /// removes what it made and gives the new VM's VFs back as they were found, with a message and exit code 1.
+    /// </summary>
+    [Fact]
+    public async Task When_the_vm_cannot_start_up_gives_its_vfs_back_and_says_why()
+    {
+        RequiredTool.Path("qemu-system-x86_64");
+        SimHost.CreateExample(_dir["host"]);
+        var start = HostState();
+        await CliWrap.Cli.Wrap(RequiredTool.Path("qemu-img")).WithArguments(["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])
+            .ExecuteAsync(TestContext.Current.CancellationToken);
+        var spec = _dir.Write("vm.yaml", "backend: qemu\naccel: tcg\n" + File.ReadAllText(Repo.File("examples/vm.yaml"))
+            .Replace("ceph-osd-1", "nostart").Replace("memory: 16GiB", "memory: 128MiB")
+            .Replace("/var/lib/vmnet/images/debian-13-genericcloud-amd64.qcow2", _dir["base.qcow2"]));
+
+        var up = Vmnet("up", spec);
+
+        Assert.True(up.Code == 1, up.Out + up.Err);
+        Assert.Contains("[5/7] define: qemu-system-x86_64 for nostart", up.Out);
+        Assert.Contains("nostart's VFs were given back as they were found", up.Err);
+        Assert.DoesNotContain("   at ", up.Err);
+        Assert.Equal(start, HostState());
+        Assert.Empty(new LeaseStore(new StateDir(_dir["state"])).OfVm("nostart"));
+        Assert.False(Directory.Exists(_dir["state/vms/nostart"]));
+    }
+
+    private string HostState()
+    {
+        var kernel = new VmNet.Sim.SimulatedKernel(new HostRoot(_dir["host"]));
+        var netlink = string.Join("\n", new[] { "enp3s0f0np0", "enp3s0f1np1" }
+            .Select(pf => kernel.ShowLinkJsonAsync(pf, CancellationToken.None).GetAwaiter().GetResult()));
+        return HostScannerTests.Snapshot(_dir["host/sys"]) + HostScannerTests.Snapshot(_dir["host/dev"]) + netlink;
+    }
+}

@@ -1,0 +1,177 @@
+using System.Diagnostics;
+using VmNet.Execution;
+using VmNet.Host;
+using VmNet.Sim;
+using VmNet.Leases;
+using VmNet.Planning;
+using VmNet.Spec;
+using VmNet.Tests.Support;
+using VmNet.State;
+
+namespace VmNet.Tests.Execution;
+
+/// <summary>The real built CLI in parallel processes against one simulated host: the ledger lock and crash recovery.</summary>
+public sealed class ConcurrencyTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+    private readonly CancellationToken _ct = TestContext.Current.CancellationToken;
+
+    public void Dispose() => _dir.Dispose();
+
+    private static string VmnetDll => Path.Join(AppContext.BaseDirectory, "vmnet.dll");
+
+    private static Process Start(string hostDir, string stateDir, IReadOnlyList<string> args, IDictionary<string, string>? env = null)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in (string[])[VmnetDll, "--host-root", hostDir, "--state-dir", stateDir, .. args]) psi.ArgumentList.Add(a);
+        psi.Environment["DOTNET_TieredPGO"] = "0";
+        psi.Environment["DOTNET_TC_QuickJitForLoops"] = "1";
+        foreach (var (k, v) in env ?? new Dictionary<string, string>()) psi.Environment[k] = v;
+        return Process.Start(psi)!;
+    }
+
+    private static string Spec(string dir, string vm, NicShape nic)
+    {
+        var path = Path.Join(dir, vm + ".yaml");
+        File.WriteAllText(path, $"""
+            name: {vm}
+            disk: {"{"}image: /img.qcow2{"}"}
+            networks:
+              - name: storage
+                vlan: 40
+                trust: true
+                ports: [{nic.PfName(0)}, {nic.PfName(1)}]
+                address: dhcp
+            """);
+        return path;
+    }
+
+    [Fact]
+    public async Task Sixteen_parallel_ups_on_eight_free_vf_pairs_lease_each_vf_once()
+    {
+        var nic = NicShape.ConnectX5();
+        SimHost.Create(_dir["host"], nic, pfs: 2, numVfs: 8);
+        var start = HostSnapshot.Of(_dir["host"]);
+        var specs = Enumerable.Range(1, 16).Select(i => Spec(_dir.Path, $"vm{i:00}", nic)).ToList();
+
+        // The whole `up`: host side, then seed, overlay, define and start through libvirt's test driver.
+        var image = _dir["base.qcow2"];
+        await CliWrap.Cli.Wrap(Support.RequiredTool.Path("qemu-img")).WithArguments(["create", "-q", "-f", "qcow2", image, "64M"]).ExecuteAsync(_ct);
+        foreach (var s in specs) File.WriteAllText(s, File.ReadAllText(s).Replace("/img.qcow2", image));
+        var procs = specs.Select(s => Start(_dir["host"], _dir["state"], ["up", s, "--connect", "test:///default"])).ToList();
+        var results = await Task.WhenAll(procs.Select(async p =>
+        {
+            var err = p.StandardError.ReadToEndAsync(_ct);
+            var output = p.StandardOutput.ReadToEndAsync(_ct);
+            await p.WaitForExitAsync(_ct);
+            return (p.ExitCode, Out: await output, Err: await err);
+        }));
+
+        Assert.True(results.Count(r => r.ExitCode == 0) == 8, string.Join("\n", results.Select(r => $"{r.ExitCode}: {r.Out}{r.Err}")));
+        Assert.All(results.Where(r => r.ExitCode != 0), r =>
+        {
+            Assert.Equal(ExitCodes.HostCannotServe, r.ExitCode);
+            Assert.Contains("no free VF", r.Err);
+        });
+        var store = new LeaseStore(new StateDir(_dir["state"]));
+        var leases = store.All().ToList();
+        Assert.Equal(16, leases.Count);
+        Assert.Equal(16, leases.Select(l => l.Pci).Distinct().Count());
+        Assert.Equal(16, leases.Select(l => l.Mac).Distinct().Count());
+        Assert.All(leases.GroupBy(l => l.Vm), g => Assert.Equal(2, g.Count()));
+
+        foreach (var vm in leases.Select(l => l.Vm).Distinct())
+            Assert.Equal(0, VmNet.Cli.VmNetCli.Run(["rm", vm, "--host-root", _dir["host"], "--state-dir", _dir["state"], "--connect", "test:///default"], new StringWriter(), new StringWriter()));
+        Assert.Equal(start, HostSnapshot.Of(_dir["host"]));
+        Assert.Equal("", HostSnapshot.Ledger(_dir["state"]));
+    }
+
+    [Fact]
+    public async Task A_vmnet_killed_at_any_apply_step_is_converged_by_gc_and_by_the_next_up()
+    {
+        var nic = NicShape.Igb();
+        var steps = Planner.Make(SpecLoader.LoadFile(Spec(_dir.Path, "probe", nic)),
+            new HostScanner(new HostRoot(CreateHost("probe-host", nic))), new LeaseStore(new StateDir(_dir["probe-state"])),
+            new StateDir(_dir["probe-state"]), new LaunchOptions { Start = false }, new VmNet.Rendering.Templates()).Steps.Count;
+        Assert.True(steps >= 16, $"only {steps} steps");
+
+        // One host per (step, way to converge); the paused processes are started a few at a time.
+        var crashed = Spec(_dir.Path, "crashed", nic);
+        var next = SpecLoader.LoadFile(Spec(_dir.Path, "next", nic));
+        var cases = Enumerable.Range(1, steps).SelectMany(k => new[] { (k, gc: true), (k, gc: false) }).ToList();
+        foreach (var batch in cases.Chunk(8))
+        {
+            var runs = batch.Select(c =>
+            {
+                var name = $"k{c.k}-{(c.gc ? "gc" : "up")}";
+                var host = CreateHost(name, nic);
+                var p = Start(host, _dir[name + "-state"], ["up", crashed, "--no-start"],
+                    new Dictionary<string, string> { ["VMNET_TEST_PAUSE_AT_STEP"] = c.k.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                return (c.k, c.gc, name, host, p);
+            }).ToList();
+            foreach (var r in runs)
+            {
+                await WaitForPause(r.p, r.k);
+                r.p.Kill(entireProcessTree: true);
+                await r.p.WaitForExitAsync(_ct);
+            }
+            foreach (var r in runs)
+            {
+                var state = new StateDir(_dir[r.name + "-state"]);
+                var ops = new HostOps(new SimulatedKernel(new HostRoot(r.host)), state);
+                Assert.Equal(2, ops.Ledger.Store.All().Count());
+                if (r.gc)
+                {
+                    var done = await ops.GcAsync(_ct);
+                    Assert.Equal(2, done.Count);
+                }
+                else
+                {
+                    var up = await ops.UpAsync(next, _ct);
+                    Assert.Equal(2, up.Reclaimed.Count);
+                    Assert.All(ops.Ledger.Store.All(), l => Assert.Equal("next", l.Vm));
+                    await ops.RemoveAsync("next", _ct);
+                }
+                Assert.True(_starts[r.name] == HostSnapshot.Of(r.host), $"{r.name}: the host differs from the start");
+                Assert.True(HostSnapshot.Ledger(state.Path) == "", $"{r.name}: leases left");
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_vmnet_stopped_by_sigterm_mid_apply_rolls_back_and_gives_its_leases_back()
+    {
+        var nic = NicShape.ConnectX5();
+        var host = CreateHost("term", nic);
+        var p = Start(host, _dir["term-state"], ["up", Spec(_dir.Path, "vm1", nic), "--no-start"], new Dictionary<string, string> { ["VMNET_TEST_PAUSE_AT_STEP"] = "14" });
+        await WaitForPause(p, 14);
+
+        using (var kill = Process.Start("kill", ["-TERM", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync(_ct);
+        var err = await p.StandardError.ReadToEndAsync(_ct);
+        await p.WaitForExitAsync(_ct);
+
+        Assert.Equal(ExitCodes.Failure, p.ExitCode);
+        Assert.Contains("vmnet: interrupted: the changes made to the host were rolled back", err);
+        Assert.Equal(_starts["term"], HostSnapshot.Of(host));
+        Assert.Equal("", HostSnapshot.Ledger(_dir["term-state"]));
+    }
+
+    private readonly Dictionary<string, string> _starts = [];
+
+    private string CreateHost(string name, NicShape nic)
+    {
+        var dir = _dir[name];
+        SimHost.Create(dir, nic, pfs: 2, numVfs: 1);
+        _starts[name] = HostSnapshot.Of(dir);
+        return dir;
+    }
+
+    private async Task WaitForPause(Process p, int k)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_ct);
+        timeout.CancelAfter(TimeSpan.FromSeconds(60));
+        while (await p.StandardError.ReadLineAsync(timeout.Token) is { } line)
+            if (line.Contains($"paused at step {k}:", StringComparison.Ordinal)) return;
+        Assert.Fail($"vmnet exited ({p.ExitCode}) before pausing at step {k}: {await p.StandardOutput.ReadToEndAsync(_ct)}");
+    }
+}

@@ -1,0 +1,102 @@
+using VmNet.Execution;
+using VmNet.Host;
+using VmNet.Sim;
+using VmNet.Leases;
+using VmNet.Spec;
+using VmNet.Tests.Support;
+using VmNet.Kernel;
+using VmNet.State;
+
+namespace VmNet.Tests.Execution;
+
+public sealed class ProvisioningTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+    private readonly CancellationToken _ct = TestContext.Current.CancellationToken;
+    private readonly HostOps _ops;
+    private readonly Provisioner _prov;
+    private readonly HostScanner _scan;
+
+    public ProvisioningTests()
+    {
+        SimHost.Create(_dir["host"], NicShape.Igb(), pfs: 2, numVfs: 2);
+        _ops = new HostOps(new SimulatedKernel(new HostRoot(_dir["host"])), new StateDir(_dir["state"]));
+        _prov = new Provisioner(_ops.Kernel, _ops.Ledger);
+        _scan = new HostScanner(new HostRoot(_dir["host"]));
+    }
+
+    public void Dispose() => _dir.Dispose();
+
+    private static HostConfig Config(int a, int b) => HostConfig.Load($"pfs:\n  - port: enp1s0\n    vfs: {a}\n  - port: '0000:02:00.0'\n    vfs: {b}\n");
+
+    private static readonly VmSpec Vm = SpecLoader.Load("name: vm1\ndisk: {image: /i}\nnetworks:\n  - name: s\n    vlan: 40\n    ports: [enp1s0, enp2s0]\n    address: dhcp\n");
+
+    [Fact]
+    public async Task Host_apply_sets_vf_counts_zero_then_n_and_is_idempotent()
+    {
+        Assert.Equal(["enp1s0: 2 -> 7 VFs", "enp2s0: 2 VFs already"], await _prov.ApplyAsync(Config(7, 2), _ct));
+        Assert.Equal(["enp1s0: 7 VFs already", "enp2s0: 2 VFs already"], await _prov.ApplyAsync(Config(7, 2), _ct));
+        Assert.Equal(7, _scan.FindPort("enp1s0", withVfs: true)!.Vfs.Count(v => v.Driver == "igbvf"));
+        await _prov.ApplyAsync(Config(0, 2), _ct);
+        Assert.Equal(0, _scan.FindPort("enp1s0")!.NumVfs);
+    }
+
+    [Fact]
+    public async Task Host_apply_refuses_to_touch_a_pf_whose_vfs_are_leased_and_names_them()
+    {
+        await _ops.UpAsync(Vm, _ct);
+
+        var e = await Assert.ThrowsAsync<HostException>(() => _prov.ApplyAsync(Config(4, 2), _ct));
+
+        Assert.Contains("pfs[0]: cannot change enp1s0 from 2 to 4 VFs while its VFs are in use: VF 0 (0000:01:10.0) leased by vm1", e.Message);
+        Assert.Equal(2, _scan.FindPort("enp1s0")!.NumVfs);
+    }
+
+    [Fact]
+    public async Task A_bad_host_config_is_reported_with_field_paths_and_too_many_vfs_with_the_limit()
+    {
+        var e = Assert.Throws<SpecException>(() => HostConfig.Load("pfs:\n  - port: enp1s0\n  - vfs: 2\n    prot: x\n"));
+        Assert.Equal(["pfs[0].vfs", "pfs[1].port", "pfs[1].prot"], e.Errors.Select(x => x.Path));
+
+        var h = await Assert.ThrowsAsync<HostException>(() => _prov.ApplyAsync(Config(8, 2), _ct));
+        Assert.Contains("pfs[0].vfs: 8 exceeds sriov_totalvfs 7 of enp1s0", h.Message);
+    }
+
+    [Fact]
+    public async Task Prepare_after_a_reboot_gives_leased_vfs_their_settings_and_vfio_pci_again()
+    {
+        var up = await _ops.UpAsync(Vm, _ct);
+        // A reboot: the VFs are gone with their netlink settings; the boot unit's `host apply` creates them again.
+        foreach (var pf in new[] { "0000:01:00.0", "0000:02:00.0" })
+            await _ops.Kernel.WriteSysfsAsync($"/sys/bus/pci/devices/{pf}/sriov_numvfs", "0", _ct);
+        await _prov.ApplyAsync(Config(2, 2), _ct);
+        Assert.All(up.Plan.Vfs, a => Assert.Equal("igbvf", _scan.ReadVf(a.Vf.Index, a.Vf.Pci).Driver));
+
+        var done = await _prov.PrepareLeasesAsync(_ct);
+
+        Assert.Equal(2, done.Count);
+        foreach (var a in up.Plan.Vfs)
+        {
+            Assert.Equal("vfio-pci", _scan.ReadVf(a.Vf.Index, a.Vf.Pci).Driver);
+            var link = IpLinkJson.Parse(await _ops.Kernel.ShowLinkJsonAsync(a.Pf.Name, _ct)).Vf(a.Vf.Index)!;
+            Assert.Equal((a.Mac, new VlanTag(40)), (link.Settings.Mac, link.Settings.Vlan));
+        }
+        Assert.Equal(done, await _prov.PrepareLeasesAsync(_ct));
+    }
+
+    [Fact]
+    public async Task The_boot_unit_runs_apply_then_prepare_once_before_libvirt_and_systemd_accepts_it()
+    {
+        var vmnet = Path.Join(AppContext.BaseDirectory, "vmnet");
+        var unit = Provisioner.BootUnit(vmnet, "/etc/vmnet/host.yaml", "/var/lib/vmnet", ["enp1s0", "enp2s0"]);
+
+        Assert.Contains("Type=oneshot\n", unit);
+        Assert.Contains("Before=libvirtd.service", unit);
+        Assert.Contains("sys-subsystem-net-devices-enp1s0.device", unit);
+        Assert.Contains($"ExecStart={vmnet} --state-dir /var/lib/vmnet host apply --config /etc/vmnet/host.yaml\nExecStart={vmnet} --state-dir /var/lib/vmnet host prepare\n", unit);
+
+        var file = _dir.Write("vmnet-host.service", unit);
+        var r = await RequiredTool.Run("systemd-analyze", ["verify", file]);
+        Assert.True(r.ExitCode == 0, r.StandardError);
+    }
+}
