@@ -1,7 +1,7 @@
 using System.Text.Json;
 using VmNet.Kernel;
-using VmNet.Sim;
 using VmNet.Leases;
+using VmNet.Sim;
 using VmNet.Spec;
 using VmNet.State;
 

@@ -1,5 +1,5 @@
-using VmNet.State;
 using VmNet.Spec;
+using VmNet.State;
 
 namespace VmNet.Backends;
 

@@ -1,9 +1,9 @@
 using System.Globalization;
 using System.Xml.Linq;
-using VmNet.State;
 using VmNet.Libvirt;
 using VmNet.Planning;
 using VmNet.Rendering;
+using VmNet.State;
 
 namespace VmNet.Backends;
 

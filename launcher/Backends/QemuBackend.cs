@@ -5,9 +5,9 @@ using System.Text.Json.Serialization;
 using CliWrap;
 using CliWrap.Buffered;
 using VmNet.Host;
-using VmNet.State;
 using VmNet.Planning;
 using VmNet.Rendering;
+using VmNet.State;
 
 namespace VmNet.Backends;
 

@@ -1,7 +1,7 @@
 using VmNet.Io;
-using VmNet.State;
 using VmNet.Rendering;
 using VmNet.Seed;
+using VmNet.State;
 
 namespace VmNet.Backends;
 

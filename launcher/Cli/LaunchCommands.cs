@@ -129,6 +129,6 @@ public static class LaunchCommands
             foreach (var n in guest.Networks)
                 o.WriteLine($"  {n.Name}: active {n.Active ?? "none"}; {string.Join(", ", n.Members.Select(m => $"{m.Name} {m.Link}"))}; {(n.Addresses.Count == 0 ? "no address" : string.Join(", ", n.Addresses))}");
         }
-                if (s.SerialLog is not null) o.WriteLine($"serial log: {s.SerialLog}");
+        if (s.SerialLog is not null) o.WriteLine($"serial log: {s.SerialLog}");
     }
 }

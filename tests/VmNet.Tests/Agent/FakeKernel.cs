@@ -55,8 +55,11 @@ public sealed class FakeKernel : IHostFiles, ILinkControl
 
     private static string Default(string option) => option switch
     {
-        "mode" => "balance-rr 0", "fail_over_mac" => "none 0", "miimon" or "arp_interval" or "updelay" or "downdelay" => "0",
-        "num_grat_arp" => "1", _ => "",
+        "mode" => "balance-rr 0",
+        "fail_over_mac" => "none 0",
+        "miimon" or "arp_interval" or "updelay" or "downdelay" => "0",
+        "num_grat_arp" => "1",
+        _ => "",
     };
 
     public void Write(string path, string value)

@@ -1,7 +1,7 @@
 using System.Net.Sockets;
 using VmNet.Backends;
-using VmNet.Tests.Support;
 using VmNet.Host;
+using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Backends;
 

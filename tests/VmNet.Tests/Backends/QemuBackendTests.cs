@@ -1,6 +1,6 @@
 using VmNet.Backends;
-using VmNet.Tests.Support;
 using VmNet.Host;
+using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Backends;
 

@@ -1,9 +1,9 @@
 using System.Xml.Linq;
 using VmNet.Host;
-using VmNet.Sim;
 using VmNet.Leases;
-using VmNet.Tests.Support;
+using VmNet.Sim;
 using VmNet.State;
+using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Cli;
 

@@ -1,12 +1,12 @@
 using System.Diagnostics;
 using VmNet.Execution;
 using VmNet.Host;
-using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Planning;
+using VmNet.Sim;
 using VmNet.Spec;
-using VmNet.Tests.Support;
 using VmNet.State;
+using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Execution;
 

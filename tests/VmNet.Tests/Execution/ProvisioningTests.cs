@@ -1,11 +1,11 @@
 using VmNet.Execution;
 using VmNet.Host;
-using VmNet.Sim;
-using VmNet.Leases;
-using VmNet.Spec;
-using VmNet.Tests.Support;
 using VmNet.Kernel;
+using VmNet.Leases;
+using VmNet.Sim;
+using VmNet.Spec;
 using VmNet.State;
+using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Execution;
 

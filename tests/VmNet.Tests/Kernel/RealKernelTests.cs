@@ -1,6 +1,6 @@
 using VmNet.Host;
-using VmNet.Tests.Support;
 using VmNet.Kernel;
+using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Kernel;
 

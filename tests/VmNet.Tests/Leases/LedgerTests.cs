@@ -1,10 +1,10 @@
 using System.Diagnostics;
+using VmNet.Io;
 using VmNet.Kernel;
 using VmNet.Leases;
 using VmNet.Spec;
-using VmNet.Tests.Support;
 using VmNet.State;
-using VmNet.Io;
+using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Leases;
 

@@ -1,11 +1,11 @@
 using System.Text.Json;
 using VmNet.Host;
-using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Planning;
+using VmNet.Sim;
 using VmNet.Spec;
-using VmNet.Tests.Support;
 using VmNet.State;
+using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Planning;
 

@@ -1,12 +1,12 @@
 using System.Xml.Linq;
 using VmNet.Host;
-using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Planning;
 using VmNet.Rendering;
+using VmNet.Sim;
 using VmNet.Spec;
-using VmNet.Tests.Support;
 using VmNet.State;
+using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Rendering;
 

@@ -1,8 +1,8 @@
 using VmNet.Host;
+using VmNet.Kernel;
 using VmNet.Sim;
 using VmNet.Spec;
 using VmNet.Tests.Support;
-using VmNet.Kernel;
 
 namespace VmNet.Tests.Sim;
 

@@ -74,7 +74,7 @@ public sealed class Udhcpd : IDisposable
 
             """);
         var process = Process.Start(new ProcessStartInfo(RequiredTool.Path("ip"), ["netns", "exec", ns.Name, RequiredTool.Path("busybox"), "udhcpd", "-f", conf])
-            { RedirectStandardError = true, RedirectStandardOutput = true })!;
+        { RedirectStandardError = true, RedirectStandardOutput = true })!;
         var udhcpd = new Udhcpd(process);
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (udhcpd._log) udhcpd._log.Add(e.Data); };
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (udhcpd._log) udhcpd._log.Add(e.Data); };

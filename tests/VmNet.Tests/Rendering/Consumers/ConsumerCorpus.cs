@@ -1,8 +1,8 @@
 using VmNet.Host;
-using VmNet.Sim;
 using VmNet.Leases;
 using VmNet.Planning;
 using VmNet.Rendering;
+using VmNet.Sim;
 using VmNet.Spec;
 using VmNet.State;
 

@@ -3,8 +3,8 @@ using System.Text;
 using System.Text.Json;
 using CliWrap;
 using CliWrap.Buffered;
-using VmNet.Tests.Support;
 using VmNet.State;
+using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Rendering.Consumers;
 
