@@ -69,3 +69,16 @@ public sealed record MemberConfig
     NewLine = "\n")]
 [JsonSerializable(typeof(AgentConfig))]
 public sealed partial class AgentConfigJsonContext : JsonSerializerContext;
+
+/// <summary>
+/// The launcher's writer of the same config, with the same names and layout: serialization only, so writing it needs
+/// no property metadata (the reader's context builds that: about 2 million instructions at each <c>vmnet up</c>).
+/// </summary>
+[JsonSourceGenerationOptions(
+    GenerationMode = JsonSourceGenerationMode.Serialization,
+    PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    WriteIndented = true,
+    IndentSize = 2,
+    NewLine = "\n")]
+[JsonSerializable(typeof(AgentConfig))]
+public sealed partial class AgentConfigWriteJsonContext : JsonSerializerContext;

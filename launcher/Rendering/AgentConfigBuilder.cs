@@ -44,7 +44,7 @@ public static class AgentConfigBuilder
 
     /// <summary>The config as the agent reads it: the contract's JSON, indented, ending in a newline.</summary>
     public static string Json(AgentConfig config) =>
-        JsonSerializer.Serialize(config, AgentConfigJsonContext.Default.AgentConfig) + "\n";
+        JsonSerializer.Serialize(config, AgentConfigWriteJsonContext.Default.AgentConfig) + "\n";
 
     /// <summary>The guest's name of the bond's primary member: the member on the spec's primary port.</summary>
     internal static string Primary(NetworkSpec n) => n.MemberName(Math.Max(0, n.Ports.ToList().IndexOf(n.Bond.Primary)));
