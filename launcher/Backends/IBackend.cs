@@ -16,6 +16,12 @@ public interface IBackend
     /// <summary>Whether a VmNet VM of that name is defined here (a domain, or the QEMU backend's record).</summary>
     Task<bool> IsDefinedAsync(string vm, CancellationToken cancel);
 
+    /// <summary>The VM's definition as it is now (to put back if a new one must be undone), or null when it is not defined.</summary>
+    Task<SavedDefinition?> SaveDefinitionAsync(string vm, CancellationToken cancel);
+
+    /// <summary>Puts back a definition <see cref="SaveDefinitionAsync"/> returned.</summary>
+    Task RestoreDefinitionAsync(string vm, SavedDefinition saved, CancellationToken cancel);
+
     /// <summary>Defines the VM (libvirt: validated domain XML, autostart as the spec says; qemu: its record and argv).</summary>
     Task DefineAsync(LaunchPlan plan, CancellationToken cancel);
 
@@ -37,6 +43,9 @@ public interface IBackend
     /// <summary>Every VmNet VM this backend knows, by name.</summary>
     Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel);
 }
+
+/// <summary>A backend's definition of a VM, kept to be put back: libvirt's inactive domain XML, or the QEMU record.</summary>
+public sealed record SavedDefinition(string Text, bool Autostart);
 
 /// <summary>How a stop went.</summary>
 public enum StopResult

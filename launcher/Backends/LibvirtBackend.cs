@@ -24,12 +24,6 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
 
     public string Uri { get; } = uri;
 
-    /// <summary>
-    /// libvirt's test driver: it runs no guest, and its domains end with the process that made them (so a lease
-    /// cannot follow them).
-    /// </summary>
-    public bool IsTestDriver => Uri.StartsWith("test:", StringComparison.Ordinal);
-
     public StateDir State { get; } = state;
 
     /// <summary>The URI from <paramref name="option"/>, else <c>VMNET_CONNECT</c>, else <see cref="DefaultUri"/>.</summary>
@@ -45,6 +39,19 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
     {
         using var domain = VmNetDomain(vm);
         return Task.FromResult(domain is not null);
+    }
+
+    public Task<SavedDefinition?> SaveDefinitionAsync(string vm, CancellationToken cancel)
+    {
+        using var domain = VmNetDomain(vm);
+        return Task.FromResult(domain is null ? null : new SavedDefinition(domain.GetXml(inactive: true), domain.Autostart));
+    }
+
+    public Task RestoreDefinitionAsync(string vm, SavedDefinition saved, CancellationToken cancel)
+    {
+        using var domain = Connection.DefineDomain(saved.Text, validate: false);
+        domain.SetAutostart(saved.Autostart);
+        return Task.CompletedTask;
     }
 
     public Task DefineAsync(LaunchPlan plan, CancellationToken cancel)

@@ -5,6 +5,7 @@ using System.Text.Json.Serialization;
 using CliWrap;
 using CliWrap.Buffered;
 using VmNet.Host;
+using VmNet.Io;
 using VmNet.Planning;
 using VmNet.Rendering;
 using VmNet.State;
@@ -20,7 +21,8 @@ internal sealed partial class QemuRecordJson : JsonSerializerContext;
 
 /// <summary>
 /// Runs <c>qemu-system-x86_64</c> directly from the rendered argv (never a shell string): daemonized, with its pid file,
-/// QMP socket and serial log in the VM directory. The VM lives as long as the process; leases follow the pid.
+/// QMP socket and serial log in the VM directory. Its record (qemu.json) is its definition: its leases are held by
+/// it until <c>vmnet rm</c>, whether the process runs or not.
 /// </summary>
 public sealed class QemuBackend(StateDir state) : IBackend
 {
@@ -37,9 +39,20 @@ public sealed class QemuBackend(StateDir state) : IBackend
 
     public Task<bool> IsDefinedAsync(string vm, CancellationToken cancel) => Task.FromResult(File.Exists(RecordPath(vm)));
 
+    public Task<SavedDefinition?> SaveDefinitionAsync(string vm, CancellationToken cancel) =>
+        Task.FromResult(File.Exists(RecordPath(vm)) ? new SavedDefinition(File.ReadAllText(RecordPath(vm)), false) : null);
+
+    public Task RestoreDefinitionAsync(string vm, SavedDefinition saved, CancellationToken cancel)
+    {
+        AtomicFile.Write(RecordPath(vm), saved.Text);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Writes the VM's record (its VFs and argv); a running VM keeps the record it runs by until it is restarted.</summary>
     public async Task DefineAsync(LaunchPlan plan, CancellationToken cancel)
     {
         var vm = plan.Vm.Name;
+        if (Running(vm) is not null && File.Exists(RecordPath(vm))) return;
         var argv = plan.Artifacts.QemuArgs;
         if (argv.Count == 0 || !argv.Contains("-daemonize") || PidFileArgument(argv) != plan.Paths.PidFile)
             throw new VmNetException($"the rendered qemu.args for {vm} must run daemonized with -pidfile {plan.Paths.PidFile}; check the qemu.args template", ExitCodes.InvalidInput);

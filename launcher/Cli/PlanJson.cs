@@ -5,14 +5,17 @@ using VmNet.Planning;
 namespace VmNet.Cli;
 
 /// <summary>The plan as <c>vmnet up --dry-run --json</c> prints it.</summary>
-public sealed record PlanDocument(string Vm, string Backend, IReadOnlyList<PlanVf> Vfs, IReadOnlyList<string> HostChanges,
-    IReadOnlyList<string> Then, IReadOnlyList<string> Problems, PlanPaths Paths)
+public sealed record PlanDocument(string Vm, string Backend, IReadOnlyList<PlanVf> Vfs, IReadOnlyList<string> Reclaims,
+    IReadOnlyList<string> HostChanges, IReadOnlyList<string> Then, IReadOnlyList<string> Problems, PlanPaths Paths)
 {
-    public static PlanDocument From(LaunchPlan plan, IReadOnlyList<PreflightProblem> problems) => new(
+    public static PlanDocument From(DryRun dry) => From(dry.Plan, dry.Problems, dry.Reclaims);
+
+    private static PlanDocument From(LaunchPlan plan, IReadOnlyList<PreflightProblem> problems, IReadOnlyList<string> reclaims) => new(
         plan.Vm.Name,
         Spec.SpecNames.Of(plan.Backend),
         plan.Vfs.Select(a => new PlanVf(a.Network.Name, a.Port, a.PortName, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci,
             a.Mac, a.MacGenerated, a.Network.Vlan?.Id, a.GuestName, a.Vf.IommuGroup, a.AlreadyLeased)).ToList(),
+        reclaims,
         plan.Steps.Where(PlanPrinter.IsHostChange).Select(s => s.Describe()).ToList(),
         plan.Steps.Where(s => !PlanPrinter.IsHostChange(s)).Select(s => s.Describe()).ToList(),
         problems.Select(p => p.Message).ToList(),

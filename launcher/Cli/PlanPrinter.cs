@@ -9,8 +9,9 @@ internal static class PlanPrinter
     /// <summary>The steps that change the host's VFs, listed under "Host changes"; the rest come under "Then".</summary>
     public static bool IsHostChange(Step step) => step is VfStep or SetNumVfs;
 
-    public static void Print(TextWriter o, LaunchPlan plan, IReadOnlyList<PreflightProblem> problems, string? outDir)
+    public static void Print(TextWriter o, DryRun dry, string? outDir)
     {
+        var (plan, problems) = (dry.Plan, dry.Problems);
         var vm = plan.Vm;
         o.WriteLine($"Plan for {vm.Name} (dry run: nothing was changed)");
         o.WriteLine();
@@ -21,6 +22,12 @@ internal static class PlanPrinter
             (a.Network.Vlan ?? Spec.VlanTag.Untagged).ToString(), a.AlreadyLeased ? "already leased" : "",
         }).ToList();
         TextTable.Print(o, ["NETWORK", "GUEST NIC", "PF", "VF", "PCI", "MAC", "VLAN", ""], rows);
+        if (dry.Reclaims.Count > 0)
+        {
+            o.WriteLine();
+            o.WriteLine("First, orphaned VFs reclaimed (restored and released):");
+            foreach (var r in dry.Reclaims) o.WriteLine("  " + r);
+        }
         o.WriteLine();
         o.WriteLine("Host changes, in order:");
         string? current = null;

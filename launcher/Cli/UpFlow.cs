@@ -22,15 +22,15 @@ internal static class UpFlow
         var templates = new Templates(options.TemplatesDir);
         if (options.DryRun)
         {
-            var (dry, problems) = await ops.PlanAsync(vm, options.Launch, templates, ct);
-            if (options.OutDir is { } dir) ArtifactWriter.Write(dir, dry.Artifacts);
+            var dry = await ops.PlanAsync(vm, options.Launch, templates, ct);
+            if (options.OutDir is { } dir) ArtifactWriter.Write(dir, dry.Plan.Artifacts);
             if (options.Json)
-                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(PlanDocument.From(dry, problems), PlanJson.Default.PlanDocument));
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(PlanDocument.From(dry), PlanJson.Default.PlanDocument));
             else
             {
                 // One write for the whole plan, not one per line (the console flushes every line).
                 var text = new StringWriter { NewLine = stdout.NewLine };
-                PlanPrinter.Print(text, dry, problems, options.OutDir);
+                PlanPrinter.Print(text, dry, options.OutDir);
                 stdout.Write(text.ToString());
             }
             return ExitCodes.Ok;

@@ -28,8 +28,12 @@ public interface IProgressSink
 /// after the reverter has been committed: a guest slow to report keeps its VM. The test hooks
 /// (<see cref="ApplyHooks"/>) count the steps given here, from 1.
 /// </summary>
-public sealed class Executor(IReadOnlyList<IStepRunner> runners, ApplyHooks? hooks = null, TextWriter? stderr = null, IProgressSink? progress = null)
+public sealed class Executor(IReadOnlyList<IStepRunner> runners, ApplyHooks? hooks = null, TextWriter? stderr = null, IProgressSink? progress = null,
+    string incompleteHint = Executor.LeasesStayHint)
 {
+    /// <summary>What to do after a rollback that left changes, when leases are involved.</summary>
+    public const string LeasesStayHint = "the leases stay; `vmnet gc` restores those VFs once this vmnet has exited";
+
     private readonly ApplyHooks _hooks = hooks ?? new ApplyHooks();
 
     public async Task RunAsync(IReadOnlyList<Step> steps, Reverter reverter, CancellationToken ct)
@@ -60,10 +64,10 @@ public sealed class Executor(IReadOnlyList<IStepRunner> runners, ApplyHooks? hoo
         {
             // Any failure, a bug's too, rolls back: the host is never left half-changed by an exception.
             var failures = await reverter.RevertAsync().ConfigureAwait(false);
-            var reason = e is OperationCanceledException ? "interrupted" : e.Message;
+            var reason = reverter.Rewrite(e is OperationCanceledException ? "interrupted" : e.Message);
             if (failures.Count > 0)
                 throw new RollbackIncompleteException($"{reason}\nrolling back left {failures.Count} change(s) in place:\n  "
-                    + string.Join("\n  ", failures) + "\nthe leases stay; `vmnet gc` restores those VFs once this vmnet has exited", e);
+                    + string.Join("\n  ", failures) + "\n" + incompleteHint, e);
             if (reverter.Notes.Count > 0 && e is not OperationCanceledException)
                 throw new VmNetException($"{reason}; {string.Join("; ", reverter.Notes)}", (e as VmNetException)?.ExitCode ?? ExitCodes.Failure, e);
             throw;

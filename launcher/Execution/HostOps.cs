@@ -9,6 +9,9 @@ using VmNet.State;
 
 namespace VmNet.Execution;
 
+/// <summary>What <c>--dry-run</c> shows: the plan, what <c>up</c> would stop at before its first change, and the orphans it would reclaim first.</summary>
+public sealed record DryRun(LaunchPlan Plan, IReadOnlyList<PreflightProblem> Problems, IReadOnlyList<string> Reclaims);
+
 /// <summary>The result of <see cref="HostOps.UpAsync(VmSpec, LaunchOptions, Templates, IBackend?, IProgressSink?, CancellationToken)"/>: the plan applied, and the orphans reclaimed on the way.</summary>
 public sealed record UpResult(LaunchPlan Plan, IReadOnlyList<string> Reclaimed);
 
@@ -30,10 +33,24 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
     /// planner and checks as <see cref="UpAsync(VmSpec, LaunchOptions, Templates, IBackend?, IProgressSink?, CancellationToken)"/>,
     /// without the lock, the claim or any change (<c>--dry-run</c>).
     /// </summary>
-    public async Task<(LaunchPlan Plan, IReadOnlyList<PreflightProblem> Problems)> PlanAsync(VmSpec spec, LaunchOptions options, Templates templates, CancellationToken ct)
+    public async Task<DryRun> PlanAsync(VmSpec spec, LaunchOptions options, Templates templates, CancellationToken ct)
     {
-        var plan = Planner.Make(spec, new HostScanner(Kernel.Root), Ledger.Store, Ledger.State, options, templates);
-        return (plan, await Preflight.CheckAsync(plan, Kernel.Root, ct).ConfigureAwait(false));
+        var host = new HostScanner(Kernel.Root);
+        LaunchPlan plan;
+        IReadOnlyList<Lease> orphans = [];
+        try
+        {
+            plan = Planner.Make(spec, host, Ledger.Store, Ledger.State, options, templates);
+        }
+        catch (HostException e) when (e.Message.Contains("no free VF", StringComparison.Ordinal))
+        {
+            // As `up` would: the orphans of the spec's ports count as free, and the plan says it reclaims them first.
+            orphans = OrphansOfPorts(spec, host).ToList();
+            if (orphans.Count == 0) throw;
+            plan = Planner.Make(spec, host, new LeasesWithout(Ledger.Store, orphans), Ledger.State, options, templates);
+        }
+        var reclaims = orphans.Select(l => $"VF {l.Vf} of {l.Pf} ({l.Pci}), leased by {l.Vm}, whose owner is gone: {Liveness.Gone(l.Owner)}").ToList();
+        return new DryRun(plan, await Preflight.CheckAsync(plan, Kernel.Root, ct).ConfigureAwait(false), reclaims);
     }
 
     /// <summary>
@@ -45,13 +62,17 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
     public async Task<UpResult> UpAsync(VmSpec spec, LaunchOptions options, Templates templates, IBackend? backend, IProgressSink? progress, CancellationToken ct,
         Action<LaunchPlan>? beforeFirstChange = null)
     {
+        if (options.Start && backend is null) throw new ArgumentNullException(nameof(backend), "a start needs a backend");
         progress?.Enter(Phase.Reserve);
         var host = new HostScanner(Kernel.Root);
         LaunchPlan plan;
         IReadOnlyList<(Lease Now, Lease? Before)> claimed;
+        var reverter = new Reverter();
         var reclaimed = new List<string>();
         using (Ledger.Lock(ct))
         {
+            if (Ledger.BusyWith(spec.Name) is { } busy)
+                throw new VmNetException($"{spec.Name} is being changed by vmnet pid {busy.Pid} right now; wait for it to finish (or stop it), then rerun `vmnet up`");
             try
             {
                 plan = Planner.Make(spec, host, Ledger.Store, Ledger.State, options, templates);
@@ -64,24 +85,32 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
             }
             Preflight.ThrowIfAny(await Preflight.CheckAsync(plan, Kernel.Root, ct).ConfigureAwait(false));
             beforeFirstChange?.Invoke(plan);
+            progress?.Planned(plan);
+            foreach (var line in reclaimed) progress?.Note($"reclaimed an orphan: {line}");
+            // The claim is the first change; its undo, registered at once, is the last to run.
             claimed = Ledger.Claim(spec.Name, plan.Leases, Liveness.StartingSelf());
         }
-        progress?.Planned(plan);
-        foreach (var line in reclaimed) progress?.Note($"reclaimed an orphan: {line}");
 
-        var reverter = new Reverter();
         var isNew = claimed.All(c => c.Before is null);
         reverter.Add("give the leases back", () =>
         {
-            // After an incomplete rollback the leases stay, so that `vmnet gc` restores those VFs once this vmnet exits.
-            if (reverter.Failures.Count > 0) return Task.CompletedTask;
-            using (Ledger.Lock(CancellationToken.None)) Ledger.Unclaim(claimed);
-            if (isNew && options.Start) reverter.Note($"{spec.Name}'s VFs were given back as they were found");
+            using (Ledger.Lock(CancellationToken.None))
+            {
+                // After a rollback that left changes, the VFs the VM held before go back to it as they were, and the new
+                // ones stay with this vmnet, so that `vmnet gc` restores them once it has exited.
+                var clean = reverter.Failures.Count == 0;
+                Ledger.Unclaim(claimed, releaseNew: clean);
+                if (clean && isNew && options.Start) reverter.Note($"{spec.Name}'s VFs were given back as they were found");
+            }
             return Task.CompletedTask;
         });
+        reverter.OnCommit(() =>
+        {
+            using (Ledger.Lock(CancellationToken.None))
+                foreach (var (now, _) in claimed) Ledger.Finish(now.Pci);
+        });
         var runners = new List<IStepRunner> { new HostStepRunner(Kernel, Ledger), new LeaseStepRunner(Ledger, plan.Vfs.Select(a => a.Vf.Pci).ToList()) };
-        if (options.Start)
-            runners.Add(new LaunchStepRunner(plan, backend ?? throw new ArgumentNullException(nameof(backend), "a start needs a backend"), Ledger, progress));
+        if (options.Start) runners.Add(new LaunchStepRunner(plan, backend!, Ledger, progress));
         await new Executor(runners, hooks, stderr, progress).RunAsync(plan.Steps, reverter, ct).ConfigureAwait(false);
         return new UpResult(plan, reclaimed);
     }
@@ -94,7 +123,7 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
         var restorer = new Restorer(Kernel, Ledger);
         foreach (var lease in Ledger.Store.OfVm(vm))
         {
-            if (lease.Owner is StartingOwner o && Liveness.Gone(o) is null && !Liveness.IsSelf(o))
+            if (Ledger.BusyWith(vm) is { } o)
                 throw new VmNetException($"VM {vm} is being started by vmnet pid {o.Pid} right now; wait for it to finish (or stop it), then rerun `vmnet rm {vm}`");
             done.Add(await restorer.RestoreAndReleaseAsync(lease, ct).ConfigureAwait(false));
         }
@@ -117,11 +146,9 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
         return done;
     }
 
-    /// <summary>Orphans among the VFs of the spec's ports only: O(VFs considered), like planning.</summary>
-    private async Task<IReadOnlyList<string>> ReclaimOrphansOfPortsAsync(VmSpec spec, HostScanner host, CancellationToken ct)
+    /// <summary>The leases of other VMs on the spec's ports whose owner is gone: O(VFs considered), like planning.</summary>
+    private IEnumerable<Lease> OrphansOfPorts(VmSpec spec, HostScanner host)
     {
-        var done = new List<string>();
-        var restorer = new Restorer(Kernel, Ledger);
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var port in spec.Networks.SelectMany(n => n.Ports))
         {
@@ -129,10 +156,20 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
             for (var i = 0; i < pf.NumVfs; i++)
             {
                 if (host.VfPci(pf, i) is not { } pci || Ledger.Store.Find(pci) is not { } lease) continue;
-                if (lease.Vm == spec.Name || Liveness.Gone(lease.Owner) is not { } why) continue;
-                var what = await restorer.RestoreAndReleaseAsync(lease, ct).ConfigureAwait(false);
-                done.Add($"{what}; reclaimed from {lease.Vm} ({why})");
+                if (lease.Vm != spec.Name && Liveness.Gone(lease.Owner) is not null) yield return lease;
             }
+        }
+    }
+
+    private async Task<IReadOnlyList<string>> ReclaimOrphansOfPortsAsync(VmSpec spec, HostScanner host, CancellationToken ct)
+    {
+        var done = new List<string>();
+        var restorer = new Restorer(Kernel, Ledger);
+        foreach (var lease in OrphansOfPorts(spec, host).ToList())
+        {
+            var why = Liveness.Gone(lease.Owner);
+            var what = await restorer.RestoreAndReleaseAsync(lease, ct).ConfigureAwait(false);
+            done.Add($"{what}; reclaimed from {lease.Vm} ({why})");
         }
         return done;
     }

@@ -49,7 +49,7 @@ public sealed class HostStepRunner(IKernel kernel, LeaseLedger? ledger = null) :
             {
                 // The undo is registered first: a setting the kernel took but the read-back found wrong is undone too.
                 if (reverter is not null && Found(s.Vf.Pci) is { } was && was.Settings.For(s.Settings) is { IsEmpty: false } undo)
-                    reverter.Add(s.Describe(), () => _vf.SetAndVerifyAsync(s.Vf.Pf, s.Vf.Index, s.Vf.Pci, undo, CancellationToken.None));
+                    reverter.Add(s.Describe(), () => SetAsync(s with { Settings = undo }, CancellationToken.None));
                 await SetAsync(s, ct).ConfigureAwait(false);
                 break;
             }

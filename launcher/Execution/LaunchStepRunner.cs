@@ -7,8 +7,9 @@ namespace VmNet.Execution;
 
 /// <summary>
 /// Runs the backend's steps of a <see cref="LaunchPlan"/>: the seed and the overlay, define, start and the wait for the
-/// guest agent. What a step makes anew is undone on rollback (a VM that existed
-/// before keeps its definition, disk and seed); a VM that fails to come up leaves its serial log in the state dir.
+/// guest agent. What a step makes anew is undone on rollback, and what it replaces is put back (a VM that existed
+/// before gets its definition and seed back, and keeps its disk); a VM that fails to come up leaves its serial log in
+/// the state dir.
 /// </summary>
 public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLedger ledger, IProgressSink? progress = null) : IStepRunner
 {
@@ -24,10 +25,26 @@ public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLed
                 if (!File.Exists(w.Seed))
                     reverter?.Add(w.Describe(), () =>
                     {
-                        if (KeepSerialLog(paths, ledger.State, vm) is { } kept) reverter.Note($"its serial log is kept at {kept}");
+                        if (KeepSerialLog(paths, ledger.State, vm) is { } kept)
+                        {
+                            reverter.Note($"its serial log is kept at {kept}");
+                            reverter.Replace(paths.SerialLog, kept);
+                        }
                         VmFiles.DeleteRunFiles(paths, [paths.QemuRecord]);
                         return Task.CompletedTask;
                     });
+                else if (reverter is not null)
+                {
+                    // A VM that was up before: its seed and fw_cfg config go back as they were if this up is undone.
+                    var backups = new[] { w.Seed, w.AgentConfig }.Where(File.Exists).Select(f => (File: f, Backup: f + ".prev")).ToList();
+                    foreach (var (file, backup) in backups) File.Copy(file, backup, overwrite: true);
+                    reverter.Add(w.Describe(), () =>
+                    {
+                        foreach (var (file, backup) in backups) File.Move(backup, file, overwrite: true);
+                        return Task.CompletedTask;
+                    });
+                    reverter.OnCommit(() => { foreach (var (_, backup) in backups) File.Delete(backup); });
+                }
                 VmFiles.WriteSeed(paths, plan.Artifacts, w.Agent);
                 break;
             case CreateOverlay o:
@@ -36,14 +53,20 @@ public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLed
                 await VmFiles.EnsureOverlayAsync(o.BaseImage, o.Disk, o.SizeMiB, ct).ConfigureAwait(false);
                 break;
             case DefineVm d:
-                if (!await backend.IsDefinedAsync(vm, ct).ConfigureAwait(false))
-                    reverter?.Add(d.Describe(), () => backend.UndefineAsync(vm, CancellationToken.None));
+            {
+                // Critical: while a definition naming VFs may stand, its VFs and leases must not be given back.
+                var saved = await backend.SaveDefinitionAsync(vm, ct).ConfigureAwait(false);
+                reverter?.Add(d.Describe(), () => saved is null
+                    ? backend.UndefineAsync(vm, CancellationToken.None)
+                    : backend.RestoreDefinitionAsync(vm, saved, CancellationToken.None), critical: true);
                 await backend.DefineAsync(plan, ct).ConfigureAwait(false);
                 break;
+            }
             case StartVm s:
             {
+                // Critical: a VM that may still run holds its VFs; nothing before this is undone then.
                 if (await backend.StatusAsync(vm, ct).ConfigureAwait(false) is not { Running: true })
-                    reverter?.Add(s.Describe(), async () => await backend.StopAsync(vm, TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false));
+                    reverter?.Add(s.Describe(), async () => await backend.StopAsync(vm, TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false), critical: true);
                 await backend.StartAsync(plan, ct).ConfigureAwait(false);
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 while (await backend.StatusAsync(vm, ct).ConfigureAwait(false) is not { Running: true })
@@ -58,7 +81,17 @@ public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLed
                 break;
             case WaitForAgent w:
             {
-                var guest = await GuestAgentChannel.WaitForReadyAsync(paths, w.Timeout, ct).ConfigureAwait(false);
+                GuestStatus guest;
+                try
+                {
+                    guest = await GuestAgentChannel.WaitForReadyAsync(paths, w.Timeout, ct).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException e) when (ct.IsCancellationRequested)
+                {
+                    // After the commit: nothing is rolled back, and the user should know it.
+                    throw new VmNetException($"interrupted while waiting for the guest agent; {vm} runs and keeps its VFs: " +
+                        $"`vmnet status {vm}` shows it, `vmnet rm {vm}` removes it", ExitCodes.Failure, e);
+                }
                 // The agent reports after 15 s even when a bond has no active member yet (e.g. ARP monitoring that has
                 // not seen a reply): the VM runs, but that network carries no traffic until a member takes over.
                 foreach (var n in guest.Networks.Where(n => n.Active is null))

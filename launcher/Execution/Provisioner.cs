@@ -57,7 +57,8 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
     {
         using var _ = ledger.Lock(ct);
         var (steps, report) = Plan(config);
-        await new Executor([new HostStepRunner(kernel)], hooks).RunAsync(steps, new Reverter(), ct).ConfigureAwait(false);
+        await new Executor([new HostStepRunner(kernel)], hooks, incompleteHint: "check the PFs' VF counts with `vmnet host` and run `vmnet host apply` again")
+            .RunAsync(steps, new Reverter(), ct).ConfigureAwait(false);
         return report;
     }
 
@@ -89,7 +90,8 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
             }
             try
             {
-                await new Executor([new HostStepRunner(kernel, ledger)], hooks).RunAsync(steps, new Reverter(), ct).ConfigureAwait(false);
+                await new Executor([new HostStepRunner(kernel, ledger)], hooks, incompleteHint: "their leases stay with the VM; run `vmnet host prepare` again, or `vmnet rm` the VM")
+                    .RunAsync(steps, new Reverter(), ct).ConfigureAwait(false);
                 report.AddRange(prepared);
             }
             catch (VmNetException e) when (e is not RollbackIncompleteException)

@@ -35,6 +35,7 @@ public sealed record VfSettings
     /// <summary>The order a VF is given back in: spoof checking before the MAC, so a zero MAC is never refused (ANCHORS.md).</summary>
     public static readonly IReadOnlyList<VfField> RestoreOrder = [VfField.Vlan, VfField.SpoofCheck, VfField.Mac, VfField.Trust, VfField.Rates, VfField.LinkState];
 
+    [System.Text.Json.Serialization.JsonIgnore]
     public bool IsEmpty => Vlan is null && Mac is null && SpoofCheck is null && Trust is null && LinkState is null && Rates is null;
 
     public bool Has(VfField field) => field switch
@@ -95,12 +96,12 @@ public sealed record VfSettings
     {
         var unmet = Unmet(actual);
         var wrong = new List<string>();
-        if (unmet.Vlan is { } v) wrong.Add($"vlan is {actual.Vlan}, not {v}");
-        if (unmet.Mac is { } m) wrong.Add($"mac is {actual.Mac}, not {m}");
-        if (unmet.SpoofCheck is { } s) wrong.Add($"spoofchk is {OnOff(actual.SpoofCheck!.Value)}, not {OnOff(s)}");
-        if (unmet.Trust is { } t) wrong.Add($"trust is {OnOff(actual.Trust!.Value)}, not {OnOff(t)}");
-        if (unmet.LinkState is { } l) wrong.Add($"state is {SpecNames.Of(actual.LinkState!.Value)}, not {SpecNames.Of(l)}");
-        if (unmet.Rates is { } r) wrong.Add($"rates are max {actual.Rates!.Value.MaxMbps} min {actual.Rates.Value.MinMbps}, not max {r.MaxMbps} min {r.MinMbps}");
+        if (unmet.Vlan is { } v) wrong.Add($"it holds {actual.Vlan}, not {v}");
+        if (unmet.Mac is { } m) wrong.Add($"it holds mac {actual.Mac}, not {m}");
+        if (unmet.SpoofCheck is { } s) wrong.Add($"it holds spoofchk {OnOff(actual.SpoofCheck!.Value)}, not {OnOff(s)}");
+        if (unmet.Trust is { } t) wrong.Add($"it holds trust {OnOff(actual.Trust!.Value)}, not {OnOff(t)}");
+        if (unmet.LinkState is { } l) wrong.Add($"it holds state {SpecNames.Of(actual.LinkState!.Value)}, not {SpecNames.Of(l)}");
+        if (unmet.Rates is { } r) wrong.Add(FormattableString.Invariant($"it holds max_tx_rate {actual.Rates!.Value.MaxMbps} min_tx_rate {actual.Rates.Value.MinMbps}, not {r.MaxMbps} and {r.MinMbps}"));
         return wrong;
     }
 
@@ -120,8 +121,11 @@ public sealed record VfSettings
 
     public override string ToString() => string.Join(' ', IpArguments());
 
-    /// <summary>A VLAN read back equals the one set when the IDs match and, when tagged, qos and protocol too.</summary>
-    public static bool SameVlan(VlanTag a, VlanTag b) => a.Id == b.Id && a.Qos == b.Qos && (!a.IsTagged || a.Protocol == b.Protocol);
+    /// <summary>
+    /// A VLAN read back equals the one set when the IDs match and, when tagged, qos and protocol too: an untagged VF
+    /// is untagged whatever qos some drivers (ixgbe, i40e, ice) keep beside VLAN 0, and `vlan 0` cannot set one.
+    /// </summary>
+    public static bool SameVlan(VlanTag a, VlanTag b) => a.Id == b.Id && (!a.IsTagged || (a.Qos == b.Qos && a.Protocol == b.Protocol));
 
     public static string OnOff(bool b) => b ? "on" : "off";
 

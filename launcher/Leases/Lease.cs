@@ -9,7 +9,9 @@ namespace VmNet.Leases;
 /// One leased VF. The ledger keeps one such file per VF (<c>STATE/leases/PCI.json</c>), so checking whether a VF is
 /// taken is one lookup whatever the number of leases. <see cref="Applied"/> is every VF setting the plan gave it (what
 /// <c>vmnet host prepare</c> sets again at boot); <see cref="Original"/> is the VF as found, recorded before the first
-/// change, so teardown can give it back (null: nothing was changed yet).
+/// change, so teardown can give it back (null: nothing was changed yet). <see cref="Owner"/> is what holds the VF (a VF
+/// newly taken is held by the vmnet taking it until it hands the VM over); <see cref="StartedBy"/> is the vmnet
+/// changing it right now, if any, so that no second vmnet changes the same VM at once.
 /// </summary>
 public sealed record Lease(
     int Version,
@@ -23,7 +25,8 @@ public sealed record Lease(
     string Mac,
     VfSettings Applied,
     VfState? Original = null,
-    LeaseOwner? Owner = null)
+    LeaseOwner? Owner = null,
+    StartingOwner? StartedBy = null)
 {
     /// <summary>The lease file format this vmnet reads and writes.</summary>
     public const int CurrentVersion = 2;

@@ -32,8 +32,18 @@ internal static class LeaseFormatV1
                 Mac = o.Mac, Vlan = new VlanTag(o.Vlan, o.Qos, Protocol(o.Proto)), SpoofCheck = o.SpoofChk, Trust = o.Trust,
                 LinkState = LinkStateOf(o.LinkState), Rates = new TxRates(o.MaxTxRate, o.MinTxRate),
             }, o.Driver, o.DriverOverride, o.NetDev) : null,
-            old.Owner);
+            OwnerOf(old.Owner));
     }
+
+    /// <summary>A format-1 owner; one this vmnet cannot judge (an unknown kind, a domain that is no UUID) is held by the definition, as format 1 held it.</summary>
+    private static LeaseOwner? OwnerOf(OwnerV1? o) => o switch
+    {
+        null => null,
+        { Kind: "starting", Pid: { } pid, Expires: { } expires } => new StartingOwner(pid, o.StartTime ?? 0, expires),
+        { Kind: "process", Pid: { } pid } => new ProcessOwner(pid, o.StartTime ?? 0),
+        { Kind: "libvirt", Uri: { } uri } when Guid.TryParse(o.Domain, out var uuid) => new LibvirtDomainOwner(uuid, uri),
+        _ => new DefinitionOwner(),
+    };
 
     /// <summary>The settings of one format-1 <c>applied</c> entry (the words after <c>ip link set dev PF vf N</c>).</summary>
     private static VfSettings FromArguments(IReadOnlyList<string> a)
@@ -58,8 +68,10 @@ internal static class LeaseFormatV1
 internal sealed record OriginalV1(string Mac, int Vlan, int Qos, string Proto, bool? SpoofChk, bool? Trust, string LinkState,
     int MaxTxRate, int MinTxRate, string? Driver, string? DriverOverride, string? NetDev);
 
+internal sealed record OwnerV1(string Kind, int? Pid = null, long? StartTime = null, DateTimeOffset? Expires = null, string? Domain = null, string? Uri = null);
+
 internal sealed record V1(int Version, string Vm, string Network, int Port, string Pf, string PfPci, int Vf, string Pci, string Mac, int? Vlan,
-    OriginalV1? Original = null, LeaseOwner? Owner = null, IReadOnlyList<IReadOnlyList<string>>? Applied = null);
+    OriginalV1? Original = null, OwnerV1? Owner = null, IReadOnlyList<IReadOnlyList<string>>? Applied = null);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, AllowOutOfOrderMetadataProperties = true)]
 [JsonSerializable(typeof(V1))]

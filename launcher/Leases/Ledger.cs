@@ -74,12 +74,13 @@ public sealed class LeaseLedger(StateDir state)
     }
 
     /// <summary>
-    /// Records <paramref name="wanted"/> (the planned leases of <paramref name="vm"/>) as held by
-    /// <paramref name="owner"/>. Call under <see cref="Lock"/>, right after planning. A VF the VM already leased keeps
-    /// its recorded <see cref="Lease.Original"/>. Returns what each VF's lease was before (null for a VF newly taken),
-    /// so a failed apply can put it back.
+    /// Records <paramref name="wanted"/> (the planned leases of <paramref name="vm"/>) as being changed by
+    /// <paramref name="self"/>. Call under <see cref="Lock"/>, right after planning. A VF the VM already leased keeps
+    /// its owner (a running domain keeps holding its VFs, whatever becomes of this vmnet) and its recorded
+    /// <see cref="Lease.Original"/>; a VF newly taken is held by <paramref name="self"/> until the hand-over. Returns
+    /// what each VF's lease was before (null for a VF newly taken), so a failed apply can put it back.
     /// </summary>
-    public IReadOnlyList<(Lease Now, Lease? Before)> Claim(string vm, IEnumerable<Lease> wanted, LeaseOwner owner)
+    public IReadOnlyList<(Lease Now, Lease? Before)> Claim(string vm, IEnumerable<Lease> wanted, StartingOwner self)
     {
         var result = new List<(Lease, Lease?)>();
         foreach (var want in wanted)
@@ -87,7 +88,8 @@ public sealed class LeaseLedger(StateDir state)
             var before = Store.Find(want.Pci);
             if (before is not null && before.Vm != vm)
                 throw new VmNetException($"VF {want.Pci} is leased by {before.Vm}; the plan was made without the lock. This is a bug in vmnet; report it");
-            var lease = want with { Original = before?.Original, Owner = owner };
+            var owner = before?.Owner is null or StartingOwner ? self : before.Owner;
+            var lease = want with { Original = before?.Original, Owner = owner, StartedBy = self };
             if (before is not null && before.Mac != lease.Mac && Store.MacOwner(before.Mac) == before.Vm) File.Delete(State.MacFile(before.Mac));
             Write(lease);
             result.Add((lease, before));
@@ -96,12 +98,14 @@ public sealed class LeaseLedger(StateDir state)
     }
 
     /// <summary>Puts the ledger back as it was before <see cref="Claim"/>: new leases dropped, previous ones rewritten.</summary>
-    public void Unclaim(IEnumerable<(Lease Now, Lease? Before)> claimed)
+    /// <remarks>With <paramref name="releaseNew"/> false (after a rollback that left changes) only the leases the VM held
+    /// before are put back; the new ones stay with the vmnet that took them, for <c>vmnet gc</c>.</remarks>
+    public void Unclaim(IEnumerable<(Lease Now, Lease? Before)> claimed, bool releaseNew = true)
     {
         foreach (var (now, before) in claimed)
         {
             var current = Store.Find(now.Pci) ?? now;
-            if (before is null) Release(current);
+            if (before is null) { if (releaseNew) Release(current); }
             else
             {
                 if (before.Mac != current.Mac && Store.MacOwner(current.Mac) == current.Vm) File.Delete(State.MacFile(current.Mac));
@@ -114,6 +118,17 @@ public sealed class LeaseLedger(StateDir state)
     {
         if (Store.Find(pci) is { } lease) Write(lease with { Owner = owner });
     }
+
+    /// <summary>The vmnet that changed the VF is done with it.</summary>
+    public void Finish(string pci)
+    {
+        if (Store.Find(pci) is { StartedBy: not null } lease) Write(lease with { StartedBy = null });
+    }
+
+    /// <summary>The vmnet changing one of <paramref name="vm"/>'s VFs right now, when it is another live process.</summary>
+    public StartingOwner? BusyWith(string vm) =>
+        Store.OfVm(vm).Select(l => l.StartedBy ?? l.Owner as StartingOwner)
+            .FirstOrDefault(s => s is not null && !Liveness.IsSelf(s) && Liveness.Gone(s) is null);
 
     private static void DeleteIfEmpty(string dir)
     {

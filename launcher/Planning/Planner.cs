@@ -85,6 +85,12 @@ public static class Planner
         var steps = new List<Step>(vfs.SelectMany(a => VfSteps.Configure(a.Ref, a.Vf, a.Settings)));
         steps.AddRange(LaunchSteps(spec, backend, options, paths));
         var artifacts = Renderer.Render(RenderInput(spec, vfs, paths), templates);
+        // The leases follow the libvirt domain by the UUID planned here: a domain.xml (a --templates override) that
+        // names no UUID, or another one, would make libvirt's domain look gone to `vmnet gc` while it runs.
+        var uuid = Renderer.Uuid(spec.Name);
+        if (backend == Backend.Libvirt && !artifacts.DomainXml.Contains($"<uuid>{uuid}</uuid>", StringComparison.Ordinal))
+            throw new VmNetException($"the rendered domain.xml must carry <uuid>{uuid}</uuid> (`<uuid>{{{{ vm.uuid }}}}</uuid>` in domain.xml.sbn): " +
+                "the leases follow the domain by it; restore that line in the template given with --templates", ExitCodes.InvalidInput);
         return new LaunchPlan(spec, backend, options, vfs, steps, artifacts, paths);
     }
 
@@ -105,10 +111,12 @@ public static class Planner
         yield return new WriteSeed(paths.Seed, paths.AgentConfig, options.Agent);
         yield return new CreateOverlay(spec.Disk.Image, paths.Disk, spec.Disk.SizeMiB);
         var libvirt = backend == Backend.Libvirt;
-        yield return new DefineVm(vm, backend, libvirt ? options.LibvirtUri : "qemu-system-x86_64", spec.Autostart);
+        // Before the define: a vmnet killed in between leaves leases held by a domain that does not exist (gone: `vmnet
+        // gc` gives them back) or that does (held), never a defined domain over VFs nobody holds.
         yield return new HandOverLeases(vm, libvirt && !options.IsLibvirtTestDriver
             ? new LibvirtDomainOwner(Guid.Parse(Renderer.Uuid(vm)), options.LibvirtUri)
             : new DefinitionOwner(), Phase.Define);
+        yield return new DefineVm(vm, backend, libvirt ? options.LibvirtUri : "qemu-system-x86_64", spec.Autostart);
         yield return new StartVm(vm, backend, paths.PidFile, options.StartTimeout);
         var skipped =
             options.Agent is null ? "no guest agent to ship (put vmnet-agent next to vmnet, or set VMNET_AGENT); the bonds come from cloud-init alone"

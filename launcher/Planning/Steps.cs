@@ -80,7 +80,6 @@ public sealed record OverrideDriver(VfRef Vf, string? Driver, Phase In = Phase.B
 /// <summary>Asks the kernel to bind the VF (<c>drivers_probe</c>) and waits until <see cref="Driver"/> holds it (and its netdev, with <see cref="WaitForNetdev"/>).</summary>
 public sealed record ProbeVf(VfRef Vf, string Driver, bool WaitForNetdev = false, Phase In = Phase.Bind) : VfStep(Vf)
 {
-    public const int WaitMs = 10_000;
     public override Phase Phase => In;
     public override string Describe() => $"echo {Vf.Pci} > {Sysfs.DriversProbe}";
 }

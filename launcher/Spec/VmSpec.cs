@@ -50,6 +50,7 @@ public sealed record VlanTag(int Id, int Qos = 0, VlanProtocol Protocol = VlanPr
 {
     public static readonly VlanTag Untagged = new(0);
 
+    [System.Text.Json.Serialization.JsonIgnore]
     public bool IsTagged => Id != 0;
 
     /// <summary>As an operator reads it: "vlan 40", "vlan 40 qos 3 802.1ad", or "untagged".</summary>

@@ -1,0 +1,151 @@
+using VmNet.Backends;
+using VmNet.Execution;
+using VmNet.Host;
+using VmNet.Leases;
+using VmNet.Planning;
+using VmNet.Rendering;
+using VmNet.Sim;
+using VmNet.Spec;
+using VmNet.State;
+
+namespace VmNet.Tests.Execution;
+
+/// <summary>
+/// The whole launch as one transaction: host steps, the hand-over of the leases, seed, overlay, define and start, on a
+/// simulated host and a private libvirt test-driver host (test:///FILE, kept by the backend's connection). A failure
+/// at any step leaves the host, the ledger, the VM's files and libvirt as they were, for a new VM and for a VM that
+/// was up before and is upped again with another network.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class LaunchRollbackTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+    private readonly CancellationToken _ct = TestContext.Current.CancellationToken;
+    private readonly LibvirtBackend _libvirt;
+    private readonly LaunchOptions _options;
+
+    public LaunchRollbackTests()
+    {
+        SimHost.Create(_dir["host"], NicShape.ConnectX5(), pfs: 2, numVfs: 4);
+        var uri = "test://" + _dir.Write("node.xml", "<node/>");
+        _libvirt = new LibvirtBackend(uri, new StateDir(_dir["state"]));
+        _options = new LaunchOptions { LibvirtUri = uri, Agent = null };
+    }
+
+    public void Dispose()
+    {
+        _libvirt.Dispose();
+        _dir.Dispose();
+    }
+
+    private VmSpec Spec(bool twoNetworks) => SpecLoader.Load($$"""
+        name: tx1
+        accel: tcg
+        memory: 256MiB
+        disk: {image: {{_dir["base.qcow2"]}}}
+        networks:
+          - name: storage
+            vlan: 40
+            ports: [enp3s0f0np0, enp3s0f1np1]
+            address: 192.168.40.11/24
+        {{(twoNetworks ? "  - name: public\n    vlan: 10\n    ports: [enp3s0f0np0, enp3s0f1np1]\n    address: 203.0.113.5/24" : "")}}
+        """);
+
+    private HostOps Ops(int? failAt = null) =>
+        new(new SimulatedKernel(new HostRoot(_dir["host"])), new StateDir(_dir["state"]), new ApplyHooks(FailAtStep: failAt));
+
+    private Task<UpResult> Up(VmSpec spec, int? failAt = null) =>
+        Ops(failAt).UpAsync(spec, _options, new Templates(), _libvirt, null, _ct);
+
+    private string Definition() =>
+        _libvirt.Connection.TryLookupDomain("tx1") is { } d ? d.GetXml(inactive: true) : "(not defined)";
+
+    private string Everything() => HostSnapshot.Of(_dir["host"]) + "\n--- state\n" + HostSnapshot.Ledger(_dir["state"]) + "\n--- libvirt\n" + Definition();
+
+    [Fact]
+    public async Task A_failure_at_any_step_of_a_new_vms_launch_leaves_host_ledger_files_and_libvirt_as_they_were()
+    {
+        Assert.Equal(0, (await RequiredTool.Run("qemu-img", ["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])).ExitCode);
+        var spec = Spec(twoNetworks: false);
+        var start = Everything();
+        var steps = Planner.Make(spec, new HostScanner(new HostRoot(_dir["host"])), new LeaseStore(new StateDir(_dir["state"])),
+            new StateDir(_dir["state"]), _options, new Templates()).Steps;
+        Assert.Contains(steps, s => s is DefineVm);
+        Assert.Contains(steps, s => s is StartVm);
+
+        for (var k = 1; k <= steps.Count; k++)
+        {
+            if (!steps[k - 1].Transactional) continue;
+            var e = await Assert.ThrowsAnyAsync<VmNetException>(() => Up(spec, failAt: k));
+            Assert.Contains($"failing at step {k}", e.Message);
+            Assert.True(start == Everything(), $"something differs after a failure at step {k} ({steps[k - 1].Describe()})");
+        }
+
+        // The wait for the guest comes after the commit: a failure there keeps the VM, its files and its VFs.
+        var wait = steps.Count;
+        Assert.False(steps[wait - 1].Transactional);
+        await Assert.ThrowsAnyAsync<VmNetException>(() => Up(spec, failAt: wait));
+        Assert.Equal("running", (await _libvirt.StatusAsync("tx1", _ct))?.State);
+        Assert.Equal(2, Ops().Ledger.Store.OfVm("tx1").Count);
+
+        var up = await Up(spec);
+        Assert.Equal("running", (await _libvirt.StatusAsync("tx1", _ct))?.State);
+        Assert.All(Ops().Ledger.Store.OfVm("tx1"), l => Assert.Null(l.StartedBy)); // done with it: no vmnet holds it now
+        Assert.All(up.Plan.Vfs, a => Assert.Equal("vfio-pci", new HostScanner(new HostRoot(_dir["host"])).DriverOf(a.Vf.Pci)));
+    }
+
+    [Fact]
+    public async Task A_failed_re_up_gives_a_vm_that_was_up_back_its_definition_seed_vfs_and_leases()
+    {
+        Assert.Equal(0, (await RequiredTool.Run("qemu-img", ["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])).ExitCode);
+        var start = Everything();
+        await Up(Spec(twoNetworks: false));
+        var upBefore = Everything();
+        var more = Spec(twoNetworks: true);
+        var steps = Planner.Make(more, new HostScanner(new HostRoot(_dir["host"])), new LeaseStore(new StateDir(_dir["state"])),
+            new StateDir(_dir["state"]), _options, new Templates()).Steps;
+
+        for (var k = 1; k <= steps.Count; k++)
+        {
+            if (!steps[k - 1].Transactional) continue;
+            await Assert.ThrowsAnyAsync<VmNetException>(() => Up(more, failAt: k));
+            Assert.True(upBefore == Everything(), $"the VM differs from before the re-up after a failure at step {k} ({steps[k - 1].Describe()})");
+        }
+
+        var again = await Up(more);
+        Assert.Equal(4, again.Plan.Vfs.Count);
+        Assert.Contains("<tag id='10'/>", Definition());
+        await _libvirt.RemoveAsync("tx1", TimeSpan.Zero, _ct);
+        await Ops().RemoveAsync("tx1", _ct);
+        Assert.Equal(start.Replace("(not defined)", ""), Everything().Replace("(not defined)", ""));
+    }
+
+    [Fact]
+    public async Task A_vm_that_another_live_vmnet_is_changing_is_refused_and_one_held_by_its_domain_keeps_its_owner_on_a_new_claim()
+    {
+        var ledger = new LeaseLedger(new StateDir(_dir["state"]));
+        var held = TestLeases.Of("tx1", "storage", 0, "enp3s0f0np0", "0000:03:00.0", 0, "0000:03:00.2", "02:00:00:00:00:01", 40) with { Owner = new DefinitionOwner() };
+        ledger.Write(held);
+
+        using (ledger.Lock(_ct))
+            ledger.Claim("tx1", [held with { Owner = null }], new StartingOwner(int.MaxValue - 1, 1, DateTimeOffset.UtcNow.AddMinutes(5)));
+
+        var lease = ledger.Store.Find(held.Pci)!;
+        Assert.IsType<DefinitionOwner>(lease.Owner);               // a vmnet killed now leaves the VF with its VM
+        Assert.Null(Liveness.Gone(lease.Owner));
+        Assert.Null(ledger.BusyWith("tx1"));                        // that vmnet (pid MaxValue - 1) is gone
+        using var sleeper = System.Diagnostics.Process.Start("sleep", "30");
+        try
+        {
+            var other = new StartingOwner(sleeper.Id, Liveness.StartTime(sleeper.Id)!.Value, DateTimeOffset.UtcNow.AddMinutes(5));
+            ledger.Write(lease with { StartedBy = other });
+            Assert.Equal(other, ledger.BusyWith("tx1"));
+            var e = await Assert.ThrowsAnyAsync<VmNetException>(() => Ops().UpAsync(Spec(false), _options, new Templates(), _libvirt, null, _ct));
+            Assert.Contains($"tx1 is being changed by vmnet pid {sleeper.Id} right now", e.Message);
+        }
+        finally
+        {
+            sleeper.Kill();
+        }
+    }
+}
