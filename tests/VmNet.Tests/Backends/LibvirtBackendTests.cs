@@ -58,19 +58,17 @@ public sealed class LibvirtBackendTests : IDisposable
     }
 
     [Fact]
-    public async Task The_domain_read_back_from_libvirt_carries_the_hostdev_interfaces_and_the_vmnet_metadata()
+    public async Task The_domain_read_back_from_libvirt_carries_the_unmanaged_hostdevs_and_the_vmnet_metadata()
     {
         await Up();
 
         var xml = XmlOf(_backend, "lvm1");
 
         foreach (var a in _vm.Plan.Vfs)
-        {
-            Assert.Contains($"<mac address='{a.Mac}'/>", xml);
-            Assert.Contains($"<address type='pci' domain='0x{a.Vf.Pci[..4]}' bus='0x{a.Vf.Pci[5..7]}' slot='0x{a.Vf.Pci[8..10]}' function='0x{a.Vf.Pci[11..]}'/>", xml);
-        }
-        Assert.Equal(2, System.Text.RegularExpressions.Regex.Count(xml, "<interface type='hostdev' managed='yes'>"));
-        Assert.Contains("<tag id='40'/>", xml);
+            Assert.Contains($"<address domain='0x{a.Vf.Pci[..4]}' bus='0x{a.Vf.Pci[5..7]}' slot='0x{a.Vf.Pci[8..10]}' function='0x{a.Vf.Pci[11..]}'/>", xml);
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Count(xml, "<hostdev mode='subsystem' type='pci' managed='no'>"));
+        Assert.DoesNotContain("<interface", xml);
+        Assert.Matches("<vmnet:network [^>]*vlan=[\"']40[\"']", xml); // only in VmNet's metadata
         Assert.Contains($"xmlns:vmnet=\"{Renderer.XmlNamespace}\"", xml);
         Assert.Contains($"<source file='{_vm.Plan.Paths.Seed}'/>", xml);
         Assert.Contains($"<source file='{_vm.Plan.Paths.Disk}'/>", xml);
@@ -137,7 +135,7 @@ public sealed class LibvirtBackendTests : IDisposable
 
         using var domain = backend.Connection.TryLookupDomain("auto1");
         Assert.True(domain?.Autostart);
-        Assert.Contains("<interface type='hostdev'", XmlOf(backend, "auto1"));
+        Assert.Contains("<hostdev mode='subsystem' type='pci' managed='no'>", XmlOf(backend, "auto1"));
     }
 
     [Fact]

@@ -106,9 +106,9 @@ public sealed class TestVm : IDisposable
         return kept;
     }
 
-    /// <summary>The rendered domain XML without its hostdev interfaces (this machine has no VFIO).</summary>
+    /// <summary>The rendered domain XML without its hostdevs (this machine has no VFIO).</summary>
     public string DomainXmlWithoutHostdevs() =>
-        System.Text.RegularExpressions.Regex.Replace(Artifacts.DomainXml, @"\s*<interface type='hostdev'.*?</interface>", "",
+        System.Text.RegularExpressions.Regex.Replace(Artifacts.DomainXml, @"\s*<hostdev .*?</hostdev>", "",
             System.Text.RegularExpressions.RegexOptions.Singleline);
 
     public void Dispose() => Dir.Dispose();

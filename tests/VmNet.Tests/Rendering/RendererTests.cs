@@ -57,23 +57,30 @@ public class RendererTests
     }
 
     [Fact]
-    public void The_domain_carries_one_hostdev_interface_per_vf_with_its_mac_vlan_and_pci_source()
+    public void The_domain_passes_each_vf_through_unmanaged_and_leaves_its_mac_and_vlan_to_vmnet()
     {
         var (plan, a) = Render(File.ReadAllText(Repo.File("examples/vm.yaml")));
         var xml = XDocument.Parse(a.DomainXml);
 
-        var interfaces = xml.Descendants("interface").ToList();
-        Assert.Equal(plan.Vfs.Count, interfaces.Count);
-        foreach (var (vf, i) in plan.Vfs.Zip(interfaces))
+        // One owner for every VF setting: no <interface type='hostdev'> (libvirt would set MAC and VLAN, with qos 0, at
+        // each start and put back what it saved at each stop), and managed='no' (no rebind to the host driver at stop).
+        Assert.Empty(xml.Descendants("interface"));
+        var hostdevs = xml.Descendants("hostdev").ToList();
+        Assert.Equal(plan.Vfs.Count, hostdevs.Count);
+        foreach (var (vf, i) in plan.Vfs.Zip(hostdevs))
         {
-            Assert.Equal(("hostdev", "yes"), ((string?)i.Attribute("type"), (string?)i.Attribute("managed")));
-            Assert.Equal(vf.Mac, (string?)i.Element("mac")!.Attribute("address"));
-            Assert.Equal(vf.Network.Vlan!.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), (string?)i.Element("vlan")!.Element("tag")!.Attribute("id"));
+            Assert.Equal(("subsystem", "pci", "no"), ((string?)i.Attribute("mode"), (string?)i.Attribute("type"), (string?)i.Attribute("managed")));
+            Assert.Equal("vfio", (string?)i.Element("driver")?.Attribute("name"));
+            Assert.Null(i.Element("mac"));
+            Assert.Null(i.Element("vlan"));
+            Assert.Equal($"ua-{vf.GuestName}", (string?)i.Element("alias")?.Attribute("name"));
             var address = i.Element("source")!.Element("address")!;
             Assert.Equal(vf.Vf.Pci, $"{((string)address.Attribute("domain")!)[2..]}:{((string)address.Attribute("bus")!)[2..]}:{((string)address.Attribute("slot")!)[2..]}.{((string)address.Attribute("function")!)[2..]}");
         }
         Assert.NotNull(xml.Root!.Element("features")!.Element("acpi"));
         Assert.NotNull(xml.Root!.Element("memoryBacking")!.Element("locked"));
+        Assert.Equal("pty", (string?)xml.Descendants("serial").Single().Attribute("type"));
+        Assert.Equal(plan.Paths.SerialLog, (string?)xml.Descendants("serial").Single().Element("log")?.Attribute("file"));
         XNamespace ns = Renderer.XmlNamespace;
         Assert.Equal(["storage", "public"], xml.Descendants(ns + "network").Select(n => (string)n.Attribute("name")!));
         Assert.Equal(plan.Vfs.Select(v => v.Vf.Pci), xml.Descendants(ns + "vf").Select(v => (string)v.Attribute("pci")!));

@@ -60,21 +60,21 @@ public sealed class DomainXmlTests : IDisposable
         Assert.Equal(vm.Spec.Accel == VmNet.Spec.Accel.Kvm ? "kvm" : "qemu", (string?)xml.Attribute("type"));
         Assert.NotNull(xml.Element("memoryBacking")?.Element("locked"));
         Assert.NotNull(xml.Element("features")?.Element("acpi"));
-        var interfaces = xml.Element("devices")!.Elements("interface").ToList();
-        Assert.All(interfaces, i => Assert.Equal("hostdev", (string?)i.Attribute("type")));
-        Assert.Equal(vm.Plan.Vfs.Select(v => v.Mac), interfaces.Select(i => (string?)i.Element("mac")?.Attribute("address")));
-        foreach (var vf in vm.Plan.Vfs)
+        Assert.Empty(xml.Element("devices")!.Elements("interface"));
+        var hostdevs = xml.Element("devices")!.Elements("hostdev").ToList();
+        Assert.All(hostdevs, h => Assert.Equal(("pci", "no"), ((string?)h.Attribute("type"), (string?)h.Attribute("managed"))));
+        Assert.Equal(vm.Plan.Vfs.Select(v => $"ua-{v.GuestName}"), hostdevs.Select(h => (string?)h.Element("alias")?.Attribute("name")));
+        foreach (var (vf, h) in vm.Plan.Vfs.Zip(hostdevs))
         {
-            var i = interfaces.Single(e => (string?)e.Element("mac")?.Attribute("address") == vf.Mac);
-            var address = i.Element("source")!.Element("address")!;
-            Assert.Equal("pci", (string?)address.Attribute("type"));
+            // libvirt reads the address back with type='pci' added; nothing else: MAC and VLAN stay VmNet's.
+            var address = h.Element("source")!.Element("address")!;
             var pci = vf.Vf.Pci; // dddd:bb:ss.f
             Assert.Equal(Hex(pci[..4]), Hex((string)address.Attribute("domain")!));
             Assert.Equal(Hex(pci[5..7]), Hex((string)address.Attribute("bus")!));
             Assert.Equal(Hex(pci[8..10]), Hex((string)address.Attribute("slot")!));
             Assert.Equal(Hex(pci[11..]), Hex((string)address.Attribute("function")!));
-            var tags = i.Element("vlan")?.Elements("tag").Select(t => (int)t.Attribute("id")!).ToList() ?? [];
-            Assert.Equal(vf.Network.Vlan is { } vlan ? [vlan.Id] : [], tags);
+            Assert.Null(h.Element("mac"));
+            Assert.Null(h.Element("vlan"));
         }
     }
 
@@ -111,19 +111,20 @@ public sealed class DomainXmlTests : IDisposable
     }
 
     [Fact]
-    public void Libvirt_refuses_the_domain_when_a_vf_mac_is_multicast()
+    public void Libvirt_refuses_the_domain_when_a_vfs_pci_address_is_out_of_range()
     {
         using var vm = ConsumerCorpus.Render(ConsumerCorpus.Example);
         using var connection = OpenPrivateHost();
-        var mac = vm.Plan.Vfs[0].Mac;
-        var broken = vm.Artifacts.DomainXml.Replace($"<mac address='{mac}'/>", "<mac address='01:00:5e:00:00:01'/>");
+        var pci = vm.Plan.Vfs[0].Vf.Pci;
+        var address = $"function='0x{pci[11..]}'/>";
+        var broken = vm.Artifacts.DomainXml.Replace(address, "function='0x9'/>");
         Assert.NotEqual(vm.Artifacts.DomainXml, broken);
 
         // Without schema validation it is libvirt's own parser (virDomainDefParse) that refuses it, not the RNG schema.
         var parser = Assert.Throws<LibvirtException>(() => connection.DefineDomain(broken, validate: false));
         var schema = Assert.Throws<LibvirtException>(() => connection.DefineDomain(broken, validate: true));
 
-        Assert.Contains("expected unicast mac address, found multicast '01:00:5e:00:00:01'", parser.Message);
+        Assert.Contains("Invalid PCI address function=0x9, must be <= 7", parser.Message);
         Assert.Contains("failed to validate", schema.Message);
         Assert.Null(connection.TryLookupDomain(vm.Spec.Name));
     }
