@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -100,6 +101,14 @@ public static class LaunchCommands
             var vm = r.GetValue(name)!;
             var found = await backends.FindAsync(vm, cancel)
                 ?? throw new VmNetException($"no VmNet VM named {vm}; `vmnet ls` lists them", ExitCodes.InvalidInput);
+            if (found.Backend is QemuBackend)
+            {
+                // The VM stays defined and keeps its VFs: from its QEMU process, its leases go back to its definition,
+                // before QEMU ends (a QEMU that dies on its own leaves them to `vmnet gc`).
+                var ledger = new Leases.LeaseLedger(new StateDir(r.GetValue(stateDir)!));
+                using (ledger.Lock(cancel))
+                    foreach (var lease in ledger.Store.OfVm(vm)) ledger.SetOwner(lease.Pci, new Leases.DefinitionOwner());
+            }
             var result = await found.Backend.StopAsync(vm, TimeSpan.FromSeconds(seconds), cancel);
             stdout.WriteLine(result switch
             {
@@ -110,6 +119,56 @@ public static class LaunchCommands
             return ExitCodes.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// <c>vmnet console NAME</c>: attaches this terminal to the VM's serial console, for both backends: libvirt's pty
+    /// through <c>virsh console</c>, the QEMU backend's console socket through socat. Ctrl+] leaves. What the console
+    /// shows is also in the VM's serial log.
+    /// </summary>
+    public static Command ConsoleCommand(Option<string> stateDir)
+    {
+        var name = new Argument<string>("NAME") { Description = "The VM's name" };
+        var connect = ConnectOption();
+        var cmd = new Command("console", "Attach to a VM's serial console (Ctrl+] leaves); it is also logged to the VM's serial log") { name, connect };
+        cmd.SetAction(async (r, cancel) =>
+        {
+            using var backends = Backends(r, connect, stateDir);
+            var vm = r.GetValue(name)!;
+            var found = await backends.FindAsync(vm, cancel)
+                ?? throw new VmNetException($"no VmNet VM named {vm}; `vmnet ls` lists them", ExitCodes.InvalidInput);
+            if (!found.Status.Running)
+                throw new VmNetException($"{vm} is {found.Status.State}: start it with `vmnet up`, then attach; its last output is in {found.Status.SerialLog}", ExitCodes.InvalidInput);
+            var (tool, args, package) = ConsoleArgv(found.Backend, vm, VmPaths.For(new StateDir(r.GetValue(stateDir)!), vm), !Console.IsInputRedirected);
+            return await Attach(tool, args, package, cancel);
+        });
+        return cmd;
+    }
+
+    /// <summary>What <c>vmnet console</c> runs: <c>virsh console</c> for libvirt, socat on the console socket for QEMU (raw, Ctrl+] leaves, on a terminal).</summary>
+    internal static (string Tool, IReadOnlyList<string> Args, string Package) ConsoleArgv(IBackend backend, string vm, VmPaths paths, bool terminal) =>
+        backend is LibvirtBackend l
+            ? ("virsh", ["-c", l.Uri, "console", "--force", vm], "libvirt-clients")
+            : ("socat", [terminal ? "-,raw,echo=0,escape=0x1d" : "-", $"UNIX-CONNECT:{paths.ConsoleSocket}"], "socat");
+
+    private static async Task<int> Attach(string tool, IReadOnlyList<string> args, string package, CancellationToken cancel)
+    {
+        var psi = new ProcessStartInfo(tool) { UseShellExecute = false };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        Process process;
+        try
+        {
+            process = Process.Start(psi) ?? throw new VmNetException($"cannot run {tool}", ExitCodes.Failure);
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new VmNetException($"cannot run {tool} ({e.Message}): install {package} (apt-get install {package})", ExitCodes.Failure, e);
+        }
+        using (process)
+        {
+            await process.WaitForExitAsync(cancel);
+            return process.ExitCode;
+        }
     }
 
     internal static void PrintStatus(TextWriter o, VmStatus s)

@@ -65,6 +65,7 @@ public static class VmNetCli
         root.Subcommands.Add(LaunchCommands.Status(stdout, StateDirOption));
         root.Subcommands.Add(LaunchCommands.List(stdout, StateDirOption));
         root.Subcommands.Add(LaunchCommands.Down(stdout, StateDirOption));
+        root.Subcommands.Add(LaunchCommands.ConsoleCommand(StateDirOption));
         return root;
     }
 

@@ -13,7 +13,7 @@ namespace VmNet.Execution;
 /// </summary>
 public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLedger ledger, IProgressSink? progress = null) : IStepRunner
 {
-    public bool Runs(Step step) => step is WriteSeed or CreateOverlay or DefineVm or StartVm or WaitForAgent;
+    public bool Runs(Step step) => step is WriteSeed or CreateOverlay or DefineVm or StartVm or HandOverToProcess or WaitForAgent;
 
     public async Task RunAsync(Step step, Reverter? reverter, CancellationToken ct)
     {
@@ -75,6 +75,23 @@ public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLed
                         throw new VmNetException($"start: {vm} running did not happen within {s.Timeout.TotalSeconds:0.#} s; see the serial log {paths.SerialLog}", ExitCodes.Failure);
                     await Task.Delay(500, ct).ConfigureAwait(false);
                 }
+                break;
+            }
+            case HandOverToProcess:
+            {
+                var process = (backend as QemuBackend)?.Running(vm)
+                    ?? throw new VmNetException($"{vm}'s QEMU process is gone right after its start; see the serial log {paths.SerialLog}", ExitCodes.Failure);
+                var owner = new ProcessOwner(process.Pid, (long)process.StartTicks);
+                var before = plan.Vfs.Select(a => (a.Vf.Pci, ledger.Store.Find(a.Vf.Pci)?.Owner)).ToList();
+                reverter?.Add(step.Describe(), () =>
+                {
+                    using (ledger.Lock(CancellationToken.None))
+                        foreach (var (pci, was) in before)
+                            if (was is not null) ledger.SetOwner(pci, was);
+                    return Task.CompletedTask;
+                });
+                using (ledger.Lock(ct))
+                    foreach (var a in plan.Vfs) ledger.SetOwner(a.Vf.Pci, owner);
                 break;
             }
             case WaitForAgent w when w.Skipped is not null:

@@ -118,6 +118,7 @@ public static class Planner
             : new DefinitionOwner(), Phase.Define);
         yield return new DefineVm(vm, backend, libvirt ? options.LibvirtUri : "qemu-system-x86_64", spec.Autostart);
         yield return new StartVm(vm, backend, paths.PidFile, options.StartTimeout);
+        if (!libvirt) yield return new HandOverToProcess(vm);
         var skipped =
             options.Agent is null ? "no guest agent to ship (put vmnet-agent next to vmnet, or set VMNET_AGENT); the bonds come from cloud-init alone"
             : !options.Wait ? $"--no-wait; `vmnet status {vm}` shows the agent's report when it comes"

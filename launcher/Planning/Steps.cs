@@ -141,6 +141,16 @@ public sealed record StartVm(string Vm, Backend Backend, string PidFile, TimeSpa
 }
 
 /// <summary>
+/// QEMU backend: once QEMU runs, the leases pass to its process (pid and start time), so that `vmnet gc` gives the VFs
+/// back when it dies (`vmnet down` hands them back to the definition first).
+/// </summary>
+public sealed record HandOverToProcess(string Vm) : Step
+{
+    public override Phase Phase => Phase.Start;
+    public override string Describe() => $"# {Vm}'s leases pass to its QEMU process (gone with it: `vmnet gc` gives the VFs back)";
+}
+
+/// <summary>
 /// Waits for the guest agent's "network ready" report. Not transactional: the VM runs by then, and a guest that is slow
 /// to report keeps its VM. <see cref="Skipped"/> says why there is nothing to wait for.
 /// </summary>

@@ -17,6 +17,38 @@ public sealed class RealLibvirtdTests(LibvirtdFixture libvirtd)
 
     private static string UniqueName(string prefix) => $"{prefix}-{Guid.NewGuid():N}"[..(prefix.Length + 9)];
 
+    private static async Task WaitUntil(Func<bool> done, string what)
+    {
+        for (var i = 0; i < 100 && !done(); i++) await Task.Delay(100, Cancel);
+        Assert.True(done(), what + " did not happen within 10 s");
+    }
+
+    /// <summary>
+    /// Runs the built `vmnet console NAME` under script(1), which gives it a terminal as a user has, and leaves with
+    /// Ctrl+]; returns what the terminal showed.
+    /// </summary>
+    private static async Task<string> ConsoleThroughATerminal(string name, string uri, string stateDir)
+    {
+        var vmnet = Path.Join(AppContext.BaseDirectory, "vmnet");
+        var command = $"{vmnet} console {name} --connect '{uri}' --state-dir {stateDir}";
+        // Ctrl+] every second from the fourth on: what is typed before virsh puts the terminal in raw mode is flushed.
+        var input = CliWrap.PipeSource.Create(async (stream, ct) =>
+        {
+            await Task.Delay(4000, ct);
+            for (var i = 0; i < 20; i++)
+            {
+                await stream.WriteAsync(new byte[] { 0x1d }, ct);
+                await stream.FlushAsync(ct);
+                await Task.Delay(1000, ct);
+            }
+        });
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var result = await CliWrap.Buffered.BufferedCommandExtensions.ExecuteBufferedAsync(
+            CliWrap.Cli.Wrap(RequiredTool.Path("script")).WithArguments(["-qec", command, "/dev/null"])
+                .WithStandardInputPipe(input).WithValidation(CliWrap.CommandResultValidation.None), timeout.Token);
+        return result.StandardOutput + result.StandardError;
+    }
+
     [Fact]
     public async Task A_vmnet_domain_with_its_unmanaged_hostdevs_is_defined_read_back_and_undefined()
     {
@@ -83,6 +115,11 @@ public sealed class RealLibvirtdTests(LibvirtdFixture libvirtd)
                 Assert.Contains($"<source file='{vm.Plan.Paths.Seed}'", live);
                 Assert.Contains("<acpi/>", live);
             }
+
+            // The console is a pty libvirt logs to the VM's serial log (virtlogd), and `vmnet console` attaches to it.
+            await WaitUntil(() => File.Exists(vm.Plan.Paths.SerialLog), "the serial log written through the console's <log>");
+            var console = await ConsoleThroughATerminal(name, uri, vm.State.Path);
+            Assert.Contains($"Connected to domain '{name}'", console);
 
             // No guest OS answers the ACPI button: after the grace period the domain is destroyed.
             var stopped = await backend.StopAsync(name, TimeSpan.FromSeconds(2), Cancel);

@@ -195,3 +195,33 @@ public sealed class StartVmTests
             "[6/7] start: steps1 running"], lines[3..]);
     }
 }
+
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class ConsoleTests
+{
+    [Fact]
+    public void Console_attaches_through_virsh_for_libvirt_and_socat_on_the_console_socket_for_qemu()
+    {
+        using var vm = new TestVm(name: "con1");
+        using var libvirt = new LibvirtBackend("qemu:///system", vm.State);
+
+        Assert.Equal("virsh -c qemu:///system console --force con1 (libvirt-clients)",
+            Flat(LaunchCommands.ConsoleArgv(libvirt, "con1", vm.Plan.Paths, terminal: true)));
+        Assert.Equal($"socat -,raw,echo=0,escape=0x1d UNIX-CONNECT:{vm.Plan.Paths.ConsoleSocket} (socat)",
+            Flat(LaunchCommands.ConsoleArgv(new QemuBackend(vm.State), "con1", vm.Plan.Paths, terminal: true)));
+        Assert.Equal("-", LaunchCommands.ConsoleArgv(new QemuBackend(vm.State), "con1", vm.Plan.Paths, terminal: false).Args[0]);
+    }
+
+    [Fact]
+    public void Console_of_a_vm_that_is_not_there_says_so()
+    {
+        using var dir = new TempDir();
+        var (o, e) = (new StringWriter(), new StringWriter());
+
+        var code = VmNetCli.Run(["console", "nope", "--state-dir", dir["state"], "--connect", "test:///default"], o, e);
+
+        Assert.Equal((ExitCodes.InvalidInput, "vmnet: no VmNet VM named nope; `vmnet ls` lists them\n"), (code, e.ToString()));
+    }
+
+    private static string Flat((string Tool, IReadOnlyList<string> Args, string Package) a) => $"{a.Tool} {string.Join(' ', a.Args)} ({a.Package})";
+}

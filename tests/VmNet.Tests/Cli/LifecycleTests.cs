@@ -21,7 +21,9 @@ public sealed class LifecycleTests : IDisposable
     private (int Code, string Out, string Err) Vmnet(params string[] args)
     {
         var (o, e) = (new StringWriter(), new StringWriter());
-        var code = VmNet.Cli.VmNetCli.Run([.. args, "--host-root", _dir["host"], "--state-dir", _dir["state"], "--connect", "test:///default"], o, e);
+        // gc takes no --connect: a lease names the libvirt connection of its own domain.
+        string[] connect = args[0] == "gc" ? [] : ["--connect", "test:///default"];
+        var code = VmNet.Cli.VmNetCli.Run([.. args, "--host-root", _dir["host"], "--state-dir", _dir["state"], .. connect], o, e);
         return (code, o.ToString(), e.ToString());
     }
 
@@ -107,6 +109,60 @@ public sealed class LifecycleTests : IDisposable
         Assert.Equal(start, HostState());
         Assert.Empty(new LeaseStore(new StateDir(_dir["state"])).OfVm("nostart"));
         Assert.False(Directory.Exists(_dir["state/vms/nostart"]));
+    }
+
+    /// <summary>
+    /// The QEMU backend's leases follow its process: QEMU killed with kill -9 leaves its VFs to `vmnet gc`, which
+    /// gives them back as they were found; after `vmnet down` the VM keeps them (the definition holds them). QEMU runs
+    /// here from the rendered argv without its vfio-pci devices (no VFIO on this machine), through --templates.
+    /// </summary>
+    [Fact]
+    public async Task A_killed_qemu_leaves_its_vfs_to_gc_and_a_vm_that_is_down_keeps_them()
+    {
+        RequiredTool.Path("qemu-system-x86_64");
+        SimHost.CreateExample(_dir["host"]);
+        var start = HostState();
+        await CliWrap.Cli.Wrap(RequiredTool.Path("qemu-img")).WithArguments(["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])
+            .ExecuteAsync(TestContext.Current.CancellationToken);
+        var spec = _dir.Write("vm.yaml", "backend: qemu\naccel: tcg\n" + File.ReadAllText(Repo.File("examples/vm.yaml"))
+            .Replace("ceph-osd-1", "q1").Replace("memory: 16GiB", "memory: 128MiB")
+            .Replace("/var/lib/vmnet/images/debian-13-genericcloud-amd64.qcow2", _dir["base.qcow2"]));
+        var args = new VmNet.Rendering.Templates().Source(VmNet.Rendering.Templates.QemuArgs);
+        var noVfio = System.Text.RegularExpressions.Regex.Replace(args, @"\{\{~ for m in vfs ~\}\}\n-device\nvfio-pci[^\n]*\n\{\{~ end ~\}\}\n", "");
+        Assert.NotEqual(args, noVfio);
+        _dir.Write("templates/qemu.args.sbn", noVfio);
+        var leases = new LeaseStore(new StateDir(_dir["state"]));
+        try
+        {
+            var up = Vmnet("up", spec, "--templates", _dir["templates"]);
+            Assert.True(up.Code == 0, up.Out + up.Err);
+            var qemu = new VmNet.Backends.QemuBackend(new StateDir(_dir["state"])).Running("q1")!.Value;
+            Assert.All(leases.OfVm("q1"), l => Assert.Equal(new ProcessOwner(qemu.Pid, (long)qemu.StartTicks), l.Owner));
+            var first = Vmnet("gc");
+            Assert.True(first.Code == 0 && first.Out.Trim() == "no orphaned leases", first.Out + first.Err);
+
+            // down: the definition holds the VFs, gc leaves them.
+            Assert.Equal(0, Vmnet("down", "q1", "--timeout", "0").Code);
+            Assert.All(leases.OfVm("q1"), l => Assert.IsType<DefinitionOwner>(l.Owner));
+            Assert.Equal("no orphaned leases", Vmnet("gc").Out.Trim());
+
+            // up again, then QEMU dies: gc gives every VF back as it was found.
+            Assert.Equal(0, Vmnet("up", spec, "--templates", _dir["templates"]).Code);
+            var again = new VmNet.Backends.QemuBackend(new StateDir(_dir["state"])).Running("q1")!.Value;
+            System.Diagnostics.Process.GetProcessById(again.Pid).Kill();
+            for (var i = 0; i < 50 && again.IsAlive; i++) await Task.Delay(100, TestContext.Current.CancellationToken);
+            var gc = Vmnet("gc");
+            Assert.Contains("4 orphaned VFs restored and released", gc.Out);
+            Assert.Contains($"process {again.Pid} is gone", gc.Out);
+            Assert.Empty(leases.OfVm("q1"));
+            Assert.Equal(start, HostState());
+        }
+        finally
+        {
+            if (new VmNet.Backends.QemuBackend(new StateDir(_dir["state"])).Running("q1") is { } left)
+                System.Diagnostics.Process.GetProcessById(left.Pid).Kill();
+            Vmnet("rm", "q1", "--timeout", "0");
+        }
     }
 
     private string HostState()
