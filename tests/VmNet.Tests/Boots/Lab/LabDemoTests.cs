@@ -117,8 +117,10 @@ public sealed partial class LabDemoTests(ITestOutputHelper output)
         output.WriteLine($"-- failover: {lostCount} of {sent} pings lost (seq {string.Join(' ', lostSeqs)})");
         Assert.True(lostCount <= MaxLostPings, $"{lostCount} of {sent} pings lost across the failover (at most {MaxLostPings})");
         Assert.Equal(lostCount, lostSeqs.Count);
-        Assert.DoesNotContain(lostSeqs, s => s >= sent - 10); // the last 10 were answered: traffic flows through lab1
-        Assert.Contains("# the last 10 pings (2 s) were all answered: traffic flows through lab1", failover);
+        // The 10 before the last 5 were answered: traffic flows through lab1 (the last 5 may still be in flight when
+        // ping stops: round trips through TCG inside TCG reach 0.8 s).
+        Assert.DoesNotContain(lostSeqs, s => s >= sent - 15 && s < sent - 5);
+        Assert.Contains("# the 10 pings (2 s) before the last 5 were all answered: traffic flows through lab1", failover);
 
         // vmnet rm: every VF back and free, untagged.
         var rm = Section(lines, 11);

@@ -19,7 +19,11 @@ public sealed class LabVmNetFixture : IAsyncLifetime
     public const string Pf0 = "0000:01:00.0";
     public const string Pf1 = "0000:02:00.0";
     public const string GuestB = "192.168.40.12";
-    public const int ArpInterval = 500;
+    /// <summary>
+    /// lab-a's ARP monitoring interval. Round trips through TCG inside TCG reach a second on a busy machine (6.5 s was
+    /// seen once); with 500 ms the bond flapped there and a failover test lost its traffic (200 ms flapped before).
+    /// </summary>
+    public const int ArpInterval = 1000;
     private LabHost? _lab;
     private string? _problem;
     private Exception? _error;
@@ -226,10 +230,11 @@ public sealed class LabVmNetTests(LabVmNetFixture fixture, ITestOutputHelper out
     public async Task A_vm_on_another_vlan_cannot_reach_the_first_though_both_reach_the_peer_on_their_own()
     {
         var answeredOn41 = Lab.Peer.EchoesAnswered(LabHost.OtherVlan);
-        var bToPeer = await Console("lab-b", $"ping -c 3 -W 2 {LabHost.PeerIp}", 40);
-        var bToA = await Console("lab-b", $"ping -c 5 -W 1 {LabHost.GuestIp}", 40);
-        var aToB = await Console("lab-a", $"ping -c 5 -W 1 {LabVmNetFixture.GuestB}", 40);
-        var aToPeer = await Console("lab-a", $"ping -c 3 -W 2 {LabHost.PeerIp}", 40);
+        // Up to 120 s each: a few seconds on a quiet machine, but the nested guests' consoles crawl on a busy one.
+        var bToPeer = await Console("lab-b", $"ping -c 3 -W 2 {LabHost.PeerIp}", 120);
+        var bToA = await Console("lab-b", $"ping -c 5 -W 1 {LabHost.GuestIp}", 120);
+        var aToB = await Console("lab-a", $"ping -c 5 -W 1 {LabVmNetFixture.GuestB}", 120);
+        var aToPeer = await Console("lab-a", $"ping -c 3 -W 2 {LabHost.PeerIp}", 120);
         output.WriteLine($"lab-b -> peer (VLAN 41): exit {bToPeer.Exit}\n{bToPeer.Output}\nlab-b -> lab-a: exit {bToA.Exit}\n{bToA.Output}");
         output.WriteLine($"lab-a -> lab-b: exit {aToB.Exit}\n{aToB.Output}\nlab-a -> peer (VLAN 40): exit {aToPeer.Exit}\n{aToPeer.Output}");
 
