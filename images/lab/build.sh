@@ -17,9 +17,10 @@ tag=images/lab
 img_need cpio
 
 # 9p root + overlay, the test shell's virtio-serial port, the SR-IOV NIC and its VF driver, VFIO, the bond's modules,
-# then the peer's NICs (console and exec modes) and its bridge. e1000e after igb: the PFs stay eth0 and eth1.
+# then the peer's NICs (console and exec modes) and its bridge, then the persistent disk (LAB_DISK: virtio-blk, ext4 and the crc32c it needs).
+# e1000e after igb: the PFs stay eth0 and eth1.
 modules=(virtio_pci virtio_console 9pnet_virtio 9p overlay igb igbvf vfio vfio_iommu_type1 vfio-pci bonding 8021q
-  e1000e bridge)
+  e1000e bridge virtio_blk crc32c_generic ext4)
 
 # The kernel: the same unpacked package images/guest uses (sets kroot, kver).
 img_kernel

@@ -15,7 +15,8 @@
 # The lab host: q35 (kernel-irqchip=split) + intel-iommu (intremap, caching-mode) under TCG, -m 2560 (under 4 GiB:
 # above it QEMU 10.0 maps the VF BARs as 32-bit and the VFs read zeros), two igb PFs (Intel 82576, 7 VFs each) on
 # pcie-root-ports -> 0000:01:00.0 and 0000:02:00.0, each cabled (QMP name pf0 / pf1) to its own hub; this machine's
-# / read-only over 9p under a tmpfs overlay. LAB_OUT=DIR adds DIR as a writable 9p share at /lab-out.
+# / read-only over 9p under a tmpfs overlay. LAB_OUT=DIR adds DIR as a writable 9p share at /lab-out. LAB_DISK=FILE
+# adds FILE (raw) as the host's disk /dev/vda: what survives a restart of the lab host (images/lab/persist.sh mounts it).
 # Nothing leaves the machine: no user networking, only hubs and unix sockets.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,6 +35,7 @@ args=(-accel tcg -machine q35,kernel-irqchip=split -cpu max -smp 2 -m 2560 -node
 # ("timer doesn't work through Interrupt-remapped IO-APIC"), seen here with a load average of 13 on 2 cores.
 cmdline="console=ttyS0 panic=-1 intel_iommu=on iommu=pt loglevel=4 no_timer_check"
 [ -n "${LAB_OUT:-}" ] && args+=(-virtfs "local,path=$LAB_OUT,mount_tag=labout,security_model=none")
+[ -n "${LAB_DISK:-}" ] && args+=(-drive "file=$LAB_DISK,if=virtio,format=raw")
 
 case "$mode" in
   run)

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
 
@@ -130,7 +131,9 @@ public sealed class QemuSession : IAsyncDisposable
         {
             while (await _shellReader!.ReadLineAsync(cancel.Token) is { } line)
             {
-                if (line.StartsWith(marker, StringComparison.Ordinal)) return (output.ToString(), int.Parse(line[(marker.Length + 1)..]));
+                // The marker ends the line: output without a final newline (a pid file) comes before it on the same line.
+                if (line.IndexOf(marker, StringComparison.Ordinal) is >= 0 and var at)
+                    return (output.Append(line[..at]).ToString(), int.Parse(line[(at + marker.Length + 1)..], CultureInfo.InvariantCulture));
                 output.AppendLine(line);
             }
         }

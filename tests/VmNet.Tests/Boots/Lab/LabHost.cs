@@ -6,6 +6,10 @@ namespace VmNet.Tests.Boots.Lab;
 [CollectionDefinition("Lab", DisableParallelization = true)]
 public sealed class LabCollection;
 
+/// <summary>The libvirt lab (its own lab host); scripts/test.sh runs it in a test process of its own, beside the rest.</summary>
+[CollectionDefinition("LabLibvirt", DisableParallelization = true)]
+public sealed class LabLibvirtCollection;
+
 /// <summary>
 /// The emulated SR-IOV host of images/lab/ (lab.sh run DIR) under QEMU TCG: two igb PFs, each on its own emulated
 /// switch; the switches' far ends are unix sockets this process listens on, joined by one <see cref="EthernetPeer"/>
@@ -49,19 +53,20 @@ public sealed class LabHost : IAsyncDisposable
         return problem is not null ? (null, problem) : (GuestImage.AgentBinary, null);
     }
 
-    public static async Task<LabHost> Start()
+    /// <summary>Boots the lab host; <paramref name="disk"/> (a raw image) becomes its /dev/vda (lab.sh's LAB_DISK).</summary>
+    public static async Task<LabHost> Start(string? disk = null)
     {
         var lab = new LabHost();
-        try { await lab.Boot(); }
+        try { await lab.Boot(disk); }
         catch { await lab.DisposeAsync(); throw; }
         return lab;
     }
 
-    private async Task Boot()
+    private async Task Boot(string? disk)
     {
         _session.Listen(["qmp.sock", "report.sock", "shell.sock", "peer0.sock", "peer1.sock"]);
         QemuStarted = Clock.Elapsed;
-        _session.Start("bash", [Repo.File("images/lab/lab.sh"), "run", Dir]);
+        _session.Start("env", [$"LAB_DISK={disk}", "bash", Repo.File("images/lab/lab.sh"), "run", Dir]);
 
         var connect = TimeSpan.FromSeconds(60);
         await _session.ConnectQmp("qmp.sock", connect);
@@ -88,6 +93,15 @@ public sealed class LabHost : IAsyncDisposable
         var (output, exit) = await Shell(command, timeout);
         if (exit != 0) Assert.Fail($"in the lab host `{command}` exited {exit}:\n{output}");
         return output;
+    }
+
+    /// <summary>Powers the lab host off as a power loss would (after a sync): sysrq 'o'; waits for QEMU to exit.</summary>
+    public async Task PowerOff()
+    {
+        await Must("sync");
+        try { await Shell("echo o > /proc/sysrq-trigger", TimeSpan.FromSeconds(10)); }
+        catch (Exception e) when (e is InvalidOperationException or IOException or TimeoutException) { }
+        if (!await _session.WaitForExit(TimeSpan.FromSeconds(60))) Assert.Fail("the lab host did not power off within 60 s of sysrq 'o'");
     }
 
     public ValueTask DisposeAsync() => _session.DisposeAsync();

@@ -118,7 +118,8 @@ public sealed class LabVmNetFixture : IAsyncLifetime
         $"disk: {{image: /run/lab/empty.qcow2}}\nboot: {boot}\nnetworks:\n  - name: lab\n    ports: [\"{Pf0}\", \"{Pf1}\"]\n" +
         $"    vlan: {vlan}\n    address: {address}/24\n    {bond}\nEOF");
 
-    private static string PublishVmnet()
+    /// <summary>scripts/publish.sh into the cache: the NativeAOT vmnet and vmnet-agent; returns their directory.</summary>
+    internal static string PublishVmnet()
     {
         var cache = Path.Combine(Environment.GetEnvironmentVariable("VMNET_CACHE") ?? Repo.File(".cache"), "publish");
         var (stdout, exit, stderr) = Repo.RunScript("scripts/publish.sh", [cache]);

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# In the lab host: starts Debian's monolithic libvirtd and virtlogd (this machine's, over 9p), without systemd, and
+# waits until qemu:///system answers (../../../shared/LAB.md, "libvirtd in the lab host"). qemu.conf as KubeVirt's
+# virt-launcher has it: QEMU runs as root, no security driver, no namespaces, no cgroups (the lab host has no
+# cgroup hierarchy for libvirt to use). libvirtd starts the domains marked autostart.
+#
+#   images/lab/libvirtd.sh     prints "libvirtd: ready after N s"
+set -euo pipefail
+mkdir -p /etc/libvirt/qemu /run/libvirt /var/lib/libvirt/qemu /var/cache/libvirt/qemu /var/log/libvirt/qemu
+printf '%s\n' 'user = "+0"' 'group = "+0"' 'security_driver = "none"' 'namespaces = [ ]' \
+  'cgroup_controllers = [ ]' 'remember_owner = 0' > /etc/libvirt/qemu.conf
+pgrep -x virtlogd >/dev/null || virtlogd -d
+pgrep -x libvirtd >/dev/null || libvirtd -d
+for i in $(seq 120); do
+  if virsh -c qemu:///system version >/dev/null 2>&1; then echo "libvirtd: ready after $i s"; exit 0; fi
+  sleep 1
+done
+echo "libvirtd: qemu:///system does not answer after 120 s" >&2
+exit 1
