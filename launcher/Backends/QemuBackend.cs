@@ -26,7 +26,12 @@ internal sealed partial class QemuRecordJson : JsonSerializerContext;
 /// </summary>
 public sealed class QemuBackend(StateDir state) : IBackend
 {
-    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+    /// <summary>
+    /// How long QEMU's first process may take to set the VM up (it exits, daemonized, once it did): locking and
+    /// DMA-mapping every page of a large guest for VFIO takes tens of seconds on a real host, and a nested TCG host on a
+    /// busy machine took over 60 s for 384 MiB.
+    /// </summary>
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(300);
     private static readonly TimeSpan QuitTimeout = TimeSpan.FromSeconds(5);
 
     public string Name => "qemu";
