@@ -6,7 +6,7 @@ namespace VmNet.Tests.Boots.Lab;
 [CollectionDefinition("Lab", DisableParallelization = true)]
 public sealed class LabCollection;
 
-/// <summary>The libvirt lab (its own lab host); scripts/test.sh runs it in a test process of its own, beside the rest.</summary>
+/// <summary>The libvirt lab (its own lab host, with a disk); run alone, like the lab.</summary>
 [CollectionDefinition("LabLibvirt", DisableParallelization = true)]
 public sealed class LabLibvirtCollection;
 
