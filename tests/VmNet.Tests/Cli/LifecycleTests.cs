@@ -83,7 +83,16 @@ public sealed class LifecycleTests : IDisposable
         Assert.Equal(0, Vmnet("rm", name).Code);
     }
 
-    /// <summary>The host as a kernel shows it: the sysfs and /dev trees, and each PF's VF settings (ip -j link show).</summary>
+    /// <summary>examples/vm.yaml as VM <paramref name="name"/> on the QEMU backend under TCG, 128 MiB, over an empty base image.</summary>
+    private async Task<string> QemuSpec(string name)
+    {
+        await CliWrap.Cli.Wrap(RequiredTool.Path("qemu-img")).WithArguments(["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])
+            .ExecuteAsync(TestContext.Current.CancellationToken);
+        return _dir.Write("vm.yaml", "backend: qemu\naccel: tcg\n" + File.ReadAllText(Repo.File("examples/vm.yaml"))
+            .Replace("ceph-osd-1", name).Replace("memory: 16GiB", "memory: 128MiB")
+            .Replace("/var/lib/vmnet/images/debian-13-genericcloud-amd64.qcow2", _dir["base.qcow2"]));
+    }
+
     /// <summary>
     /// QEMU refuses to start (the simulated host's VFs are no real PCI devices, so vfio-pci cannot open them): up
     /// removes what it made and gives the new VM's VFs back as they were found, with a message and exit code 1.
@@ -94,11 +103,7 @@ public sealed class LifecycleTests : IDisposable
         RequiredTool.Path("qemu-system-x86_64");
         SimHost.CreateExample(_dir["host"]);
         var start = HostState();
-        await CliWrap.Cli.Wrap(RequiredTool.Path("qemu-img")).WithArguments(["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])
-            .ExecuteAsync(TestContext.Current.CancellationToken);
-        var spec = _dir.Write("vm.yaml", "backend: qemu\naccel: tcg\n" + File.ReadAllText(Repo.File("examples/vm.yaml"))
-            .Replace("ceph-osd-1", "nostart").Replace("memory: 16GiB", "memory: 128MiB")
-            .Replace("/var/lib/vmnet/images/debian-13-genericcloud-amd64.qcow2", _dir["base.qcow2"]));
+        var spec = await QemuSpec("nostart");
 
         var up = Vmnet("up", spec);
 
@@ -122,11 +127,7 @@ public sealed class LifecycleTests : IDisposable
         RequiredTool.Path("qemu-system-x86_64");
         SimHost.CreateExample(_dir["host"]);
         var start = HostState();
-        await CliWrap.Cli.Wrap(RequiredTool.Path("qemu-img")).WithArguments(["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])
-            .ExecuteAsync(TestContext.Current.CancellationToken);
-        var spec = _dir.Write("vm.yaml", "backend: qemu\naccel: tcg\n" + File.ReadAllText(Repo.File("examples/vm.yaml"))
-            .Replace("ceph-osd-1", "q1").Replace("memory: 16GiB", "memory: 128MiB")
-            .Replace("/var/lib/vmnet/images/debian-13-genericcloud-amd64.qcow2", _dir["base.qcow2"]));
+        var spec = await QemuSpec("q1");
         var args = new VmNet.Rendering.Templates().Source(VmNet.Rendering.Templates.QemuArgs);
         var noVfio = System.Text.RegularExpressions.Regex.Replace(args, @"\{\{~ for m in vfs ~\}\}\n-device\nvfio-pci[^\n]*\n\{\{~ end ~\}\}\n", "");
         Assert.NotEqual(args, noVfio);
