@@ -5,6 +5,7 @@ using VmNet.GuestAgent.Config;
 using VmNet.GuestAgent.Dhcp;
 using VmNet.GuestAgent.Host;
 using VmNet.GuestAgent.Reporting;
+using VmNet.Netlink;
 
 namespace VmNet.GuestAgent;
 
@@ -70,7 +71,7 @@ public static class Program
         using var reporter = new Reporter(host, config.ReportPort, log);
         var dhcp = new Dictionary<string, DhcpService>();
         var monitor = new BondMonitor(host, config, reporter, bond => dhcp.GetValueOrDefault(bond)?.Address);
-        using var links = new Netlink(host);
+        using var links = new NetlinkLinkControl(host);
         var gate = new Lock();                     // the DHCP clients' threads change DNS and bonds too
         var configurator = new BondConfigurator(host, links, what => log.WriteLine($"vmnet-agent: {what}"));
         using var stopDhcp = CancellationTokenSource.CreateLinkedTokenSource(cancel);
@@ -141,7 +142,7 @@ public static class Program
     /// <summary>The DHCP client of one network; each lease it gets, renews or loses rewrites resolv.conf from every
     /// network's leases (<paramref name="all"/>, read under <paramref name="gate"/>) and, for ARP monitoring, switches
     /// the bond's monitor.</summary>
-    private static DhcpService NewDhcp(HostFiles host, Netlink links, AgentConfig config, NetworkConfig network, BondConfigurator configurator,
+    private static DhcpService NewDhcp(HostFiles host, NetlinkLinkControl links, AgentConfig config, NetworkConfig network, BondConfigurator configurator,
         Lock gate, Dictionary<string, DhcpService> all, TextWriter log)
     {
         DhcpService? service = null;

@@ -27,6 +27,7 @@ packages=(
   e2fsprogs fdisk jq                                   # images/agent-disk/bake.sh: debugfs, e2fsck, sfdisk --json
   mmdebstrap                                           # images/cloud-guest/build.sh: the cloud-init guest's root
   systemd                                              # systemd-analyze verify on the agent's unit
+  strace                                               # what iproute2 sends over netlink (VfNetlinkTests), the lab benchmark
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using VmNet.Contract;
 using VmNet.GuestAgent.Host;
 using VmNet.GuestAgent.Net;
+using VmNet.Netlink;
 
 namespace VmNet.GuestAgent.Dhcp;
 

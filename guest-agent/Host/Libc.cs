@@ -7,31 +7,20 @@ internal static unsafe partial class Libc
 {
     private const string Library = "libc";
 
-    public const int AF_NETLINK = 16;
-    public const int SOCK_RAW = 3;
     public const int SOCK_CLOEXEC = 0x80000;
-    public const int NETLINK_ROUTE = 0;
     public const int AF_PACKET = 17;
     public const int SOCK_DGRAM = 2;
     public const ushort ETH_P_IP = 0x0800;
     public const short POLLIN = 1;
     public const int EINTR = 4;
-    public const int O_WRONLY = 1;
     public const int O_RDWR = 2;
     public const int O_NONBLOCK = 0x800;
     public const int O_CLOEXEC = 0x80000;
     public const int EAGAIN = 11;
-    public const int EEXIST = 17;
     public const int EBUSY = 16;
 
     [LibraryImport(Library, EntryPoint = "socket", SetLastError = true)]
     public static partial int socket(int domain, int type, int protocol);
-
-    [LibraryImport(Library, EntryPoint = "send", SetLastError = true)]
-    public static partial nint send(int fd, byte* buffer, nint length, int flags);
-
-    [LibraryImport(Library, EntryPoint = "recv", SetLastError = true)]
-    public static partial nint recv(int fd, byte* buffer, nint length, int flags);
 
     [LibraryImport(Library, EntryPoint = "bind", SetLastError = true)]
     public static partial int bind(int fd, byte* address, int length);

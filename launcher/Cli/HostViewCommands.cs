@@ -29,10 +29,10 @@ internal static class HostViewCommands
     {
         try
         {
-            var info = IpLinkJson.Parse(await kernel.ShowLinkJsonAsync(pf.Name, ct));
+            var info = await kernel.ReadLinkAsync(pf.Name, ct);
             return info.Vfs.ToDictionary(v => v.Vf, v => new VfAdmin(v.Settings.Mac ?? "", v.Settings.Vlan is { IsTagged: true } t ? t.Id : null));
         }
-        catch (Exception e) when (e is VmNetException or System.Text.Json.JsonException or IOException)
+        catch (Exception e) when (e is VmNetException or Netlink.NetlinkException or IOException)
         {
             return new Dictionary<int, VfAdmin>();
         }

@@ -23,8 +23,7 @@ public sealed class VfOps(IKernel kernel)
 
     public bool PfUp(string pf) => Host.IsUp(pf);
 
-    public async Task<PfLink> ReadPfAsync(string pf, CancellationToken ct) =>
-        IpLinkJson.Parse(await Kernel.ShowLinkJsonAsync(pf, ct).ConfigureAwait(false));
+    public Task<PfLink> ReadPfAsync(string pf, CancellationToken ct) => Kernel.ReadLinkAsync(pf, ct);
 
     public async Task<VfSettings> ReadSettingsAsync(string pf, int vf, CancellationToken ct) =>
         (await ReadPfAsync(pf, ct).ConfigureAwait(false)).Vf(vf)?.Settings

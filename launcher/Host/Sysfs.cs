@@ -61,6 +61,7 @@ public static class Sysfs
     public static string NetFlags(string netdev) => $"{Net(netdev)}/flags";
 
     public static string NetMtu(string netdev) => $"{Net(netdev)}/mtu";
+    public static string NetIfIndex(string netdev) => $"{Net(netdev)}/ifindex";
 
     public static string NetOperState(string netdev) => $"{Net(netdev)}/operstate";
 

@@ -5,7 +5,7 @@ namespace VmNet.Kernel;
 
 /// <summary>
 /// The kernel boundary: everything <c>vmnet</c> changes on a host goes through here. Two implementations share all
-/// code above it: <see cref="RealKernel"/> (sysfs writes and iproute2 on "/") and the simulator (<c>Sim/</c>: the
+/// code above it: <see cref="RealKernel"/> (sysfs writes and rtnetlink on "/") and the simulator (<c>Sim/</c>: the
 /// kernel's reactions applied to a host tree in a directory).
 /// </summary>
 public interface IKernel
@@ -22,8 +22,8 @@ public interface IKernel
     /// </summary>
     Task SetVfAsync(string pf, int vf, VfSettings settings, CancellationToken ct);
 
-    /// <summary>The output of <c>ip -j link show dev PF</c> (iproute2 6.1's JSON); read it with <see cref="IpLinkJson.Parse"/>.</summary>
-    Task<string> ShowLinkJsonAsync(string pf, CancellationToken ct);
+    /// <summary>The PF with every VF's settings, as <c>ip link show dev PF</c> shows them (RTM_GETLINK with RTEXT_FILTER_VF).</summary>
+    Task<PfLink> ReadLinkAsync(string pf, CancellationToken ct);
 }
 
 /// <summary>The errno values the kernel answers VmNet's writes with.</summary>

@@ -1,14 +1,13 @@
 using System.Text;
-using CliWrap;
-using CliWrap.Buffered;
-
 using VmNet.Host;
 
 namespace VmNet.Kernel;
 
-/// <summary>The kernel of this machine: sysfs writes to /sys and iproute2's <c>ip</c> (needs root).</summary>
-public sealed class RealKernel : IKernel
+/// <summary>The kernel of this machine: sysfs writes to /sys and rtnetlink from the process (needs root).</summary>
+public sealed class RealKernel : IKernel, IDisposable
 {
+    private readonly Netlink.NetlinkSocket _netlink = new();
+
     public HostRoot Root => HostRoot.System;
 
     public Task WriteSysfsAsync(string hostPath, string value, CancellationToken ct)
@@ -39,33 +38,35 @@ public sealed class RealKernel : IKernel
         return Task.CompletedTask;
     }
 
-    public async Task SetVfAsync(string pf, int vf, VfSettings settings, CancellationToken ct)
+    /// <summary>One RTM_NEWLINK, as `ip link set dev PF vf N ...` sends it, from the process (no `ip` to spawn).</summary>
+    public Task SetVfAsync(string pf, int vf, VfSettings settings, CancellationToken ct)
     {
-        string[] args = ["link", "set", "dev", pf, "vf", vf.ToString(System.Globalization.CultureInfo.InvariantCulture), .. settings.IpArguments()];
-        var r = await Ip(args, ct).ConfigureAwait(false);
-        if (r.ExitCode != 0)
-            throw new KernelException("ip " + string.Join(' ', args), KernelErrors.FromText(r.StandardError), r.StandardError.Trim());
+        ct.ThrowIfCancellationRequested();
+        var op = $"ip link set dev {pf} vf {vf.ToString(System.Globalization.CultureInfo.InvariantCulture)} {settings}";
+        // The PF by index, as iproute2 names it (if_nametoindex): the same bytes as its request.
+        if (Root.ReadInt(Sysfs.NetIfIndex(pf)) is not { } ifindex) throw Refusal(op, pf, (int)Errno.ENODEV);
+        var result = _netlink.Request(VfNetlink.SetMessage(ifindex, vf, settings));
+        if (result < 0) throw Refusal(op, pf, -result);
+        return Task.CompletedTask;
     }
 
-    public async Task<string> ShowLinkJsonAsync(string pf, CancellationToken ct)
+    /// <summary>RTM_GETLINK with RTEXT_FILTER_VF, what `ip link show dev PF` reads.</summary>
+    public Task<PfLink> ReadLinkAsync(string pf, CancellationToken ct)
     {
-        string[] args = ["-j", "link", "show", "dev", pf];
-        var r = await Ip(args, ct).ConfigureAwait(false);
-        if (r.ExitCode != 0)
-            throw new KernelException("ip " + string.Join(' ', args), KernelErrors.FromText(r.StandardError), r.StandardError.Trim());
-        return r.StandardOutput;
+        ct.ThrowIfCancellationRequested();
+        var (type, body, error) = _netlink.Get(VfNetlink.GetMessage(pf));
+        if (error < 0) throw Refusal($"ip link show dev {pf}", pf, -error);
+        if (type != VfNetlink.RTM_NEWLINK) throw new KernelException($"ip link show dev {pf}", Errno.EIO, $"the kernel answered with netlink message type {type}");
+        return Task.FromResult(VfNetlink.ParseLink(body));
     }
 
-    private static async Task<BufferedCommandResult> Ip(string[] args, CancellationToken ct)
+    public void Dispose() => _netlink.Dispose();
+
+    private static KernelException Refusal(string op, string pf, int errno)
     {
-        try
-        {
-            return await CliWrap.Cli.Wrap("ip").WithArguments(args).WithValidation(CommandResultValidation.None)
-                .ExecuteBufferedAsync(ct).ConfigureAwait(false);
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            throw new VmNetException($"cannot run `ip` ({e.Message}): install iproute2 (apt-get install iproute2)", ExitCodes.HostCannotServe, e);
-        }
+        var e = Enum.IsDefined((Errno)errno) ? (Errno)errno : Errno.EIO;
+        return e == Errno.ENODEV
+            ? new KernelException(op, e, $"Cannot find device \"{pf}\"")
+            : new KernelException(op, e, "RTNETLINK answers: " + Netlink.NetlinkSocket.Text(errno));
     }
 }

@@ -21,7 +21,7 @@ namespace VmNet.Sim;
 /// own driver; an override naming an unloaded driver leaves the device unbound). Binding moves the <c>driver</c>
 /// links and the <c>net/</c> directory (the netdev comes back down with the admin MAC) or creates
 /// <c>/dev/vfio/GROUP</c>.</item>
-/// <item>Netlink VF settings kept in <c>DIR/run/vmnet-sim/netlink.json</c> and shown by <c>ip -j link show</c>'s JSON:
+/// <item>Netlink VF settings kept in <c>DIR/run/vmnet-sim/netlink.json</c> and read back as RTM_GETLINK would:
 /// VLAN above 4095 or qos above 7 is EINVAL, a multicast MAC is EINVAL, a MAC while the PF is down is EPERM (lxd#5041),
 /// a VF index past sriov_numvfs is EINVAL, an unknown PF is ENODEV. igb quirks (LAB.md): <c>state</c> is EOPNOTSUPP,
 /// 802.1ad is EPROTONOSUPPORT, a nonzero <c>min_tx_rate</c> is EINVAL.</item>
@@ -111,17 +111,15 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
 
     /// <summary>Reads without the lock: the netlink state is replaced whole (rename), so a read sees one version; and a
     /// read-only command must not create the lock file in the tree.</summary>
-    public Task<string> ShowLinkJsonAsync(string pf, CancellationToken ct)
+    public Task<PfLink> ReadLinkAsync(string pf, CancellationToken ct)
     {
         var pfPci = Root.LinkName(Sysfs.NetDeviceLink(pf))
-            ?? throw new KernelException($"ip -j link show dev {pf}", Errno.ENODEV, $"Device \"{pf}\" does not exist.");
+            ?? throw new KernelException($"ip link show dev {pf}", Errno.ENODEV, $"Cannot find device \"{pf}\"");
         var numVfs = Root.ReadInt(Sysfs.SriovNumVfs(pfPci)) ?? 0;
         var all = LoadNetlink();
-        var info = new PfLink(pf, PfUp(pf), Root.ReadInt(Sysfs.NetMtu(pf)) ?? 1500,
+        return Task.FromResult(new PfLink(pf, PfUp(pf), Root.ReadInt(Sysfs.NetMtu(pf)) ?? 1500,
             Root.Read($"{Sysfs.Net(pf)}/address") ?? VfSettings.ZeroMac,
-            Enumerable.Range(0, numVfs).Select(i => new VfLink(i, Get(all, pfPci, i))).ToList());
-        var ifindex = 2 + Root.List(Sysfs.NetClass).Order(StringComparer.Ordinal).TakeWhile(n => n != pf).Count();
-        return Task.FromResult(IpLinkJson.Render(ifindex, info));
+            Enumerable.Range(0, numVfs).Select(i => new VfLink(i, Get(all, pfPci, i))).ToList()));
     }
 
     // ---- sysfs reactions ----

@@ -67,11 +67,11 @@ public sealed class DhcpNamespaceTests(ITestOutputHelper output) : IDisposable
         return done.Task;
     }
 
-    private (DhcpService Service, Netlink Links, List<string> Log) Service(int index, string root)
+    private (DhcpService Service, NetlinkLinkControl Links, List<string> Log) Service(int index, string root)
     {
         var log = new List<string>();
         var host = new HostFiles(root);
-        var links = new Netlink(host);
+        var links = new NetlinkLinkControl(host);
         var network = new NetworkConfig
         {
             Name = ClientLink, Dhcp = true, Members = [new() { Name = "m0", Mac = "02:00:00:00:77:11" }],

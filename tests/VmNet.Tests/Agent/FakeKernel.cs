@@ -1,6 +1,7 @@
 using System.Net;
 using VmNet.GuestAgent.Host;
 using VmNet.GuestAgent.Net;
+using VmNet.Netlink;
 
 namespace VmNet.Tests.Agent;
 

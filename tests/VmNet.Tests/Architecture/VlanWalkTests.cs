@@ -56,7 +56,7 @@ public sealed class VlanWalkTests : IDisposable
         // 4. The VF as its PF holds it, read back through iproute2's JSON, and the lease.
         foreach (var a in plan.Vfs)
         {
-            var link = IpLinkJson.Parse(await ops.Kernel.ShowLinkJsonAsync(a.Pf.Name, TestContext.Current.CancellationToken)).Vf(a.Vf.Index)!;
+            var link = (await ops.Kernel.ReadLinkAsync(a.Pf.Name, TestContext.Current.CancellationToken)).Vf(a.Vf.Index)!;
             Assert.Equal(tag, link.Settings.Vlan);
             Assert.Equal(tag, ops.Ledger.Store.Find(a.Vf.Pci)!.Applied.Vlan); // a file: an equal value comes back
         }

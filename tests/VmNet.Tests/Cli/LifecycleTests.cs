@@ -170,7 +170,7 @@ public sealed class LifecycleTests : IDisposable
     {
         var kernel = new VmNet.Sim.SimulatedKernel(new HostRoot(_dir["host"]));
         var netlink = string.Join("\n", new[] { "enp3s0f0np0", "enp3s0f1np1" }
-            .Select(pf => kernel.ShowLinkJsonAsync(pf, CancellationToken.None).GetAwaiter().GetResult()));
+            .Select(pf => IpLinkJson.Render(0, kernel.ReadLinkAsync(pf, CancellationToken.None).GetAwaiter().GetResult())));
         return HostScannerTests.Snapshot(_dir["host/sys"]) + HostScannerTests.Snapshot(_dir["host/dev"]) + netlink;
     }
 }

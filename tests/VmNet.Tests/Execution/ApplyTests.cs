@@ -58,7 +58,7 @@ public sealed class ApplyTests : IDisposable
             var vf = scan.ReadVf(a.Vf.Index, a.Vf.Pci);
             Assert.Equal("vfio-pci", vf.Driver);
             Assert.True(File.Exists(_dir[$"host/dev/vfio/{vf.IommuGroup}"]));
-            var link = IpLinkJson.Parse(await ops.Kernel.ShowLinkJsonAsync(a.Pf.Name, _ct)).Vf(a.Vf.Index)!;
+            var link = (await ops.Kernel.ReadLinkAsync(a.Pf.Name, _ct)).Vf(a.Vf.Index)!;
             Assert.Equal((a.Mac, new VlanTag(40, 2), true, true), (link.Settings.Mac, link.Settings.Vlan, link.Settings.SpoofCheck, link.Settings.Trust));
             var lease = ops.Ledger.Store.Find(a.Vf.Pci)!;
             Assert.IsType<DefinitionOwner>(lease.Owner);

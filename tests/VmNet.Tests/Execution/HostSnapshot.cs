@@ -17,7 +17,7 @@ internal static class HostSnapshot
         Walk(hostDir, hostDir, sb, skip: p => p == "run" || p.StartsWith("run/", StringComparison.Ordinal));
         var kernel = new SimulatedKernel(new HostRoot(hostDir));
         foreach (var pf in Directory.EnumerateFileSystemEntries(Path.Join(hostDir, "sys/class/net")).Select(Path.GetFileName).Order(StringComparer.Ordinal))
-            sb.Append("ip -j link show dev ").Append(pf).Append('\n').Append(kernel.ShowLinkJsonAsync(pf!, CancellationToken.None).Result).Append('\n');
+            sb.Append("ip -j link show dev ").Append(pf).Append('\n').Append(IpLinkJson.Render(0, kernel.ReadLinkAsync(pf!, CancellationToken.None).Result)).Append('\n');
         return sb.ToString();
     }
 

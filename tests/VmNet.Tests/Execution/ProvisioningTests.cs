@@ -78,7 +78,7 @@ public sealed class ProvisioningTests : IDisposable
         foreach (var a in up.Plan.Vfs)
         {
             Assert.Equal("vfio-pci", _scan.ReadVf(a.Vf.Index, a.Vf.Pci).Driver);
-            var link = IpLinkJson.Parse(await _ops.Kernel.ShowLinkJsonAsync(a.Pf.Name, _ct)).Vf(a.Vf.Index)!;
+            var link = (await _ops.Kernel.ReadLinkAsync(a.Pf.Name, _ct)).Vf(a.Vf.Index)!;
             Assert.Equal((a.Mac, new VlanTag(40)), (link.Settings.Mac, link.Settings.Vlan));
         }
         Assert.Equal(done, await _prov.PrepareLeasesAsync(_ct));

@@ -1,10 +1,14 @@
 using VmNet.Host;
 using VmNet.Kernel;
+using VmNet.Spec;
 using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Kernel;
 
-/// <summary>The real kernel's answers, through calls that change nothing (refused writes, loopback reads).</summary>
+/// <summary>
+/// The real kernel's answers, through calls that change nothing (refused writes, loopback reads). VfNetlinkTests
+/// hold the VF messages to iproute2's; the lab proves them on real VFs.
+/// </summary>
 public sealed class RealKernelTests
 {
     private readonly RealKernel _kernel = new();
@@ -22,16 +26,22 @@ public sealed class RealKernelTests
     }
 
     [Fact]
-    public async Task Iproute2_json_is_read_by_the_same_parser_and_its_refusals_map_to_errno()
+    public async Task A_link_read_over_netlink_equals_iproute2s_and_refusals_carry_the_errno()
     {
-        RequiredTool.Path("ip");
-        var lo = IpLinkJson.Parse(await _kernel.ShowLinkJsonAsync("lo", _ct));
-        Assert.Equal(("lo", true), (lo.Name, lo.Up));
+        var ip = await RequiredTool.Run("ip", ["-j", "link", "show", "dev", "lo"]);
+        Assert.Equal(0, ip.ExitCode);
+        var lo = await _kernel.ReadLinkAsync("lo", _ct);
+        var expected = IpLinkJson.Parse(ip.StandardOutput);
+        Assert.Equal((expected.Name, expected.Up, expected.Mtu, expected.Mac), (lo.Name, lo.Up, lo.Mtu, lo.Mac));
+        Assert.Equal(("lo", 65536), (lo.Name, lo.Mtu));
         Assert.Empty(lo.Vfs);
 
         var e = await Assert.ThrowsAsync<KernelException>(() => _kernel.SetVfAsync("lo", 0, new VfSettings { Trust = true }, _ct));
         Assert.Equal(Errno.EOPNOTSUPP, e.Errno);
-        var gone = await Assert.ThrowsAsync<KernelException>(() => _kernel.ShowLinkJsonAsync("vmnet-no-such0", _ct));
+        Assert.Equal("ip link set dev lo vf 0 trust on: RTNETLINK answers: Operation not supported", e.Message);
+        var gone = await Assert.ThrowsAsync<KernelException>(() => _kernel.ReadLinkAsync("vmnet-no-such0", _ct));
         Assert.Equal(Errno.ENODEV, gone.Errno);
+        var unset = await Assert.ThrowsAsync<KernelException>(() => _kernel.SetVfAsync("vmnet-no-such0", 0, new VfSettings { Trust = true }, _ct));
+        Assert.Equal((Errno.ENODEV, "ip link set dev vmnet-no-such0 vf 0 trust on: Cannot find device \"vmnet-no-such0\""), (unset.Errno, unset.Message));
     }
 }

@@ -1,23 +1,15 @@
 using System.Text;
 using System.Text.Json;
+using VmNet.Kernel;
 using VmNet.Spec;
 
-namespace VmNet.Kernel;
-
-/// <summary>One VF as <c>ip -j link show dev PF</c> reports it (<c>vfinfo_list</c>): its index and settings.</summary>
-public sealed record VfLink(int Vf, VfSettings Settings);
-
-/// <summary>A PF as <c>ip -j link show dev PF</c> reports it.</summary>
-public sealed record PfLink(string Name, bool Up, int Mtu, string Mac, IReadOnlyList<VfLink> Vfs)
-{
-    public VfLink? Vf(int index) => Vfs.FirstOrDefault(v => v.Vf == index);
-}
+namespace VmNet.Tests.Support;
 
 /// <summary>
 /// Reads and writes iproute2 6.1's JSON for <c>ip -j link show dev PF</c>: <c>vfinfo_list</c> with <c>vf</c>,
 /// <c>address</c>, <c>vlan_list[{vlan,qos,protocol}]</c> (zero VLAN and qos omitted, the protocol only when not
-/// 802.1Q), <c>rate{max_tx,min_tx}</c>, <c>spoofchk</c>, <c>link_state</c>, <c>trust</c>. The simulator renders with
-/// <see cref="Render"/>; both kernels are read back with <see cref="Parse"/>.
+/// 802.1Q), <c>rate{max_tx,min_tx}</c>, <c>spoofchk</c>, <c>link_state</c>, <c>trust</c>. Tests hold vmnet's netlink
+/// reads against iproute2's on a real kernel with <see cref="Parse"/>, and print hosts for snapshots with <see cref="Render"/>.
 /// </summary>
 public static class IpLinkJson
 {
