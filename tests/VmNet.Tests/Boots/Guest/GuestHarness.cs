@@ -5,7 +5,8 @@ using System.Text.Json;
 
 namespace VmNet.Tests.Boots.Guest;
 
-[CollectionDefinition("Guest", DisableParallelization = true)]
+/// <summary>The guest classes, one after the other, beside the lab (<see cref="Support.SlowFirst"/>).</summary>
+[CollectionDefinition(Support.SlowFirst.Guest)]
 public sealed class GuestCollection;
 
 /// <summary>What the guest tests need on the host, and the test guest image (built by images/guest/build.sh when missing).</summary>

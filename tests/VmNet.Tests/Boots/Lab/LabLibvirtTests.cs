@@ -72,9 +72,9 @@ public sealed class LabLibvirtFixture : IAsyncLifetime
             Setup += await _lab.Must(Repo.File("images/lab/libvirtd.sh"), TimeSpan.FromSeconds(150));
             await _lab.Must("qemu-img create -q -f qcow2 /var/lib/vmnet/empty.qcow2 16M");
             await _lab.Must(
-                $"cat > /etc/vmnet/{Vm}.yaml <<'EOF'\nname: {Vm}\ncpus: 1\nmemory: 384MiB\naccel: tcg\nautostart: true\n" +
+                $"cat > /etc/vmnet/{Vm}.yaml <<'EOF'\nname: {Vm}\ncpus: 1\nmemory: {LabHost.GuestMemory}\naccel: tcg\nautostart: true\n" +
                 $"disk: {{image: /var/lib/vmnet/empty.qcow2}}\n" +
-                $"boot: {{kernel: {Guest}/kernel, initrd: {Guest}/initrd, cmdline: \"console=ttyS0 panic=-1 loglevel=4\"}}\n" +
+                $"boot: {{kernel: {Guest}/kernel, initrd: {Guest}/initrd, cmdline: \"{LabHost.GuestCmdline}\"}}\n" +
                 $"networks:\n  - name: lab\n    ports: [\"{Pf0}\", \"{Pf1}\"]\n    vlan: {LabHost.Vlan}\n    qos: {Qos}\n" +
                 $"    address: {LabHost.GuestIp}/24\n    bond: {{miimon: 100}}\nEOF");
             var up = await _lab.Shell($"s=$(date +%s%N); vmnet up /etc/vmnet/{Vm}.yaml --wait-timeout 600; echo \"== $? $(( ($(date +%s%N) - s) / 1000000 ))\"", TimeSpan.FromSeconds(660));
@@ -137,7 +137,7 @@ public sealed class LabLibvirtFixture : IAsyncLifetime
 /// domain was destroyed and undefined behind vmnet's back, give the VFs back exactly as found. The steps share one lab host and one VM.
 /// </summary>
 [Trait(Tier.Name, Tier.Boot)]
-[Collection("LabLibvirt")]
+[Collection("Lab")]
 [TestMethodOrderer(typeof(StepOrderer))]
 public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper output) : IClassFixture<LabLibvirtFixture>
 {

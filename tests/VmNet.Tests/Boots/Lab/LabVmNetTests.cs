@@ -80,7 +80,7 @@ public sealed class LabVmNetFixture : IAsyncLifetime
             Doctor = await _lab.Shell($"{Vmnet} doctor");
             VfsAsFound = await _lab.Must(VfState);
             await _lab.Must("qemu-img create -q -f qcow2 empty.qcow2 16M");
-            var boot = $"{{kernel: {guest}/kernel, initrd: {guest}/initrd, cmdline: \"console=ttyS0 panic=-1 loglevel=4\"}}";
+            var boot = $"{{kernel: {guest}/kernel, initrd: {guest}/initrd, cmdline: \"{LabHost.GuestCmdline}\"}}";
             // ARP monitoring every 500 ms: the kernel judges a member down when no ARP reply came for two intervals, and
             // round trips through TCG inside TCG reach 0.5 s on a busy machine. With 200 ms the bond flapped in a CI
             // run (4 of the last 20 pings lost after the failover).
@@ -114,7 +114,7 @@ public sealed class LabVmNetFixture : IAsyncLifetime
     }
 
     private Task WriteSpec(string name, string boot, int vlan, string address, string bond) => _lab!.Must(
-        $"cat > {name}.yaml <<'EOF'\nname: {name}\ncpus: 1\nmemory: 384MiB\nbackend: qemu\naccel: tcg\n" +
+        $"cat > {name}.yaml <<'EOF'\nname: {name}\ncpus: 1\nmemory: {LabHost.GuestMemory}\nbackend: qemu\naccel: tcg\n" +
         $"disk: {{image: /run/lab/empty.qcow2}}\nboot: {boot}\nnetworks:\n  - name: lab\n    ports: [\"{Pf0}\", \"{Pf1}\"]\n" +
         $"    vlan: {vlan}\n    address: {address}/24\n    {bond}\nEOF");
 
