@@ -9,8 +9,9 @@ using VmNet.State;
 namespace VmNet.Backends;
 
 /// <summary>The last guest report VmNet received (every bond, as the agent's report lines in VmNet.Contract carry
-/// them), kept in the VM directory for <c>vmnet status</c>.</summary>
-public sealed record GuestStatus(DateTimeOffset ReceivedAt, IReadOnlyList<NetworkState> Networks);
+/// them, checked and made safe by <see cref="GuestReports"/>), kept in the VM directory for <c>vmnet status</c>;
+/// <see cref="Refused"/> counts the lines of the last look that were refused (not a report, invalid, too long).</summary>
+public sealed record GuestStatus(DateTimeOffset ReceivedAt, IReadOnlyList<NetworkState> Networks, int Refused = 0);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = false)]
 [JsonSerializable(typeof(GuestStatus))]
@@ -19,7 +20,9 @@ internal sealed partial class GuestJson : JsonSerializerContext;
 /// <summary>
 /// The host end of the guest agent's report port: a virtio-serial channel whose unix socket QEMU listens on
 /// (<see cref="VmPaths.AgentSocket"/>). The agent sends one JSON object per line (an <see cref="AgentEvent"/>);
-/// <c>network-ready</c> comes once the bonds are up. A line that is no event VmNet knows is skipped.
+/// <c>network-ready</c> comes once the bonds are up. A line that is no event VmNet knows, or that
+/// <see cref="GuestReports"/> refuses, is skipped; lines are read with <see cref="BoundedLines"/> (64 KiB a line,
+/// 16 MiB a look).
 /// </summary>
 public static class GuestAgentChannel
 {
@@ -48,16 +51,17 @@ public static class GuestAgentChannel
                     await Task.Delay(200, deadline.Token);
                     continue;
                 }
-                using var reader = new StreamReader(new NetworkStream(socket, ownsSocket: false), new UTF8Encoding(false));
+                using var stream = new NetworkStream(socket, ownsSocket: false);
+                var reader = new BoundedLines(stream);
                 while (await reader.ReadLineAsync(deadline.Token) is { } line)
                 {
-                    var report = AgentEvent.Parse(line); // null: not a report line
+                    var report = GuestReports.Accept(line); // null: not a report line, or refused
                     if (report is ErrorEvent error)
                         throw new VmNetException($"the guest agent reported an error: {error.Message}; see the serial log {paths.SerialLog}", ExitCodes.Failure);
                     if (report is NetworkReadyEvent ready)
                     {
                         var status = new GuestStatus(DateTimeOffset.UtcNow, ready.Networks);
-                        await File.WriteAllTextAsync(paths.GuestReport, JsonSerializer.Serialize(status, GuestJson.Default.GuestStatus), deadline.Token);
+                        AtomicFile.Write(paths.GuestReport, JsonSerializer.Serialize(status, GuestJson.Default.GuestStatus), durable: false, mode: AtomicFile.Private);
                         return status;
                     }
                 }
@@ -85,7 +89,7 @@ public static class GuestAgentChannel
         if (!File.Exists(paths.AgentSocket)) return status;
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         deadline.CancelAfter(max ?? TimeSpan.FromSeconds(3));
-        var read = 0;
+        var (read, refused) = (0, 0);
         try
         {
             using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
@@ -95,24 +99,28 @@ public static class GuestAgentChannel
             // then there is no answer to ask for, but what it queued is still there to read.
             try { await stream.WriteAsync(Encoding.UTF8.GetBytes(StateQuery), deadline.Token); }
             catch (IOException) { }
-            using var reader = new StreamReader(stream, new UTF8Encoding(false));
-            while (true)
+            var reader = new BoundedLines(stream);
+            try
             {
-                if (await reader.ReadLineAsync(deadline.Token) is not { } line) break;
-                if (AgentEvent.Parse(line) is not { } e) continue;
-                read++;
-                status = Fold(status, e);
-                if (e is StateEvent && status is not null) break; // the whole truth: nothing more to wait for
+                while (true)
+                {
+                    if (await reader.ReadLineAsync(deadline.Token) is not { } line) break;
+                    if (GuestReports.Accept(line) is not { } e) { refused++; continue; }
+                    read++;
+                    status = Fold(status, e);
+                    if (e is StateEvent && status is not null) break; // the whole truth: nothing more to wait for
+                }
             }
+            finally { refused += reader.Skipped; }
         }
         catch (Exception e) when (e is SocketException or IOException or OperationCanceledException && !cancel.IsCancellationRequested) { }
         if (read > 0 && status is not null)
         {
-            status = status with { ReceivedAt = DateTimeOffset.UtcNow };
-            try { AtomicFile.Write(paths.GuestReport, JsonSerializer.Serialize(status, GuestJson.Default.GuestStatus), durable: false); }
+            status = status with { ReceivedAt = DateTimeOffset.UtcNow, Refused = refused };
+            try { AtomicFile.Write(paths.GuestReport, JsonSerializer.Serialize(status, GuestJson.Default.GuestStatus), durable: false, mode: AtomicFile.Private); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         }
-        return status;
+        return refused > 0 && status is not null ? status with { Refused = refused } : status;
     }
 
     /// <summary>One event applied to a report: network-ready and state replace it; the others change one network.</summary>
@@ -142,9 +150,11 @@ public static class GuestAgentChannel
     {
         try
         {
-            return JsonSerializer.Deserialize(File.ReadAllText(paths.GuestReport), GuestJson.Default.GuestStatus);
+            // The file holds what a guest said: checked again as it is read back (a hand-edited or older file too).
+            var saved = JsonSerializer.Deserialize(File.ReadAllText(paths.GuestReport), GuestJson.Default.GuestStatus);
+            return saved is null || GuestReports.Networks(saved.Networks) is not { } networks ? null : saved with { Networks = networks };
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or NotSupportedException)
         {
             return null;
         }

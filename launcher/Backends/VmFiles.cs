@@ -8,10 +8,8 @@ namespace VmNet.Backends;
 /// <summary>The per-VM files both backends need before a start: the VM directory, the NoCloud seed and the disk overlay.</summary>
 public static class VmFiles
 {
-    // Traversable but not listable by others: libvirt's QEMU runs as libvirt-qemu and must reach the files libvirt
-    // relabels for it; the seed itself stays 0600 until then.
-    private const UnixFileMode DirMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
-        | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
+    // The seed itself stays 0600 until libvirt relabels it.
+    private const UnixFileMode DirMode = StateDir.VmDirMode;
 
     /// <summary>
     /// Creates the VM directory and writes the seed (always: it follows the rendered plan), with the agent binary

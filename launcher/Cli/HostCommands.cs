@@ -41,7 +41,7 @@ internal static class HostCommands
 
     public static Command Rm(TextWriter stdout)
     {
-        var name = new Argument<string>("NAME") { Description = "The VM's name" };
+        var name = LaunchCommands.NameArgument();
         var connect = LaunchCommands.ConnectOption();
         var timeout = new Option<int>("--timeout") { Description = "Seconds to wait for a running guest to power off before stopping it hard", DefaultValueFactory = _ => 30 };
         var cmd = new Command("rm", "Stop and undefine a VM, give its VFs back as they were found and drop its leases (idempotent)") { name, timeout, connect };

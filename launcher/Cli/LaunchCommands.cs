@@ -25,6 +25,21 @@ public static class LaunchCommands
         Description = $"libvirt URI [env VMNET_CONNECT] (default {LibvirtBackend.DefaultUri})",
     };
 
+    /// <summary>
+    /// A command's NAME, held to the spec's rule for a VM's name before anything runs: a name is also a directory
+    /// under the state dir (`vmnet rm ../../x` must not reach outside it) and a domain name.
+    /// </summary>
+    internal static Argument<string> NameArgument()
+    {
+        var name = new Argument<string>("NAME") { Description = "The VM's name" };
+        name.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<string>() is { } value && Spec.SpecLoader.VmNameProblem(value) is { } problem)
+                result.AddError($"NAME {problem}");
+        });
+        return name;
+    }
+
     private static Option<bool> JsonOption() => new("--json") { Description = "Print JSON" };
 
     private static BackendSet Backends(ParseResult r, Option<string?> connect, Option<string> stateDir) =>
@@ -33,7 +48,7 @@ public static class LaunchCommands
     /// <summary><c>vmnet status NAME [--json]</c>: state, VFs with PF, VLAN and MAC, and the serial log.</summary>
     public static Command Status(TextWriter stdout, Option<string> stateDir)
     {
-        var name = new Argument<string>("NAME") { Description = "The VM's name" };
+        var name = LaunchCommands.NameArgument();
         var json = JsonOption();
         var connect = ConnectOption();
         var cmd = new Command("status", "Show a VM's state and its VFs") { name, json, connect };
@@ -89,7 +104,7 @@ public static class LaunchCommands
     /// <summary><c>vmnet down NAME [--timeout S]</c>: graceful shutdown, then a hard stop; the definition and leases stay.</summary>
     public static Command Down(TextWriter stdout, Option<string> stateDir)
     {
-        var name = new Argument<string>("NAME") { Description = "The VM's name" };
+        var name = LaunchCommands.NameArgument();
         var timeout = new Option<int>("--timeout") { Description = "Seconds to wait for the guest to power off before stopping it hard", DefaultValueFactory = _ => 60 };
         var connect = ConnectOption();
         var cmd = new Command("down", "Stop a VM (its definition, disk and VFs stay; `vmnet up` starts it again)") { name, timeout, connect };
@@ -128,7 +143,7 @@ public static class LaunchCommands
     /// </summary>
     public static Command ConsoleCommand(Option<string> stateDir)
     {
-        var name = new Argument<string>("NAME") { Description = "The VM's name" };
+        var name = LaunchCommands.NameArgument();
         var connect = ConnectOption();
         var cmd = new Command("console", "Attach to a VM's serial console (Ctrl+] leaves); it is also logged to the VM's serial log") { name, connect };
         cmd.SetAction(async (r, cancel) =>
@@ -187,6 +202,8 @@ public static class LaunchCommands
             o.WriteLine($"guest (agent report of {guest.ReceivedAt.ToString("u", CultureInfo.InvariantCulture)}):");
             foreach (var n in guest.Networks)
                 o.WriteLine($"  {n.Name}: active {n.Active ?? "none"}; {string.Join(", ", n.Members.Select(m => $"{m.Name} {m.Link}"))}; {(n.Addresses.Count == 0 ? "no address" : string.Join(", ", n.Addresses))}");
+            if (guest.Refused > 0)
+                o.WriteLine($"  ({guest.Refused} line{(guest.Refused == 1 ? "" : "s")} from the guest refused in this look: not a report VmNet takes, or too long)");
         }
         if (s.SerialLog is not null) o.WriteLine($"serial log: {s.SerialLog}");
     }

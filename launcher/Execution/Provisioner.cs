@@ -111,11 +111,19 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
     /// </summary>
     public static string BootUnit(string vmnet, string configPath, string stateDir, IEnumerable<string> pfNames)
     {
-        var devices = string.Join(' ', pfNames.Select(n => $"sys-subsystem-net-devices-{n}.device"));
-        var args = $"--state-dir {stateDir}";
+        foreach (var (what, value) in new[] { ("--vmnet", vmnet), ("--config", configPath), ("--state-dir", stateDir) })
+        {
+            if (value.Any(char.IsControl))
+                throw new VmNetException($"{what} must not contain control characters (a newline would end the unit's line), got {MapReaderQuote(value)}", ExitCodes.InvalidInput);
+        }
+        if (vmnet.IndexOfAny(['"', '\\']) >= 0)
+            throw new VmNetException($"--vmnet: systemd refuses a quote or backslash in the path of the program a unit runs, got {MapReaderQuote(vmnet)}; install vmnet elsewhere", ExitCodes.InvalidInput);
+        var devices = string.Join(' ', pfNames.Select(n => $"sys-subsystem-net-devices-{UnitNameEscape(n)}.device"));
+        var (exe, config) = (ExecWord(vmnet, program: true), ExecWord(configPath));
+        var args = $"--state-dir {ExecWord(stateDir)}";
         var sb = new StringBuilder();
-        sb.Append("# Written by `vmnet host boot-unit`. Creates the VFs of ").Append(configPath)
-          .Append(" and re-prepares leased VFs at boot.\n");
+        sb.Append("# Written by `vmnet host boot-unit`. Creates the VFs of the host config (--config below) and re-prepares\n");
+        sb.Append("# leased VFs at boot.\n");
         sb.Append("[Unit]\n");
         sb.Append("Description=VmNet: SR-IOV VFs and leased VFs ready for guests\n");
         sb.Append("Wants=network-pre.target").Append(devices.Length > 0 ? " " + devices : "").Append('\n');
@@ -125,11 +133,41 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
         sb.Append("[Service]\n");
         sb.Append("Type=oneshot\n");
         sb.Append("RemainAfterExit=yes\n");
-        sb.Append("ExecStart=").Append(vmnet).Append(' ').Append(args).Append(" host apply --config ").Append(configPath).Append('\n');
-        sb.Append("ExecStart=").Append(vmnet).Append(' ').Append(args).Append(" host prepare\n");
+        sb.Append("ExecStart=").Append(exe).Append(' ').Append(args).Append(" host apply --config ").Append(config).Append('\n');
+        sb.Append("ExecStart=").Append(exe).Append(' ').Append(args).Append(" host prepare\n");
         sb.Append('\n');
         sb.Append("[Install]\n");
         sb.Append("WantedBy=multi-user.target\n");
         return sb.ToString();
     }
+
+    /// <summary>
+    /// One word of an ExecStart line as systemd splits it (systemd.service, "Command lines"): as it is when it holds
+    /// only characters systemd takes literally, else in double quotes with backslash and quote escaped; <c>%</c>
+    /// doubled (no specifier expands) and, in an argument, <c>$</c> too (no variable expands; systemd expands none in
+    /// the program's path, and refuses a quote or backslash there: <see cref="BootUnit"/> refuses those first).
+    /// </summary>
+    public static string ExecWord(string word, bool program = false)
+    {
+        var literal = word.Replace("%", "%%", StringComparison.Ordinal);
+        if (!program) literal = literal.Replace("$", "$$", StringComparison.Ordinal);
+        if (literal.Length > 0 && literal.All(c => char.IsAsciiLetterOrDigit(c) || "/._-+:=@,%$".Contains(c))) return literal;
+        return "\"" + literal.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal) + "\"";
+    }
+
+    /// <summary>A netdev name in a device unit's name, as systemd-escape writes it: every byte but [A-Za-z0-9:_.] (and a leading '.') as \xNN.</summary>
+    public static string UnitNameEscape(string name)
+    {
+        var sb = new StringBuilder();
+        var bytes = Encoding.UTF8.GetBytes(name);
+        for (var i = 0; i < bytes.Length; i++)
+        {
+            var c = (char)bytes[i];
+            if (bytes[i] < 0x80 && (char.IsAsciiLetterOrDigit(c) || c is ':' or '_' || (c == '.' && i > 0))) sb.Append(c);
+            else sb.Append(System.Globalization.CultureInfo.InvariantCulture, $"\\x{bytes[i]:x2}");
+        }
+        return sb.ToString();
+    }
+
+    private static string MapReaderQuote(string value) => Spec.MapReader.Quote(value);
 }

@@ -54,6 +54,7 @@ public sealed record HostConfig(IReadOnlyList<PfConfig> Pfs)
         {
             var port = m.String("port");
             if (port is null) problems.Add(m.Child("port"), "is required: the PF's netdev name or PCI address", m.Node);
+            else if (SpecLoader.PortProblem(port) is { } problem) problems.Add(m.Child("port"), problem, m.Get("port"));
             else if (!seen.Add(port)) problems.Add(m.Child("port"), $"{MapReader.Quote(port)} is listed twice", m.Get("port"));
             var vfs = m.Int("vfs", 0, 4096, "VFs");
             if (vfs is null) problems.Add(m.Child("vfs"), "is required: how many VFs the PF should have (0 turns SR-IOV off)", m.Node);

@@ -30,7 +30,13 @@ public sealed partial class FileLock : IDisposable
         {
             try
             {
-                var stream = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None);
+                var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None, BufferSize = 1 };
+                if (!OperatingSystem.IsWindows()) options.UnixCreateMode = AtomicFile.Private;
+                var stream = new FileStream(path, options);
+                // A lock file others can open is a lock others can hold (flock works on a read-only descriptor): only
+                // its owner may open it, also where an older vmnet created it 0644.
+                if (!OperatingSystem.IsWindows() && (File.GetUnixFileMode(stream.SafeFileHandle) & ~AtomicFile.Private) != 0)
+                    File.SetUnixFileMode(stream.SafeFileHandle, AtomicFile.Private);
                 if (!OperatingSystem.IsLinux() || flock(stream.SafeFileHandle, LockEx | LockNb) == 0) return new FileLock(stream);
                 stream.Dispose();
                 throw new IOException($"{path} is locked by another process");

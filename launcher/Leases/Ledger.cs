@@ -26,14 +26,14 @@ public sealed class LeaseLedger(StateDir state)
 
     public void Write(Lease lease)
     {
-        AtomicFile.Write(State.LeaseFile(lease.Pci), JsonSerializer.Serialize(lease, LeaseJson.Default.Lease));
+        AtomicFile.Write(State.LeaseFile(lease.Pci), JsonSerializer.Serialize(lease, LeaseJson.Default.Lease), mode: AtomicFile.Private);
         var link = System.IO.Path.Join(State.VmLeasesDir(lease.Vm), lease.Pci + ".json");
         if (new FileInfo(link).LinkTarget is null)
         {
-            Directory.CreateDirectory(State.VmLeasesDir(lease.Vm));
+            State.CreateVmLeasesDir(lease.Vm);
             File.CreateSymbolicLink(link, System.IO.Path.Join("..", "..", "..", "leases", lease.Pci + ".json"));
         }
-        if (Store.MacOwner(lease.Mac) != lease.Vm) AtomicFile.Write(State.MacFile(lease.Mac), lease.Vm);
+        if (Store.MacOwner(lease.Mac) != lease.Vm) AtomicFile.Write(State.MacFile(lease.Mac), lease.Vm, mode: AtomicFile.Private);
         var leased = Store.LeasedVfIndices(lease.PfPci);
         if (!leased.Contains(lease.Vf)) WritePfIndex(lease.PfPci, leased.Append(lease.Vf));
     }
@@ -45,7 +45,7 @@ public sealed class LeaseLedger(StateDir state)
     private void WritePfIndex(string pfPci, IEnumerable<int> vfs)
     {
         var text = string.Concat(vfs.Distinct().Order().Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n"));
-        if (text.Length > 0) AtomicFile.Write(State.PfIndexFile(pfPci), text);
+        if (text.Length > 0) AtomicFile.Write(State.PfIndexFile(pfPci), text, mode: AtomicFile.Private);
         else File.Delete(State.PfIndexFile(pfPci));
     }
 

@@ -69,8 +69,8 @@ public static partial class SpecLoader
         var p = r.Problems;
         var name = r.String("name");
         if (name is null) p.Add("name", "is required: the VM's name, which becomes the libvirt domain name (e.g. name: ceph-osd-1)", r.Node);
-        else if (!VmName().IsMatch(name))
-            p.Add("name", $"must be lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters, got {MapReader.Quote(name)}", r.Get("name"));
+        else if (VmNameProblem(name) is { } problem)
+            p.Add("name", problem, r.Get("name"));
 
         var cpus = r.Int("cpus", 1, 512, "vCPUs") ?? Defaults.Cpus;
         var memory = Size(r, "memory", minMiB: 128) ?? Defaults.MemoryMiB;
@@ -180,9 +180,9 @@ public static partial class SpecLoader
             if (ports.Count > 8) { p.Add(n.Child("ports"), $"takes at most 8 ports, got {ports.Count}", n.Get("ports")); ok = false; }
             for (var i = 0; i < ports.Count; i++)
             {
-                if (!PortName().IsMatch(ports[i]) && !PciAddress().IsMatch(ports[i]))
+                if (PortProblem(ports[i]) is { } problem)
                 {
-                    p.Add($"{n.Child("ports")}[{i}]", $"must be a network device name or a PCI address like 0000:03:00.0, got {MapReader.Quote(ports[i])}", At(n, "ports", i));
+                    p.Add($"{n.Child("ports")}[{i}]", problem, At(n, "ports", i));
                     ok = false;
                 }
                 else if (ports.Take(i).Contains(ports[i]))
@@ -387,12 +387,20 @@ public static partial class SpecLoader
     private static readonly Dictionary<string, int> ModeChoices = new() { ["active-backup"] = 1 };
     private static readonly Dictionary<string, int> FailOverMacChoices = new() { ["active"] = 1 };
 
-    [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}$")] private static partial Regex VmName();
-    [GeneratedRegex("^[a-z][a-z0-9-]{0,13}$")] private static partial Regex NetworkName();
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}$")] private static partial Regex PortName();
-    [GeneratedRegex("^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\\.[0-7]$")] internal static partial Regex PciAddress();
-    [GeneratedRegex(@"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")] private static partial Regex Hostname();
-    [GeneratedRegex("^[a-z_][a-z0-9_-]{0,31}$")] private static partial Regex UserName();
-    [GeneratedRegex(@"^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x20-\x7e]*)?$")] private static partial Regex SshKey();
-    [GeneratedRegex(@"^(\d{1,9})(MiB|GiB)$")] private static partial Regex SizeText();
+    /// <summary>Why <paramref name="name"/> cannot name a VM, or null: the spec's rule, also for every command's NAME.</summary>
+    public static string? VmNameProblem(string name) => VmName().IsMatch(name) ? null
+        : $"must be lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters, got {MapReader.Quote(name)}";
+
+    [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}\\z")] private static partial Regex VmName();
+    [GeneratedRegex("^[a-z][a-z0-9-]{0,13}\\z")] private static partial Regex NetworkName();
+    /// <summary>Why <paramref name="port"/> names no PF, or null: the spec's ports and host.yaml's port take the same.</summary>
+    public static string? PortProblem(string port) => PortName().IsMatch(port) || PciAddress().IsMatch(port) ? null
+        : $"must be a network device name or a PCI address like 0000:03:00.0, got {MapReader.Quote(port)}";
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}\\z")] private static partial Regex PortName();
+    [GeneratedRegex("^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\\.[0-7]\\z")] internal static partial Regex PciAddress();
+    [GeneratedRegex(@"^(?=.{1,253}\z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\z")] private static partial Regex Hostname();
+    [GeneratedRegex("^[a-z_][a-z0-9_-]{0,31}\\z")] private static partial Regex UserName();
+    [GeneratedRegex(@"^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x20-\x7e]*)?\z")] private static partial Regex SshKey();
+    [GeneratedRegex(@"^(\d{1,9})(MiB|GiB)\z")] private static partial Regex SizeText();
 }

@@ -7,13 +7,28 @@ namespace VmNet.Spec;
 internal sealed class Problems
 {
     private readonly List<SpecError> _errors = [];
+    private readonly HashSet<string> _refused = new(StringComparer.Ordinal);
     public IReadOnlyList<SpecError> Errors => _errors;
     public bool Any => _errors.Count > 0;
 
-    public void Add(string path, string message, YamlNode? at = null) =>
+    /// <summary>Records a problem, unless the field's value was already refused as a whole (<see cref="Refuse"/>).</summary>
+    public void Add(string path, string message, YamlNode? at = null)
+    {
+        if (_refused.Contains(path)) return;
         _errors.Add(at is null
             ? new SpecError(path, message)
             : new SpecError(path, message, (int)at.Start.Line, (int)at.Start.Column));
+    }
+
+    /// <summary>A value no check should look at further (control characters, too long): its one problem is this one.</summary>
+    public void Refuse(string path, string message, YamlNode at)
+    {
+        Add(path, message, at);
+        _refused.Add(path);
+    }
+
+    /// <summary>A list one of whose items was refused: the list itself gets no further problem (such as "is required").</summary>
+    public void Silence(string path) => _refused.Add(path);
 }
 
 /// <summary>
@@ -53,9 +68,34 @@ internal sealed class MapReader
     {
         var node = Get(key);
         if (node is null) return null;
-        if (node is YamlScalarNode s) return s.Value ?? "";
+        if (node is YamlScalarNode s) return Text(Child(key), s.Value ?? "", s);
         Problems.Add(Child(key), $"must be a string, got {Describe(node)}", node);
         return null;
+    }
+
+    /// <summary>The longest string any field takes (a kernel command line is the longest the spec has).</summary>
+    public const int MaxString = 4096;
+
+    /// <summary>
+    /// Every string of a spec or host.yaml reaches a file, a command line or a log: none may hold a control character
+    /// (a newline ends a unit file's line, an escape rewrites a terminal) or be longer than <see cref="MaxString"/>.
+    /// Null when refused; the field's other checks then stay silent.
+    /// </summary>
+    private string? Text(string path, string value, YamlNode at)
+    {
+        var bad = value.AsSpan().IndexOfAnyInRange('\u0000', '\u001f');
+        if (bad < 0) bad = value.AsSpan().IndexOfAnyInRange('\u007f', '\u009f');
+        if (bad >= 0)
+        {
+            Problems.Refuse(path, $"must not contain control characters (newlines, tabs, escapes): U+{(int)value[bad]:X4} at character {bad + 1} of {Quote(value)}", at);
+            return null;
+        }
+        if (value.Length > MaxString)
+        {
+            Problems.Refuse(path, $"must be at most {MaxString} characters, got {value.Length}", at);
+            return null;
+        }
+        return value;
     }
 
     public int? Int(string key, int min, int max, string? unit = null)
@@ -113,12 +153,21 @@ internal sealed class MapReader
             return null;
         }
         var list = new List<string>();
-        var i = 0;
+        var (i, refused) = (0, false);
         foreach (var item in seq.Children)
         {
-            if (item is YamlScalarNode s && !IsNull(s)) list.Add(s.Value ?? "");
+            if (item is YamlScalarNode s && !IsNull(s))
+            {
+                if (Text($"{Child(key)}[{i}]", s.Value ?? "", s) is { } text) list.Add(text);
+                else refused = true;
+            }
             else Problems.Add($"{Child(key)}[{i}]", $"must be a string, got {Describe(item)}", item);
             i++;
+        }
+        if (refused)
+        {
+            Problems.Silence(Child(key));
+            return null;
         }
         return list;
     }

@@ -20,6 +20,21 @@ public sealed class StateDir(string path)
     public string VmsDir => System.IO.Path.Join(Path, "vms");
     /// <summary>Where a failed <c>up</c> keeps the VM's serial log after its directory is gone.</summary>
     public string KeptSerialLog(string vm) => System.IO.Path.Join(Path, "logs", $"{vm}.serial.log");
+
+    /// <summary>
+    /// A VM directory: traversable but not listable by others (libvirt's QEMU runs as libvirt-qemu and must reach the
+    /// files libvirt relabels for it), created with that mode, never wider first.
+    /// </summary>
+    public const UnixFileMode VmDirMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
+        | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
+
+    /// <summary>Creates <see cref="VmLeasesDir"/> owner-only, and the VM directory above it with <see cref="VmDirMode"/>.</summary>
+    public void CreateVmLeasesDir(string vm)
+    {
+        if (OperatingSystem.IsWindows()) { Directory.CreateDirectory(VmLeasesDir(vm)); return; }
+        Directory.CreateDirectory(VmDir(vm), VmDirMode);
+        Directory.CreateDirectory(VmLeasesDir(vm), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+    }
 }
 
 /// <summary>Where a VM's files live on the host, named once.</summary>

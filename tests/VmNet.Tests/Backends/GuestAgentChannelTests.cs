@@ -197,4 +197,89 @@ public sealed class GuestAgentChannelTests : IDisposable
 
         Assert.Equal($"the guest agent did not report its network ready within 0.5 s; see the serial log {_vm.Plan.Paths.SerialLog}", error.Message);
     }
+
+    // ---- the guest is untrusted (issue 13: 8 to 10) ----
+
+    [Fact]
+    public async Task What_a_guest_says_reaches_the_terminal_escaped_whatever_it_holds()
+    {
+        // A title (OSC 0), a screen clear, a forged line (\r), the clipboard (OSC 52), a bidirectional override.
+        var hostile = Ready.Replace("\"name\":\"storage\"", "\"name\":\"st\\u001b]0;pwned\\u0007\\u001b[2J\\rok\\u001b]52;c;ZXZpbA==\\u0007\\u202eevil\"");
+        var agent = FakeAgent([], _ => hostile.Replace("network-ready", "state").Replace("\"changes\":4,", ""));
+        var status = await GuestAgentChannel.RefreshAsync(_vm.Plan.Paths, Cancel, max: TimeSpan.FromSeconds(30));
+        await agent;
+
+        var text = new StringWriter();
+        LaunchCommands.PrintStatus(text, new VmStatus("agent1", "qemu", "running", true, [], null, status));
+        var shown = text.ToString();
+        Assert.True(shown.Contains(@"  st\x1b]0;pwned\x07\x1b[2J\x0dok\x1b]52;c;ZXZpbA==\x07\u202eevil: active storage0", StringComparison.Ordinal), GuestReports.Safe(shown));
+        Assert.DoesNotContain(text.ToString(), c => char.IsControl(c) && c != '\n');
+        // Saved as shown: a later `status` without an agent prints the same.
+        Assert.Equal(status!.Networks.Single().Name, GuestAgentChannel.ReadSaved(_vm.Plan.Paths)!.Networks.Single().Name);
+    }
+
+    public static TheoryData<string> Refused() =>
+    [
+        """{"event":"state","uptimeMs":1,"networks":[null]}""",
+        """{"event":"state","uptimeMs":1,"networks":[{"name":"storage","active":null,"members":null,"addresses":[],"mtu":1500}]}""",
+        """{"event":"state","uptimeMs":1,"networks":[{"name":"storage","active":null,"members":[null],"addresses":[],"mtu":1500}]}""",
+        """{"event":"state","uptimeMs":1,"networks":[{"name":"storage","active":null,"members":[],"addresses":[null],"mtu":1500}]}""",
+        """{"event":"state","uptimeMs":1,"networks":[{"name":null,"active":null,"members":[],"addresses":[],"mtu":1500}]}""",
+        """{"event":"link-changed","uptimeMs":1,"network":"storage","member":null,"link":"down"}""",
+        "{\"event\":\"state\",\"uptimeMs\":1,\"networks\":[{\"name\":\"" + new string('n', 300) + "\",\"active\":null,\"members\":[],\"addresses\":[],\"mtu\":1500}]}",
+        "not json", "",
+    ];
+
+    [Theory, MemberData(nameof(Refused))]
+    public async Task A_report_with_holes_or_beyond_bounds_is_refused_not_saved_and_status_goes_on(string line)
+    {
+        Assert.Null(GuestReports.Accept(line));
+        var agent = FakeAgent([line], _ => Ready.Replace("network-ready", "state").Replace("\"changes\":4,", ""));
+        var status = await GuestAgentChannel.RefreshAsync(_vm.Plan.Paths, Cancel, max: TimeSpan.FromSeconds(30));
+        await agent;
+        // The refused line is counted and shown, the good state after it taken.
+        Assert.Equal(("storage0", 1), (status?.Networks.Single().Active, status?.Refused));
+        var text = new StringWriter();
+        LaunchCommands.PrintStatus(text, new VmStatus("agent1", "qemu", "running", true, [], null, status));
+        Assert.Contains("  (1 line from the guest refused in this look: not a report VmNet takes, or too long)\n", text.ToString());
+    }
+
+    [Fact]
+    public async Task A_saved_report_with_holes_reads_as_none()
+    {
+        Directory.CreateDirectory(_vm.Plan.Paths.VmDir);
+        await File.WriteAllTextAsync(_vm.Plan.Paths.GuestReport, """{"receivedAt":"2026-12-02T00:00:00+00:00","networks":[null]}""", Cancel);
+        Assert.Null(GuestAgentChannel.ReadSaved(_vm.Plan.Paths));
+        await File.WriteAllTextAsync(_vm.Plan.Paths.GuestReport, """{"receivedAt":"2026-12-02T00:00:00+00:00","networks":[{"name":"s","active":null,"members":null,"addresses":[],"mtu":null}]}""", Cancel);
+        Assert.Null(GuestAgentChannel.ReadSaved(_vm.Plan.Paths));
+    }
+
+    [Fact]
+    public async Task A_line_longer_than_64_KiB_is_skipped_without_holding_it_and_the_next_one_is_read()
+    {
+        // 200 MB took `status` to 2 GB before; 8 MiB here shows the same without the wait: the reader holds at most
+        // 64 KiB of a line, whatever its length.
+        var huge = "{\"event\":\"state\",\"uptimeMs\":1,\"networks\":[],\"x\":\"" + new string('x', 8 << 20) + "\"}";
+        var agent = FakeAgent([huge], _ => Ready.Replace("network-ready", "state").Replace("\"changes\":4,", ""));
+        var status = await GuestAgentChannel.RefreshAsync(_vm.Plan.Paths, Cancel, max: TimeSpan.FromSeconds(30));
+        await agent;
+        Assert.Equal(("storage0", 1), (status?.Networks.Single().Active, status?.Refused));
+
+        using var stream = new MemoryStream(Encoding.UTF8.GetBytes(new string('y', 1 << 20) + "\nshort\r\n" + new string('z', 10)));
+        var lines = new VmNet.Io.BoundedLines(stream, maxLine: 1000);
+        Assert.Equal("short", await lines.ReadLineAsync(Cancel));
+        Assert.Equal(new string('z', 10), await lines.ReadLineAsync(Cancel));
+        Assert.Null(await lines.ReadLineAsync(Cancel));
+        Assert.Equal(1, lines.Skipped);
+    }
+
+    [Fact]
+    public async Task A_reader_stops_at_its_budget()
+    {
+        using var stream = new MemoryStream(Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("line\n", 1000))));
+        var lines = new VmNet.Io.BoundedLines(stream, maxLine: 100, maxTotal: 50);
+        var read = 0;
+        while (await lines.ReadLineAsync(Cancel) is not null) read++;
+        Assert.Equal((10, true), (read, lines.Exhausted));
+    }
 }

@@ -1,0 +1,112 @@
+using VmNet.Cli;
+using VmNet.Execution;
+using VmNet.Sim;
+using VmNet.Tests.Execution;
+using VmNet.Tests.Support;
+
+namespace VmNet.Tests.Cli;
+
+/// <summary>
+/// Issue 13 through the command line, where a hostile or careless user meets it: each refusal exits 2 naming the
+/// argument or field, and the host tree, the ledger and the files around are as before.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class HostileInputTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private (int Code, string Out, string Err) Vmnet(params string[] args)
+    {
+        using var o = new StringWriter();
+        using var e = new StringWriter();
+        var code = VmNetCli.Run(["--host-root", _dir["host"], "--state-dir", _dir["state"], .. args], o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    [Theory]
+    [InlineData("rm"), InlineData("status"), InlineData("down"), InlineData("console")]
+    public void A_name_that_is_no_vm_name_is_refused_before_anything_runs(string command)
+    {
+        SimHost.Create(_dir["host"], NicShape.ConnectX5(), pfs: 2, numVfs: 1);
+        // What `vmnet rm ../../victim` reached: the VM files of a directory outside the state dir.
+        foreach (var f in new[] { "disk.qcow2", "seed.iso", "qemu.json" }) _dir.Write($"victim/{f}", "precious");
+        Directory.CreateDirectory(_dir["state/vms"]);
+        var before = HostSnapshot.Of(_dir["host"]) + HostSnapshot.Ledger(_dir["state"]);
+
+        foreach (var name in new[] { "../../victim", "vm1\n", "VM1", "a/b", "" })
+        {
+            var r = Vmnet(command, name);
+            Assert.Equal(2, r.Code);
+            Assert.Contains("vmnet: NAME must be lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters, got ", r.Err);
+            Assert.DoesNotContain("   at ", r.Err);
+        }
+        Assert.All(new[] { "disk.qcow2", "seed.iso", "qemu.json" }, f => Assert.Equal("precious", File.ReadAllText(_dir[$"victim/{f}"])));
+        Assert.Equal(before, HostSnapshot.Of(_dir["host"]) + HostSnapshot.Ledger(_dir["state"]));
+    }
+
+    [Fact]
+    public void A_host_config_port_with_a_newline_is_refused_and_injects_nothing()
+    {
+        SimHost.Create(_dir["host"], NicShape.Igb(), pfs: 2, numVfs: 0);
+        var before = HostSnapshot.Of(_dir["host"]);
+        var config = _dir.Write("host.yaml", "pfs:\n  - port: \"enp1s0\\n[Service]\\nExecStartPre=/bin/evil\"\n    vfs: 3\n  - port: \"enp2s0 x\"\n    vfs: 1\n");
+
+        foreach (var args in new[] { new[] { "host", "apply", "--config", config }, ["host", "boot-unit", "--config", config, "-o", "-"] })
+        {
+            var r = Vmnet(args);
+            Assert.Equal(2, r.Code);
+            Assert.Contains("pfs[0].port: must not contain control characters (newlines, tabs, escapes): U+000A at character 7", r.Err);
+            Assert.Contains("pfs[1].port: must be a network device name or a PCI address like 0000:03:00.0, got \"enp2s0 x\"", r.Err);
+            Assert.DoesNotContain("[Service]\nExecStartPre", r.Out);
+        }
+        Assert.Equal(before, HostSnapshot.Of(_dir["host"]));
+    }
+
+    [Fact]
+    public async Task The_boot_units_lines_are_quoted_as_systemd_splits_them()
+    {
+        // Paths with a space, %, $, a quote and a backslash: systemd must see each as one word, literally (verify
+        // fails on an ExecStart whose program does not exist). systemd refuses a quote or backslash in a program's path.
+        var odd = _dir["odd dir %h $HOME"];
+        var odder = Path.Join(odd, "\"q\" back\\slash");
+        Directory.CreateDirectory(odder);
+        var vmnet = Path.Join(odd, "vmnet");
+        File.Copy(Path.Join(AppContext.BaseDirectory, "vmnet"), vmnet);
+        var unit = Provisioner.BootUnit(vmnet, Path.Join(odder, "host.yaml"), Path.Join(odder, "state"), ["enp1s0", "en-p2"]);
+
+        Assert.Contains("ExecStart=\"" + _dir.Path + "/odd dir %%h $HOME/vmnet\" --state-dir \"" + _dir.Path + "/odd dir %%h $$HOME/\\\"q\\\" back\\\\slash/state\" host apply", unit);
+        Assert.Equal(ExitCodes.InvalidInput, Assert.Throws<VmNetException>(() => Provisioner.BootUnit(Path.Join(odder, "vmnet"), "/h.yaml", "/s", [])).ExitCode);
+        Assert.Contains("sys-subsystem-net-devices-en\\x2dp2.device", unit);
+        var file = _dir.Write("vmnet-host.service", unit);
+        var r = await RequiredTool.Run("systemd-analyze", ["verify", file]);
+        Assert.True(r.ExitCode == 0, r.StandardError + "\n" + unit);
+
+        var e = Assert.Throws<VmNetException>(() => Provisioner.BootUnit(vmnet, "/etc/vmnet/host.yaml\nExecStartPre=/bin/evil", "/var/lib/vmnet", []));
+        Assert.Equal((ExitCodes.InvalidInput, "--config must not contain control characters (a newline would end the unit's line), got \"/etc/vmnet/host.yaml\\nExecStartPre=/bin/evil\""), (e.ExitCode, e.Message));
+    }
+
+    [Fact]
+    public void The_ledger_and_its_lock_are_the_owners_alone_and_a_vm_dir_is_never_wider_than_0711()
+    {
+        SimHost.Create(_dir["host"], NicShape.ConnectX5(), pfs: 2, numVfs: 1);
+        var spec = _dir.Write("vm.yaml", "name: vm1\ndisk: {image: /i.qcow2}\nnetworks:\n  - name: s\n    ports: [enp3s0f0np0, enp3s0f1np1]\n    address: dhcp\n");
+        Assert.Equal(0, Vmnet("up", spec, "--out", _dir["out"], "--no-start").Code);
+
+        const UnixFileMode owner = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        Assert.Equal(owner, File.GetUnixFileMode(_dir["state/lock"]));
+        var ledger = Directory.GetFiles(_dir["state/leases"]).Concat(Directory.GetFiles(_dir["state/macs"])).Concat(Directory.GetFiles(_dir["state/pfs"])).ToList();
+        Assert.NotEmpty(ledger);
+        Assert.All(ledger, f => Assert.Equal(owner, File.GetUnixFileMode(f)));
+        Assert.Equal(StateDirMode, File.GetUnixFileMode(_dir["state/vms/vm1"]));
+        Assert.Equal(owner | UnixFileMode.UserExecute, File.GetUnixFileMode(_dir["state/vms/vm1/vfs"]));
+
+        // A lock file an older vmnet left 0644 is narrowed when taken.
+        File.SetUnixFileMode(_dir["state/lock"], owner | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        Assert.Equal(0, Vmnet("rm", "vm1").Code);
+        Assert.Equal(owner, File.GetUnixFileMode(_dir["state/lock"]));
+    }
+
+    private const UnixFileMode StateDirMode = VmNet.State.StateDir.VmDirMode;
+}
