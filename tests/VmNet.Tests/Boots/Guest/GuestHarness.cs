@@ -342,7 +342,7 @@ public sealed class QemuGuest : IAsyncDisposable
 
     /// <summary>Runs a command in the guest's test shell; returns its output and exit code.</summary>
     public Task<(string Output, int Exit)> Shell(string command, TimeSpan? timeout = null) =>
-        _session.Shell(command, timeout ?? TimeSpan.FromSeconds(30));
+        _session.Shell(command, timeout ?? TimeSpan.FromSeconds(120));
 
     /// <summary>Runs a command that must succeed; logs it and its output to <paramref name="output"/>.</summary>
     public async Task<string> Must(string command, ITestOutputHelper output, TimeSpan? timeout = null)

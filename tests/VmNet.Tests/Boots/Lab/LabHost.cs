@@ -4,11 +4,19 @@ using VmNet.Tests.Support;
 namespace VmNet.Tests.Boots.Lab;
 
 /// <summary>
-/// Every lab class, one after the other (never two lab hosts at once: on 2 cores each nested boot then took over 10
-/// minutes), beside the Guest collection and the fast tier (<see cref="SlowFirst"/> starts it first).
+/// The lab classes whose nested guests boot two at a time (LabVmNetTests) or whose timings are measured (the demo,
+/// the failover lab): one after the other, alone, after everything else.
 /// </summary>
-[CollectionDefinition(SlowFirst.Lab)]
+[CollectionDefinition(SlowFirst.Lab, DisableParallelization = true)]
 public sealed class LabCollection;
+
+/// <summary>
+/// The libvirt lab (its own lab host, with a disk; one nested guest at a time), started first, beside the guest
+/// collection and the fast tier (<see cref="SlowFirst"/>): never beside another lab host (on 2 cores each nested
+/// boot then took over 10 minutes).
+/// </summary>
+[CollectionDefinition(SlowFirst.LabLibvirt)]
+public sealed class LabLibvirtCollection;
 
 /// <summary>
 /// The emulated SR-IOV host of images/lab/ (lab.sh run DIR) under QEMU TCG: two igb PFs, each on its own emulated

@@ -137,7 +137,7 @@ public sealed class LabLibvirtFixture : IAsyncLifetime
 /// domain was destroyed and undefined behind vmnet's back, give the VFs back exactly as found. The steps share one lab host and one VM.
 /// </summary>
 [Trait(Tier.Name, Tier.Boot)]
-[Collection("Lab")]
+[Collection(SlowFirst.LabLibvirt)]
 [TestMethodOrderer(typeof(StepOrderer))]
 public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper output) : IClassFixture<LabLibvirtFixture>
 {
