@@ -41,21 +41,31 @@ public sealed class QmpException(string message) : VmNetException(message, ExitC
 /// </summary>
 public sealed class QmpClient : IAsyncDisposable
 {
+    /// <summary>
+    /// How long VmNet waits for any one message from QEMU (the greeting, an answer): QEMU answers in milliseconds,
+    /// and a nested TCG host in well under a second; a socket that accepts and never speaks (a hung QEMU, or something
+    /// else listening there) must not hang `status`, `ls` or `rm --timeout`.
+    /// </summary>
+    public static readonly TimeSpan ReplyTimeout = TimeSpan.FromSeconds(20);
+
     private readonly Socket _socket;
     private readonly NetworkStream _stream;
-    private readonly StreamReader _reader;
+    private readonly Io.BoundedLines _reader;
     private readonly string _path;
+    private readonly TimeSpan _replyTimeout;
 
-    private QmpClient(Socket socket, string path)
+    private QmpClient(Socket socket, string path, TimeSpan replyTimeout)
     {
         _socket = socket;
         _path = path;
+        _replyTimeout = replyTimeout;
         _stream = new NetworkStream(socket, ownsSocket: true);
-        _reader = new StreamReader(_stream, new UTF8Encoding(false));
+        // QEMU's answers are small (query-block of many disks is a few KiB); no message longer than 1 MiB is taken.
+        _reader = new Io.BoundedLines(_stream, maxLine: 1 << 20, maxTotal: long.MaxValue);
     }
 
     /// <summary>Connects to <paramref name="socketPath"/>, reads the greeting and sends <c>qmp_capabilities</c>.</summary>
-    public static async Task<QmpClient> ConnectAsync(string socketPath, CancellationToken cancel)
+    public static async Task<QmpClient> ConnectAsync(string socketPath, CancellationToken cancel, TimeSpan? replyTimeout = null)
     {
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
@@ -67,7 +77,7 @@ public sealed class QmpClient : IAsyncDisposable
             socket.Dispose();
             throw new VmNetException($"cannot reach QEMU's QMP socket {socketPath}: {e.Message}; is the VM running? (`vmnet status`)", ExitCodes.Failure);
         }
-        var client = new QmpClient(socket, socketPath);
+        var client = new QmpClient(socket, socketPath, replyTimeout ?? ReplyTimeout);
         try
         {
             using var greeting = await client.ReadMessageAsync(cancel);
@@ -136,21 +146,35 @@ public sealed class QmpClient : IAsyncDisposable
     private async Task<JsonDocument> ReadMessageAsync(CancellationToken cancel)
     {
         string? line;
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        deadline.CancelAfter(_replyTimeout);
         try
         {
-            line = await _reader.ReadLineAsync(cancel);
+            var skipped = _reader.Skipped;
+            line = await _reader.ReadLineAsync(deadline.Token);
+            if (_reader.Skipped != skipped) throw new QmpException($"{_path} sent a message longer than 1 MiB: not QEMU's QMP");
         }
         catch (IOException e) // the peer reset the connection: QEMU ended mid-conversation
         {
             throw new QmpException($"QEMU closed the QMP connection {_path}: {e.Message}");
         }
+        catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
+        {
+            throw new QmpException($"QEMU did not answer on its QMP socket {_path} within {_replyTimeout.TotalSeconds:0.#} s; is it hung? (`vmnet status`, or stop it with `vmnet down`)");
+        }
         if (line is null) throw new QmpException($"QEMU closed the QMP connection {_path}");
-        return JsonDocument.Parse(line);
+        try
+        {
+            return JsonDocument.Parse(line);
+        }
+        catch (JsonException)
+        {
+            throw new QmpException($"{_path} sent a line that is not JSON: not QEMU's QMP");
+        }
     }
 
     public async ValueTask DisposeAsync()
     {
-        _reader.Dispose();
         await _stream.DisposeAsync();
         _socket.Dispose();
     }

@@ -75,8 +75,38 @@ public static class VmFiles
             throw new VmNetException(
                 $"disk.image: the base image {baseImage} is {baseInfo.Format}, not qcow2; convert it with `qemu-img convert -O qcow2 {baseImage} IMAGE.qcow2`",
                 ExitCodes.InvalidInput);
+        await CheckBackingChainAsync(baseImage, baseInfo, cancel);
         return baseInfo;
     }
+
+    /// <summary>
+    /// The base image's own backing chain, which the guest reads through: each backing file must lie in the base
+    /// image's directory (or below it) and name its format (a probed format lets a raw file pass as an image). A
+    /// qcow2 whose backing file is /etc/shadow would otherwise hand the host's file to the guest. At most 16 deep.
+    /// </summary>
+    private static async Task CheckBackingChainAsync(string baseImage, DiskImageInfo info, CancellationToken cancel)
+    {
+        var root = Path.GetDirectoryName(Path.GetFullPath(baseImage))! + Path.DirectorySeparatorChar;
+        var (image, current) = (Path.GetFullPath(baseImage), info);
+        for (var depth = 0; current.BackingFile is { } backing; depth++)
+        {
+            var full = Path.GetFullPath(Path.IsPathRooted(backing) ? backing : Path.Join(Path.GetDirectoryName(image), backing));
+            var resolved = File.Exists(full) ? new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full : full;
+            string Refuse(string why) => $"disk.image: the base image {baseImage} reads through {image}, whose backing file {MapReaderQuote(backing)} {why}; " +
+                $"flatten it first (`qemu-img convert -O qcow2 {baseImage} FLAT.qcow2`) and use that";
+            if (depth >= 16) throw new VmNetException(Refuse("is more than 16 images deep"), ExitCodes.InvalidInput);
+            if (!resolved.StartsWith(root, StringComparison.Ordinal))
+                throw new VmNetException(Refuse($"lies outside {root}"), ExitCodes.InvalidInput);
+            if (string.IsNullOrEmpty(current.BackingFormat))
+                throw new VmNetException(Refuse("has no format named (qemu-img would probe it)"), ExitCodes.InvalidInput);
+            if (!File.Exists(resolved)) throw new VmNetException(Refuse("does not exist"), ExitCodes.InvalidInput);
+            (image, current) = (resolved, await QemuImg.InfoAsync(resolved, cancel));
+            if (current.Format is not ("qcow2" or "raw"))
+                throw new VmNetException(Refuse($"is {current.Format}"), ExitCodes.InvalidInput);
+        }
+    }
+
+    private static string MapReaderQuote(string value) => Spec.MapReader.Quote(value);
 
     /// <summary>Deletes <paramref name="file"/> if it exists; a missing directory is no error either.</summary>
     public static void DeleteFile(string file)

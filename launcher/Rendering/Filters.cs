@@ -10,7 +10,9 @@ namespace VmNet.Rendering;
 /// <summary>
 /// The escaping filters the templates use on every value that comes from a spec: <c>xml</c> (attribute and text),
 /// <c>yaml</c> and <c>json</c> (a double-quoted scalar, JSON's escapes, which YAML's double-quoted style reads the
-/// same), <c>qemu</c> (QEMU's option syntax: commas doubled; one argv element, so no newline). Implemented as
+/// same), <c>qemu</c> (a value inside QEMU's option syntax: commas doubled; one argv element, so no newline),
+/// <c>qemu_arg</c> (a whole argument QEMU takes literally, as <c>-kernel</c>, <c>-initrd</c>, <c>-pidfile</c> and
+/// <c>-append</c> do: as it is, no newline). Implemented as
 /// <see cref="IScriptCustomFunction"/> so no reflection is needed (NativeAOT).
 /// </summary>
 internal static class Filters
@@ -21,6 +23,7 @@ internal static class Filters
         globals.SetValue("yaml", new Filter(Quoted), true);
         globals.SetValue("json", new Filter(Quoted), true);
         globals.SetValue("qemu", new Filter(Qemu), true);
+        globals.SetValue("qemu_arg", new Filter(QemuArg), true);
     }
 
     public static string Xml(string value)
@@ -73,6 +76,11 @@ internal static class Filters
             throw new TemplateValueException($"a control character cannot be written to a QEMU argument: {Spec.MapReader.Quote(value)}");
         return value.Replace(",", ",,", StringComparison.Ordinal);
     }
+
+    /// <summary>A whole argv element QEMU does not parse as options (a file name after -kernel): only newlines and other control characters are refused.</summary>
+    public static string QemuArg(string value) => value.Any(char.IsControl)
+        ? throw new TemplateValueException($"a control character cannot be written to a QEMU argument: {Spec.MapReader.Quote(value)}")
+        : value;
 
     private sealed class Filter(Func<string, string> apply) : IScriptCustomFunction
     {

@@ -197,8 +197,8 @@ public static partial class SpecLoader
         var gateway = n.String("gateway");
         if (gateway is not null)
         {
-            if (!IPAddress.TryParse(gateway, out var gw) || gateway.Contains('/'))
-                p.Add(n.Child("gateway"), $"must be an IP address, got {MapReader.Quote(gateway)}", n.Get("gateway"));
+            if (!StrictIp(gateway, out var gw))
+                p.Add(n.Child("gateway"), $"must be an IP address (IPv4 as four decimal numbers 0 to 255, IPv6 without a %zone), got {MapReader.Quote(gateway)}", n.Get("gateway"));
             else if (address is { Dhcp: true })
                 p.Add(n.Child("gateway"), "cannot be set with address: dhcp; DHCP provides the gateway", n.Get("gateway"));
             else if (address?.Cidr is { } cidr && (gw.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6) != address.IsIPv6)
@@ -207,8 +207,8 @@ public static partial class SpecLoader
         var dns = n.StringList("dns") ?? [];
         for (var i = 0; i < dns.Count; i++)
         {
-            if (!IPAddress.TryParse(dns[i], out _) || dns[i].Contains('/'))
-                p.Add($"{n.Child("dns")}[{i}]", $"must be an IP address, got {MapReader.Quote(dns[i])}", At(n, "dns", i));
+            if (!StrictIp(dns[i], out _))
+                p.Add($"{n.Child("dns")}[{i}]", $"must be an IP address (IPv4 as four decimal numbers 0 to 255, IPv6 without a %zone), got {MapReader.Quote(dns[i])}", At(n, "dns", i));
         }
 
         var mtu = n.Int("mtu", 68, 9216, "bytes");
@@ -252,7 +252,7 @@ public static partial class SpecLoader
         }
         if (text == "dhcp") return GuestAddress.DhcpAddress;
         var slash = text.IndexOf('/');
-        if (slash > 0 && IPAddress.TryParse(text[..slash], out var ip)
+        if (slash > 0 && StrictIp(text[..slash], out var ip)
             && int.TryParse(text[(slash + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out var prefix)
             && prefix <= (ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? 128 : 32)
             && !text[..slash].Contains('%'))
@@ -276,8 +276,8 @@ public static partial class SpecLoader
         var targets = b.StringList("arpTargets") ?? [];
         for (var i = 0; i < targets.Count; i++)
         {
-            if (!IPAddress.TryParse(targets[i], out var t) || t.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
-                p.Add($"{b.Child("arpTargets")}[{i}]", $"must be an IPv4 address, got {MapReader.Quote(targets[i])}", At(b, "arpTargets", i));
+            if (!StrictIp(targets[i], out var t) || t.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+                p.Add($"{b.Child("arpTargets")}[{i}]", $"must be an IPv4 address (four decimal numbers 0 to 255), got {MapReader.Quote(targets[i])}", At(b, "arpTargets", i));
         }
         if (targets.Count > 16) p.Add(b.Child("arpTargets"), $"takes at most 16 addresses (the kernel's limit), got {targets.Count}", b.Get("arpTargets"));
         var arp = arpInterval is > 0;
@@ -386,6 +386,23 @@ public static partial class SpecLoader
     private static readonly Dictionary<string, PrimaryReselect> ReselectChoices = new() { ["always"] = PrimaryReselect.Always, ["better"] = PrimaryReselect.Better, ["failure"] = PrimaryReselect.Failure };
     private static readonly Dictionary<string, int> ModeChoices = new() { ["active-backup"] = 1 };
     private static readonly Dictionary<string, int> FailOverMacChoices = new() { ["active"] = 1 };
+
+    /// <summary>
+    /// An IP address as every config file reads it: IPv4 as four decimal octets without leading zeros (not `1`,
+    /// `0x7f000001` or `010.0.0.1`, which .NET, glibc and ifupdown each read differently), IPv6 in hex and colons
+    /// (with a dotted IPv4 tail) and no zone (`fe80::1%x` would reach a shell in cloud-init's eni renderer).
+    /// </summary>
+    public static bool StrictIp(string text, out IPAddress ip)
+    {
+        ip = IPAddress.None;
+        if (text.Contains(':'))
+            return text.All(c => char.IsAsciiHexDigit(c) || c is ':' or '.') && IPAddress.TryParse(text, out ip!)
+                && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6;
+        return Ipv4Text().IsMatch(text) && IPAddress.TryParse(text, out ip!);
+    }
+
+    [GeneratedRegex(@"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\z")]
+    private static partial Regex Ipv4Text();
 
     /// <summary>Why <paramref name="name"/> cannot name a VM, or null: the spec's rule, also for every command's NAME.</summary>
     public static string? VmNameProblem(string name) => VmName().IsMatch(name) ? null

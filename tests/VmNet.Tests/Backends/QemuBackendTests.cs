@@ -99,4 +99,34 @@ public sealed class QemuBackendTests : IDisposable
         Assert.False((self.Value with { StartTicks = self.Value.StartTicks + 1 }).IsAlive);
         Assert.Null(HostProcess.Find(int.MaxValue));
     }
+
+    [Fact]
+    public async Task A_socket_that_accepts_and_never_greets_or_floods_fails_within_the_reply_timeout()
+    {
+        var path = _vm.Dir["qmp-silent.sock"];
+        using var listener = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        listener.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+        listener.Listen();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var silent = await Assert.ThrowsAsync<QmpException>(() => QmpClient.ConnectAsync(path, Cancel, TimeSpan.FromSeconds(1)));
+        Assert.Equal($"QEMU did not answer on its QMP socket {path} within 1 s; is it hung? (`vmnet status`, or stop it with `vmnet down`)", silent.Message);
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(30));
+
+        // One that answers with an endless line: refused after 1 MiB, not read into memory whole.
+        path = _vm.Dir["qmp-flood.sock"];
+        using var flooding = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        flooding.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+        flooding.Listen();
+        var flood = Task.Run(async () =>
+        {
+            using var client = await flooding.AcceptAsync(Cancel);
+            var junk = new byte[65536];
+            Array.Fill(junk, (byte)'x');
+            try { for (var i = 0; i < 64; i++) await client.SendAsync(junk, Cancel); }
+            catch (System.Net.Sockets.SocketException) { }
+        }, Cancel);
+        var flooded = await Assert.ThrowsAsync<QmpException>(() => QmpClient.ConnectAsync(path, Cancel, TimeSpan.FromSeconds(30)));
+        Assert.Equal($"{path} sent a message longer than 1 MiB: not QEMU's QMP", flooded.Message);
+        await flood;
+    }
 }

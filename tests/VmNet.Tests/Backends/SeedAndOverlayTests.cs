@@ -104,4 +104,46 @@ public sealed class SeedAndOverlayTests : IDisposable
 
         Assert.Contains("is raw, not qcow2; convert it with `qemu-img convert -O qcow2", error.Message);
     }
+
+    [Fact]
+    public async Task A_base_image_whose_backing_chain_leaves_its_directory_or_probes_a_format_is_refused()
+    {
+        RequiredTool.Path("qemu-img");
+        var images = _vm.Dir["images"];
+        Directory.CreateDirectory(images);
+        var secret = _vm.Dir.Write("secret", "host-only\n");
+        async Task Img(params string[] args) => Assert.Equal(0, (await RequiredTool.Run("qemu-img", args)).ExitCode);
+
+        // A qcow2 base over a host file outside the image directory, with the format named: the guest would read it.
+        var outside = Path.Join(images, "outside.qcow2");
+        await Img("create", "-q", "-f", "qcow2", "-b", secret, "-F", "raw", outside);
+        var e = await Assert.ThrowsAsync<VmNetException>(() => VmFiles.CheckBaseImageAsync(outside, Cancel));
+        Assert.Equal((ExitCodes.InvalidInput, $"disk.image: the base image {outside} reads through {outside}, whose backing file \"{secret}\" lies outside {images}/; flatten it first (`qemu-img convert -O qcow2 {outside} FLAT.qcow2`) and use that"), (e.ExitCode, e.Message));
+
+        // Inside the directory but with the format left for qemu to probe.
+        var rawInside = Path.Join(images, "disk.raw");
+        File.WriteAllBytes(rawInside, new byte[1 << 20]);
+        var probed = Path.Join(images, "probed.qcow2");
+        // qemu-img 10 writes no such image any more; an older one did: the same image without its backing-format header
+        // extension (magic 0xE2792ACA, renamed to an unknown one, which QEMU skips).
+        await Img("create", "-q", "-f", "qcow2", "-b", "disk.raw", "-F", "raw", probed);
+        var bytes = await File.ReadAllBytesAsync(probed, Cancel);
+        var at = bytes.AsSpan(0, 4096).IndexOf(new byte[] { 0xE2, 0x79, 0x2A, 0xCA });
+        Assert.True(at > 0, "no backing-format extension in the qcow2 header");
+        bytes[at] = 0x12;
+        await File.WriteAllBytesAsync(probed, bytes, Cancel);
+        e = await Assert.ThrowsAsync<VmNetException>(() => VmFiles.CheckBaseImageAsync(probed, Cancel));
+        Assert.Contains("whose backing file \"disk.raw\" has no format named (qemu-img would probe it)", e.Message);
+
+        // A symlink in the directory pointing out of it counts as outside; a chain of two inside with formats is fine.
+        File.CreateSymbolicLink(Path.Join(images, "link.raw"), secret);
+        var linked = Path.Join(images, "linked.qcow2");
+        await Img("create", "-q", "-f", "qcow2", "-b", "link.raw", "-F", "raw", linked);
+        Assert.Contains("lies outside", (await Assert.ThrowsAsync<VmNetException>(() => VmFiles.CheckBaseImageAsync(linked, Cancel))).Message);
+        var lower = Path.Join(images, "lower.qcow2");
+        await Img("create", "-q", "-f", "qcow2", "-b", "disk.raw", "-F", "raw", lower);
+        var upper = Path.Join(images, "upper.qcow2");
+        await Img("create", "-q", "-f", "qcow2", "-b", "lower.qcow2", "-F", "qcow2", upper);
+        Assert.Equal("qcow2", (await VmFiles.CheckBaseImageAsync(upper, Cancel)).Format);
+    }
 }

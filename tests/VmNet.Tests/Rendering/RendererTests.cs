@@ -96,6 +96,15 @@ public class RendererTests
         Assert.Contains("-overcommit", a.QemuArgs);
         Assert.Contains("mem-lock=on", a.QemuArgs);
         Assert.DoesNotContain(a.QemuArgs, x => x.Contains('\n'));
+
+        // A comma is doubled where QEMU parses options (-drive file=...), and kept where it takes the whole argument
+        // as a file name (-kernel, -initrd, -pidfile) or a command line (-append).
+        var (_, comma) = Render(File.ReadAllText(Repo.File("tests/VmNet.Tests/VmYaml/render/arp-ipv6-qemu.yaml")), "igb", stateDir: "/var/lib/vm,net");
+        string After(string option) => comma.QemuArgs[comma.QemuArgs.ToList().IndexOf(option) + 1];
+        Assert.Equal("/srv/images/vmlinuz,2", After("-kernel"));
+        Assert.Equal("/var/lib/vm,net/vms/edge-2/qemu.pid", After("-pidfile"));
+        Assert.Equal("console=ttyS0 note=<a&b>,c", After("-append"));
+        Assert.StartsWith("file=/var/lib/vm,,net/vms/edge-2/disk.qcow2,if=virtio", After("-drive"));
     }
 
     [Fact]
@@ -120,7 +129,7 @@ public class RendererTests
 
         Assert.Contains("file=/srv/vm,,net/vms/edge-2/disk.qcow2,if=virtio,format=qcow2,discard=unmap", a.QemuArgs);
         Assert.Contains("socket,id=qmp,path=/srv/vm,,net/vms/edge-2/qmp.sock,server=on,wait=off", a.QemuArgs);
-        Assert.Contains("-kernel\n/srv/images/vmlinuz,,2\n-initrd\n/srv/images/initrd.gz\n-append\nconsole=ttyS0 note=<a&b>,c\n", string.Join('\n', a.QemuArgs));
+        Assert.Contains("-kernel\n/srv/images/vmlinuz,2\n-initrd\n/srv/images/initrd.gz\n-append\nconsole=ttyS0 note=<a&b>,c\n", string.Join('\n', a.QemuArgs));
         Assert.Contains("<kernel>/srv/images/vmlinuz,2</kernel>", a.DomainXml);
         Assert.Contains("<cmdline>console=ttyS0 note=&lt;a&amp;b&gt;,c</cmdline>", a.DomainXml);
         Assert.Contains("      - \"ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY= it's \\\"quoted\\\" & <odd>\"", a.UserData);

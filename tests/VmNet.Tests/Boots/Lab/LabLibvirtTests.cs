@@ -189,7 +189,7 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
     private async Task<DateTimeOffset> LabNow() =>
         DateTimeOffset.FromUnixTimeSeconds(long.Parse((await Lab.Must("date +%s")).Trim(), CultureInfo.InvariantCulture));
 
-    /// <summary>Polls `vmnet status` until the guest's agent reported, at or after <paramref name="since"/>, its bond up with lab0 active.</summary>
+    /// <summary>Polls `vmnet status` (every 10 s) until the guest's agent reported, at or after <paramref name="since"/>, its bond up with lab0 active.</summary>
     private async Task<string> WaitForGuest(DateTimeOffset since, TimeSpan timeout)
     {
         var deadline = Lab.Clock.Elapsed + timeout;
@@ -201,7 +201,9 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
             if (report.Success && DateTimeOffset.Parse(report.Groups[1].Value, CultureInfo.InvariantCulture) >= since.AddSeconds(-1)
                 && status.Contains($"lab: active lab0; lab0 up, lab1 up; {LabHost.GuestIp}/24", StringComparison.Ordinal))
                 return status;
-            await Task.Delay(2000, TestContext.Current.CancellationToken);
+            // Every 10 s: each `vmnet status` costs the lab host a process, a libvirt call and the agent's socket,
+            // CPU the nested guest's boot needs under TCG.
+            await Task.Delay(10_000, TestContext.Current.CancellationToken);
         }
         Assert.Fail($"no network-ready report of the guest since {since:u} within {timeout.TotalSeconds:F0} s:\n{status}\n{await fixture.DiagnosticsNow()}");
         return status;
