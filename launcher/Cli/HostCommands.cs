@@ -91,10 +91,11 @@ internal static class HostCommands
         var cmd = new Command("gc", "Restore and release VFs whose owner is gone (a crashed vmnet, a dead process, an undefined domain)");
         cmd.SetAction(async (r, ct) =>
         {
-            var done = await Ops(r).GcAsync(ct);
+            var (done, problems) = await Ops(r).GcAsync(ct);
             foreach (var line in done) stdout.WriteLine(line);
             stdout.WriteLine(done.Count == 0 ? "no orphaned leases" : $"{done.Count} orphaned VFs restored and released");
-            return ExitCodes.Ok;
+            foreach (var p in problems) r.InvocationConfiguration.Error.WriteLine($"vmnet: skipped: {p}");
+            return problems.Count == 0 ? ExitCodes.Ok : ExitCodes.Failure;
         });
         return cmd;
     }

@@ -19,7 +19,11 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
             var admin = adminState?.Invoke(pf) ?? new Dictionary<int, VfAdmin>();
             var vfs = pf.Vfs.Select(vf =>
             {
-                var lease = leases.Find(vf.Pci);
+                // A corrupt lease file hides this VF's owner, not the host: the row says so, the others are served.
+                Lease? lease = null;
+                string? corrupt = null;
+                try { lease = leases.Find(vf.Pci); }
+                catch (VmNetException e) { corrupt = e.Message; }
                 var a = admin.GetValueOrDefault(vf.Index);
                 var state = vf.Driver switch
                 {
@@ -27,9 +31,9 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
                     VirtualFunction.VfioDriver => "vfio",
                     _ => vf.NetDevUp ? "up" : "down",
                 };
-                var free = lease is null && vf.BusyReason is null;
+                var free = lease is null && corrupt is null && vf.BusyReason is null;
                 return new VfRow(vf.Index, vf.Pci, vf.Driver, vf.NetDev, state, a?.Mac ?? lease?.Mac ?? vf.Mac,
-                    a is not null ? a.Vlan : lease?.Applied.Vlan is { IsTagged: true } t ? t.Id : null, lease?.Vm, lease?.Network, free);
+                    a is not null ? a.Vlan : lease?.Applied.Vlan is { IsTagged: true } t ? t.Id : null, lease?.Vm, lease?.Network, free, corrupt);
             }).ToList();
             pfs.Add(new PfRow(pf.Name, pf.Pci, pf.Driver, pf.TotalVfs, pf.NumVfs, pf.Mtu, pf.Up ? "up" : "down", vfs));
         }
@@ -50,16 +54,19 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
             {
                 v.Vf.ToString(System.Globalization.CultureInfo.InvariantCulture), v.Pci, v.Driver ?? "-", v.NetDev ?? "-", v.State,
                 v.Mac ?? "-", v.Vlan is > 0 ? v.Vlan.Value.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-",
-                v.Owner is null ? (v.Free ? "free" : "in use (not vmnet)") : $"{v.Owner}/{v.Network}",
+                v.LeaseProblem is not null ? "lease file corrupt (see below)" : v.Owner is null ? (v.Free ? "free" : "in use (not vmnet)") : $"{v.Owner}/{v.Network}",
             }).ToList();
             TextTable.Print(o, ["VF", "PCI", "DRIVER", "NETDEV", "STATE", "MAC", "VLAN", "OWNER"], rows);
+            foreach (var v in pf.Vfs.Where(v => v.LeaseProblem is not null)) o.WriteLine($"  VF {v.Vf}: {v.LeaseProblem}");
         }
     }
 }
 
 public sealed record PfRow(string Name, string Pci, string? Driver, int TotalVfs, int NumVfs, int Mtu, string State, IReadOnlyList<VfRow> Vfs);
 
-public sealed record VfRow(int Vf, string Pci, string? Driver, string? NetDev, string State, string? Mac, int? Vlan, string? Owner, string? Network, bool Free);
+/// <summary>One VF of <c>vmnet host</c>; <see cref="LeaseProblem"/>: its lease file cannot be read (what to do about it).</summary>
+public sealed record VfRow(int Vf, string Pci, string? Driver, string? NetDev, string State, string? Mac, int? Vlan, string? Owner, string? Network, bool Free,
+    string? LeaseProblem = null);
 
 /// <summary>A VF's settings as the PF holds them (netlink).</summary>
 public sealed record VfAdmin(string Mac, int? Vlan);

@@ -130,20 +130,26 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
         return done;
     }
 
-    /// <summary>Restores and releases every lease whose owner is gone.</summary>
-    public async Task<IReadOnlyList<string>> GcAsync(CancellationToken ct)
+    /// <summary>
+    /// Restores and releases every lease whose owner is gone. The PF indexes are rebuilt first (a corrupt index is
+    /// what `gc` repairs), and a corrupt lease file is skipped and named in <c>Problems</c>: the other VFs are served.
+    /// </summary>
+    public async Task<(IReadOnlyList<string> Done, IReadOnlyList<string> Problems)> GcAsync(CancellationToken ct)
     {
         using var _ = Ledger.Lock(ct);
+        Ledger.RebuildPfIndexes();
         var done = new List<string>();
+        var problems = new List<string>();
         var restorer = new Restorer(Kernel, Ledger);
-        foreach (var lease in Ledger.Store.All().ToList())
+        foreach (var (_, lease, problem) in Ledger.Store.Scan().ToList())
         {
-            if (Liveness.Gone(lease.Owner) is not { } why) continue;
+            if (problem is not null) problems.Add(problem);
+            if (lease is null || Liveness.Gone(lease.Owner) is not { } why) continue;
             var what = await restorer.RestoreAndReleaseAsync(lease, ct).ConfigureAwait(false);
             done.Add($"{what}; released from {lease.Vm} ({why})");
         }
         Ledger.RebuildPfIndexes();
-        return done;
+        return (done, problems);
     }
 
     /// <summary>The leases of other VMs on the spec's ports whose owner is gone: O(VFs considered), like planning.</summary>

@@ -72,8 +72,11 @@ public sealed record LibvirtDomainOwner(Guid Domain, string Uri) : LeaseOwner
     public override string ToString() => $"libvirt domain {Domain:D} on {Uri}";
 }
 
+// A lease read back may hold no null where its type has none (RespectNullableAnnotations; LeaseStore.Find checks the
+// required fields are there): a hand-edited `"mac": null` is a corrupt lease, named as such, not a NullReferenceException later.
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true,
-    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, UseStringEnumConverter = true, AllowOutOfOrderMetadataProperties = true)]
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, UseStringEnumConverter = true, AllowOutOfOrderMetadataProperties = true,
+    RespectNullableAnnotations = true)]
 [JsonSerializable(typeof(Lease))]
 internal sealed partial class LeaseJson : JsonSerializerContext;
 
@@ -169,6 +172,9 @@ public sealed class LeaseStore(StateDir state) : ILeaseView
                     "use that vmnet, or give the VF back with it (`vmnet rm`)", ExitCodes.Failure),
             };
             if (lease is null || lease.Pci != pci) throw new System.Text.Json.JsonException("unexpected content");
+            if (lease.Vm is null || lease.Network is null || lease.Pf is null || lease.PfPci is null || lease.Mac is null || lease.Applied is null
+                || lease.Original is { Settings: null })
+                throw new System.Text.Json.JsonException("a required field is missing");
             return lease;
         }
         catch (System.Text.Json.JsonException e)
@@ -176,6 +182,24 @@ public sealed class LeaseStore(StateDir state) : ILeaseView
             throw new VmNetException(
                 $"the lease file {file} is corrupt ({e.Message}); VmNet will not guess who owns VF {pci}. " +
                 "Inspect it, then remove it only if no VM uses that VF", ExitCodes.Failure);
+        }
+    }
+
+    /// <summary>
+    /// Every lease file, each read on its own: a corrupt one comes as its problem (what to do about it) and does not
+    /// stop the others, for the commands that serve the rest of the host (<c>vmnet gc</c>, <c>vmnet host</c>).
+    /// </summary>
+    public IEnumerable<(string Pci, Lease? Lease, string? Problem)> Scan()
+    {
+        if (!Directory.Exists(State.LeasesDir)) yield break;
+        foreach (var file in Directory.EnumerateFiles(State.LeasesDir, "*.json").Order(StringComparer.Ordinal))
+        {
+            var pci = System.IO.Path.GetFileNameWithoutExtension(file);
+            Lease? lease = null;
+            string? problem = null;
+            try { lease = Find(pci); }
+            catch (VmNetException e) { problem = e.Message; }
+            if (lease is not null || problem is not null) yield return (pci, lease, problem);
         }
     }
 

@@ -52,7 +52,9 @@ public sealed class LeaseLedger(StateDir state)
     /// <summary>Rewrites every PF index from the lease files (after a crash between a lease write and its index).</summary>
     public void RebuildPfIndexes()
     {
-        var byPf = Store.All().GroupBy(l => l.PfPci).ToDictionary(g => g.Key, g => g.Select(l => l.Vf));
+        // From the readable leases: a corrupt one's VF is left out of its index, and stays taken all the same (the
+        // planner reads the lease file of every VF it picks, and that read refuses a corrupt one).
+        var byPf = Store.Scan().Select(x => x.Lease).OfType<Lease>().GroupBy(l => l.PfPci).ToDictionary(g => g.Key, g => g.Select(l => l.Vf));
         var dir = State.PfIndexDir;
         if (Directory.Exists(dir))
             foreach (var f in Directory.EnumerateFiles(dir).Where(f => !System.IO.Path.GetFileName(f).StartsWith('.')))

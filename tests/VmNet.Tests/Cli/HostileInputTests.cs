@@ -108,5 +108,25 @@ public sealed class HostileInputTests : IDisposable
         Assert.Equal(owner, File.GetUnixFileMode(_dir["state/lock"]));
     }
 
+    [Fact]
+    public void A_corrupt_lease_is_named_by_host_and_gc_and_the_rest_of_the_host_is_served()
+    {
+        SimHost.Create(_dir["host"], NicShape.ConnectX5(), pfs: 2, numVfs: 2);
+        var spec = _dir.Write("vm.yaml", "name: vm1\ndisk: {image: /i.qcow2}\nnetworks:\n  - name: s\n    ports: [enp3s0f0np0, enp3s0f1np1]\n    address: dhcp\n");
+        Assert.Equal(0, Vmnet("up", spec, "--out", _dir["out"], "--no-start").Code);
+        var lease = Directory.GetFiles(_dir["state/leases"]).Order(StringComparer.Ordinal).First();
+        File.WriteAllText(lease, "{\"version\": 2, \"vm\": ");
+
+        var host = Vmnet("host");
+        Assert.Equal(0, host.Code);
+        Assert.Contains("lease file corrupt (see below)", host.Out);
+        Assert.Contains($"the lease file {lease} is corrupt", host.Out);
+        Assert.Contains("vm1/s", host.Out);                                   // the other VF's lease is still shown
+        var gc = Vmnet("gc");
+        Assert.Equal((1, "no orphaned leases\n"), (gc.Code, gc.Out));
+        Assert.Contains($"vmnet: skipped: the lease file {lease} is corrupt", gc.Err);
+        Assert.DoesNotContain("   at ", gc.Err + host.Out);
+    }
+
     private const UnixFileMode StateDirMode = VmNet.State.StateDir.VmDirMode;
 }

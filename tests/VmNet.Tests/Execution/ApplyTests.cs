@@ -118,10 +118,32 @@ public sealed class ApplyTests : IDisposable
         var file = ops.Ledger.State.LeaseFile("0000:03:00.2");
         File.WriteAllText(file, File.ReadAllText(file)[..40]);
 
-        var e = await Assert.ThrowsAsync<VmNetException>(() => ops.GcAsync(_ct));
-        Assert.Contains($"the lease file {file} is corrupt", e.Message);
+        // gc serves the rest of the host and names the file it skipped; rm of the VM that holds it still refuses.
+        var (done, problems) = await ops.GcAsync(_ct);
+        Assert.Empty(done);
+        Assert.Contains($"the lease file {file} is corrupt", Assert.Single(problems));
         await Assert.ThrowsAsync<VmNetException>(() => ops.RemoveAsync(spec.Name, _ct));
         Assert.Equal(40, File.ReadAllText(file).Length);
+    }
+
+    [Fact]
+    public async Task A_lease_with_a_null_where_its_type_has_none_is_corrupt_and_gc_serves_the_other_vfs()
+    {
+        var (ops, spec, _) = Setup("connectx5");
+        var up = await ops.UpAsync(spec, _ct);
+        var (held, orphan) = (up.Plan.Vfs[0].Vf.Pci, up.Plan.Vfs[1].Vf.Pci);
+        var file = ops.Ledger.State.LeaseFile(held);
+        File.WriteAllText(file, System.Text.RegularExpressions.Regex.Replace(File.ReadAllText(file), "\"mac\": \"[0-9a-f:]+\"", "\"mac\": null", default, TimeSpan.FromSeconds(1)));
+        ops.Ledger.SetOwner(orphan, new StartingOwner(Pid: int.MaxValue - 1, StartTime: 1, Expires: DateTimeOffset.UtcNow.AddMinutes(5)));
+        // A corrupt PF index too: what gc repairs first.
+        File.WriteAllText(ops.Ledger.State.PfIndexFile(up.Plan.Vfs[1].Pf.Pci), "x\n");
+
+        var e = Assert.Throws<VmNetException>(() => ops.Ledger.Store.Find(held));
+        Assert.Contains($"the lease file {file} is corrupt", e.Message);
+        var (done, problems) = await ops.GcAsync(_ct);
+        Assert.Contains($"released from {spec.Name}", Assert.Single(done));
+        Assert.Contains($"the lease file {file} is corrupt", Assert.Single(problems));
+        Assert.Null(ops.Ledger.Store.Find(orphan));
     }
 
     [Fact]
@@ -167,9 +189,10 @@ public sealed class ApplyTests : IDisposable
         var dead = new StartingOwner(Pid: int.MaxValue - 1, StartTime: 1, Expires: DateTimeOffset.UtcNow.AddMinutes(5));
         ops.Ledger.SetOwner(up.Plan.Vfs[0].Vf.Pci, dead);
 
-        var done = await ops.GcAsync(_ct);
+        var (done, problems) = await ops.GcAsync(_ct);
 
         Assert.Single(done);
+        Assert.Empty(problems);
         Assert.Null(ops.Ledger.Store.Find(up.Plan.Vfs[0].Vf.Pci));
         Assert.NotNull(ops.Ledger.Store.Find(up.Plan.Vfs[1].Vf.Pci));
         await ops.RemoveAsync(spec.Name, _ct);
