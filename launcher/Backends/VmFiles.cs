@@ -92,7 +92,7 @@ public static class VmFiles
         {
             var full = Path.GetFullPath(Path.IsPathRooted(backing) ? backing : Path.Join(Path.GetDirectoryName(image), backing));
             var resolved = File.Exists(full) ? new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full : full;
-            string Refuse(string why) => $"disk.image: the base image {baseImage} reads through {image}, whose backing file {MapReaderQuote(backing)} {why}; " +
+            string Refuse(string why) => $"disk.image: the base image {baseImage} reads through {image}, whose backing file {Spec.MapReader.Quote(backing)} {why}; " +
                 $"flatten it first (`qemu-img convert -O qcow2 {baseImage} FLAT.qcow2`) and use that";
             if (depth >= 16) throw new VmNetException(Refuse("is more than 16 images deep"), ExitCodes.InvalidInput);
             if (!resolved.StartsWith(root, StringComparison.Ordinal))
@@ -106,7 +106,6 @@ public static class VmFiles
         }
     }
 
-    private static string MapReaderQuote(string value) => Spec.MapReader.Quote(value);
 
     /// <summary>Deletes <paramref name="file"/> if it exists; a missing directory is no error either.</summary>
     public static void DeleteFile(string file)

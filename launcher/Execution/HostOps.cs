@@ -148,8 +148,7 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
             var what = await restorer.RestoreAndReleaseAsync(lease, ct).ConfigureAwait(false);
             done.Add($"{what}; released from {lease.Vm} ({why})");
         }
-        Ledger.RebuildPfIndexes();
-        return (done, problems);
+        return (done, problems); // each release kept the PF index rebuilt above
     }
 
     /// <summary>The leases of other VMs on the spec's ports whose owner is gone: O(VFs considered), like planning.</summary>

@@ -114,10 +114,10 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
         foreach (var (what, value) in new[] { ("--vmnet", vmnet), ("--config", configPath), ("--state-dir", stateDir) })
         {
             if (value.Any(char.IsControl))
-                throw new VmNetException($"{what} must not contain control characters (a newline would end the unit's line), got {MapReaderQuote(value)}", ExitCodes.InvalidInput);
+                throw new VmNetException($"{what} must not contain control characters (a newline would end the unit's line), got {Spec.MapReader.Quote(value)}", ExitCodes.InvalidInput);
         }
         if (vmnet.IndexOfAny(['"', '\\']) >= 0)
-            throw new VmNetException($"--vmnet: systemd refuses a quote or backslash in the path of the program a unit runs, got {MapReaderQuote(vmnet)}; install vmnet elsewhere", ExitCodes.InvalidInput);
+            throw new VmNetException($"--vmnet: systemd refuses a quote or backslash in the path of the program a unit runs, got {Spec.MapReader.Quote(vmnet)}; install vmnet elsewhere", ExitCodes.InvalidInput);
         var devices = string.Join(' ', pfNames.Select(n => $"sys-subsystem-net-devices-{UnitNameEscape(n)}.device"));
         var (exe, config) = (ExecWord(vmnet, program: true), ExecWord(configPath));
         var args = $"--state-dir {ExecWord(stateDir)}";
@@ -169,5 +169,4 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
         return sb.ToString();
     }
 
-    private static string MapReaderQuote(string value) => Spec.MapReader.Quote(value);
 }

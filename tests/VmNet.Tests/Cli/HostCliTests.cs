@@ -11,11 +11,14 @@ public sealed class HostCliTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private (int Code, string Out, string Err) Vmnet(params string[] args)
+    private (int Code, string Out, string Err) Vmnet(params string[] args) => OnSimHost(_dir, args);
+
+    /// <summary>vmnet in process on the simulated host DIR/host with its state in DIR/state: exit code, stdout, stderr.</summary>
+    internal static (int Code, string Out, string Err) OnSimHost(TempDir dir, string[] args)
     {
         using var o = new StringWriter();
         using var e = new StringWriter();
-        var code = VmNetCli.Run(["--host-root", _dir["host"], "--state-dir", _dir["state"], .. args], o, e);
+        var code = VmNetCli.Run(["--host-root", dir["host"], "--state-dir", dir["state"], .. args], o, e);
         return (code, o.ToString(), e.ToString());
     }
 

@@ -17,13 +17,7 @@ public sealed class HostileInputTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private (int Code, string Out, string Err) Vmnet(params string[] args)
-    {
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        var code = VmNetCli.Run(["--host-root", _dir["host"], "--state-dir", _dir["state"], .. args], o, e);
-        return (code, o.ToString(), e.ToString());
-    }
+    private (int Code, string Out, string Err) Vmnet(params string[] args) => HostCliTests.OnSimHost(_dir, args);
 
     [Theory]
     [InlineData("rm"), InlineData("status"), InlineData("down"), InlineData("console")]
