@@ -1,5 +1,4 @@
 using VmNet.Spec;
-using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
 namespace VmNet.Host;
@@ -23,7 +22,7 @@ public sealed record HostConfig(IReadOnlyList<PfConfig> Pfs)
     {
         try
         {
-            return Load(File.ReadAllText(path), path);
+            return Load(YamlInput.ReadFile(path, path), path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -34,15 +33,7 @@ public sealed record HostConfig(IReadOnlyList<PfConfig> Pfs)
     public static HostConfig Load(string text, string source = "host.yaml")
     {
         var problems = new Problems();
-        var stream = new YamlStream();
-        try
-        {
-            stream.Load(new StringReader(text));
-        }
-        catch (YamlException e)
-        {
-            throw new SpecException(source, [new SpecError("(yaml)", $"not valid YAML: {e.Message}", (int)e.Start.Line, (int)e.Start.Column)]);
-        }
+        var stream = YamlInput.Parse(text, source);
         if (stream.Documents.Count != 1 || stream.Documents[0].RootNode is not YamlMappingNode root)
             throw new SpecException(source, [new SpecError("(root)", "must be one mapping with a pfs: list")]);
         var r = new MapReader(root, "", problems);

@@ -17,7 +17,7 @@ public static partial class SpecLoader
         string text;
         try
         {
-            text = File.ReadAllText(path);
+            text = YamlInput.ReadFile(path, path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -30,27 +30,16 @@ public static partial class SpecLoader
     {
         var problems = new Problems();
         YamlMappingNode? root = null;
-        try
-        {
-            var stream = new YamlStream();
-            stream.Load(new StringReader(text));
-            if (stream.Documents.Count == 0)
-                problems.Add("(root)", "the spec is empty; start from templates/vm.reference.yaml");
-            else if (stream.Documents.Count > 1)
-                problems.Add("(root)", "the spec holds more than one YAML document; keep one VM per file");
-            else if (stream.Documents[0].RootNode is YamlMappingNode m)
-                root = m;
-            else
-                problems.Add("(root)", $"must be a mapping of keys (name:, networks:, ...), got {MapReader.Describe(stream.Documents[0].RootNode)}",
-                    stream.Documents[0].RootNode);
-        }
-        catch (YamlException e)
-        {
-            var message = e.InnerException is not null && e.Message.StartsWith("(Line", StringComparison.Ordinal)
-                ? e.InnerException.Message : e.Message;
-            throw new SpecException(source, [new SpecError("(yaml)", $"not valid YAML: {StripMark(message)}",
-                (int)e.Start.Line, (int)e.Start.Column)]);
-        }
+        var stream = YamlInput.Parse(text, source);
+        if (stream.Documents.Count == 0)
+            problems.Add("(root)", "the spec is empty; start from templates/vm.reference.yaml");
+        else if (stream.Documents.Count > 1)
+            problems.Add("(root)", "the spec holds more than one YAML document; keep one VM per file");
+        else if (stream.Documents[0].RootNode is YamlMappingNode m)
+            root = m;
+        else
+            problems.Add("(root)", $"must be a mapping of keys (name:, networks:, ...), got {MapReader.Describe(stream.Documents[0].RootNode)}",
+                stream.Documents[0].RootNode);
 
         VmSpec? spec = null;
         if (root is not null) spec = Read(new MapReader(root, "", problems));
@@ -58,11 +47,6 @@ public static partial class SpecLoader
         return spec;
     }
 
-    private static string StripMark(string message) =>
-        MarkPrefix().Replace(message, "").Trim();
-
-    [GeneratedRegex(@"^\(Line: \d+, Col: \d+, Idx: \d+\) - \(Line: \d+, Col: \d+, Idx: \d+\):\s*")]
-    private static partial Regex MarkPrefix();
 
     private static VmSpec? Read(MapReader r)
     {
