@@ -150,7 +150,9 @@ public static class GuestAgentChannel
     {
         try
         {
-            // The file holds what a guest said: checked again as it is read back (a hand-edited or older file too).
+            // The file holds what a guest said: checked again as it is read back (a hand-edited or older file too), and
+            // only when it is vmnet's own regular file (a planted link to another file reads as no report).
+            if (SafePath.Problem(paths.GuestReport, "file") is not null) return null;
             var saved = JsonSerializer.Deserialize(File.ReadAllText(paths.GuestReport), GuestJson.Default.GuestStatus);
             return saved is null || GuestReports.Networks(saved.Networks) is not { } networks ? null : saved with { Networks = networks };
         }

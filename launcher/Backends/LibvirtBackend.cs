@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Xml.Linq;
+using VmNet.Io;
 using VmNet.Libvirt;
 using VmNet.Planning;
 using VmNet.Rendering;
@@ -87,6 +88,8 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         using var domain = VmNetDomain(vm)
             ?? throw new VmNetException($"the libvirt domain {vm} is not defined on {Uri}; run `vmnet up` again", ExitCodes.Failure);
         if (domain.IsActive) return Task.CompletedTask;
+        // virtlogd appends the guest's output to the serial log, following a link (as root): only a regular file stays.
+        SafePath.RemoveUnlessRegularFile(plan.Paths.SerialLog);
         try
         {
             domain.Start();

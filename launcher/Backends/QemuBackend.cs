@@ -45,7 +45,13 @@ public sealed class QemuBackend(StateDir state) : IBackend
     public Task<bool> IsDefinedAsync(string vm, CancellationToken cancel) => Task.FromResult(File.Exists(RecordPath(vm)));
 
     public Task<SavedDefinition?> SaveDefinitionAsync(string vm, CancellationToken cancel) =>
-        Task.FromResult(File.Exists(RecordPath(vm)) ? new SavedDefinition(File.ReadAllText(RecordPath(vm)), false) : null);
+        Task.FromResult(File.Exists(RecordPath(vm)) ? new SavedDefinition(ReadRecordText(vm), false) : null);
+
+    private string ReadRecordText(string vm)
+    {
+        SafePath.Check(RecordPath(vm), "file");
+        return File.ReadAllText(RecordPath(vm));
+    }
 
     public Task RestoreDefinitionAsync(string vm, SavedDefinition saved, CancellationToken cancel)
     {
@@ -54,16 +60,18 @@ public sealed class QemuBackend(StateDir state) : IBackend
     }
 
     /// <summary>Writes the VM's record (its VFs and argv); a running VM keeps the record it runs by until it is restarted.</summary>
-    public async Task DefineAsync(LaunchPlan plan, CancellationToken cancel)
+    public Task DefineAsync(LaunchPlan plan, CancellationToken cancel)
     {
         var vm = plan.Vm.Name;
-        if (Running(vm) is not null && File.Exists(RecordPath(vm))) return;
+        if (Running(vm) is not null && File.Exists(RecordPath(vm))) return Task.CompletedTask;
         var argv = plan.Artifacts.QemuArgs;
         if (argv.Count == 0 || !argv.Contains("-daemonize") || PidFileArgument(argv) != plan.Paths.PidFile)
             throw new VmNetException($"the rendered qemu.args for {vm} must run daemonized with -pidfile {plan.Paths.PidFile}; check the qemu.args template", ExitCodes.InvalidInput);
         var record = new QemuVmRecord(1, vm, VfStatus.Of(plan), argv);
         Directory.CreateDirectory(plan.Paths.VmDir);
-        await File.WriteAllTextAsync(RecordPath(vm), JsonSerializer.Serialize(record, QemuRecordJson.Default.QemuVmRecord), cancel);
+        // Replaced whole (a rename), never written through whatever the path held.
+        AtomicFile.Write(RecordPath(vm), JsonSerializer.Serialize(record, QemuRecordJson.Default.QemuVmRecord), durable: false, mode: AtomicFile.Private);
+        return Task.CompletedTask;
     }
 
     public Task UndefineAsync(string vm, CancellationToken cancel)
@@ -82,6 +90,8 @@ public sealed class QemuBackend(StateDir state) : IBackend
 
         VmFiles.DeleteFile(paths.PidFile);
         VmFiles.DeleteFile(paths.QmpSocket);
+        // QEMU appends the guest's output to the serial log, following a link (as root): only a regular file stays.
+        SafePath.RemoveUnlessRegularFile(paths.SerialLog);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         timeout.CancelAfter(StartTimeout);
         BufferedCommandResult result;
@@ -212,6 +222,7 @@ public sealed class QemuBackend(StateDir state) : IBackend
     {
         var file = RecordPath(vm);
         if (!File.Exists(file)) return null;
+        SafePath.Check(file, "file");
         try
         {
             return JsonSerializer.Deserialize(File.ReadAllBytes(file), QemuRecordJson.Default.QemuVmRecord);

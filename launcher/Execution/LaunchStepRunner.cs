@@ -1,4 +1,5 @@
 using VmNet.Backends;
+using VmNet.Io;
 using VmNet.Leases;
 using VmNet.Planning;
 using VmNet.State;
@@ -129,10 +130,12 @@ public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLed
     {
         try
         {
-            if (!File.Exists(paths.SerialLog) || new FileInfo(paths.SerialLog).Length == 0) return null;
+            if (SafePath.Stat(paths.SerialLog) is not { Kind: "file" } || new FileInfo(paths.SerialLog).Length == 0) return null;
             var kept = state.KeptSerialLog(vm);
             Directory.CreateDirectory(Path.GetDirectoryName(kept)!);
-            File.Copy(paths.SerialLog, kept, overwrite: true);
+            // Copying over a link would write through it: whatever is there goes first.
+            if (SafePath.Stat(kept) is { Kind: "directory" }) Directory.Delete(kept, recursive: true); else File.Delete(kept);
+            File.Copy(paths.SerialLog, kept);
             return kept;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

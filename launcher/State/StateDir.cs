@@ -1,10 +1,40 @@
+using VmNet.Io;
+
 namespace VmNet.State;
 
-/// <summary>The state directory's paths, named once.</summary>
-public sealed class StateDir(string path)
+/// <summary>
+/// The state directory's paths, named once. Opening one checks what exists of it (<see cref="Guard"/>): vmnet runs as
+/// root, and a link or another user's directory planted there would have it write guest output into, or read, the
+/// file the link points at.
+/// </summary>
+public sealed class StateDir
 {
     public const string DefaultPath = "/var/lib/vmnet";
-    public string Path { get; } = System.IO.Path.GetFullPath(path);
+    public string Path { get; }
+
+    public StateDir(string path)
+    {
+        Path = System.IO.Path.GetFullPath(path);
+        Guard();
+    }
+
+    /// <summary>
+    /// Throws (exit 3) unless the state directory, its fixed subdirectories and every VM directory with its lease
+    /// index are real directories owned by vmnet's user and writable by nobody else (<see cref="SafePath"/>); what does
+    /// not exist yet is fine (vmnet creates it so).
+    /// </summary>
+    public void Guard()
+    {
+        SafePath.Check(Path, "directory");
+        foreach (var dir in new[] { LeasesDir, VmsDir, PfIndexDir, System.IO.Path.Join(Path, "macs"), System.IO.Path.Join(Path, "logs") })
+            SafePath.Check(dir, "directory");
+        if (!Directory.Exists(VmsDir)) return;
+        foreach (var vm in Directory.EnumerateFileSystemEntries(VmsDir))
+        {
+            SafePath.Check(vm, "directory");
+            SafePath.Check(System.IO.Path.Join(vm, "vfs"), "directory");
+        }
+    }
     public string LeasesDir => System.IO.Path.Join(Path, "leases");
     public string LeaseFile(string pci) => System.IO.Path.Join(LeasesDir, pci + ".json");
     public string VmDir(string vm) => System.IO.Path.Join(Path, "vms", vm);
