@@ -33,7 +33,10 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
                 };
                 var free = lease is null && corrupt is null && vf.BusyReason is null;
                 return new VfRow(vf.Index, vf.Pci, vf.Driver, vf.NetDev, state, a?.Mac ?? lease?.Mac ?? vf.Mac,
-                    a is not null ? a.Vlan : lease?.Applied.Vlan is { IsTagged: true } t ? t.Id : null, lease?.Vm, lease?.Network, free, corrupt);
+                    a is not null ? a.Vlan : lease?.Applied.Vlan is { IsTagged: true } t ? t.Id : null, lease?.Vm, lease?.Network, free, corrupt)
+                {
+                    Unusable = vf.GroupPeer is not null ? vf.BusyReason : null,
+                };
             }).ToList();
             pfs.Add(new PfRow(pf.Name, pf.Pci, pf.Driver, pf.TotalVfs, pf.NumVfs, pf.Mtu, pf.Up ? "up" : "down", vfs));
         }
@@ -54,10 +57,11 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
             {
                 v.Vf.ToString(System.Globalization.CultureInfo.InvariantCulture), v.Pci, v.Driver ?? "-", v.NetDev ?? "-", v.State,
                 v.Mac ?? "-", v.Vlan is > 0 ? v.Vlan.Value.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-",
-                v.LeaseProblem is not null ? "lease file corrupt (see below)" : v.Owner is null ? (v.Free ? "free" : "in use (not vmnet)") : $"{v.Owner}/{v.Network}",
+                v.LeaseProblem is not null ? "lease file corrupt (see below)" : v.Owner is null ? (v.Free ? "free" : v.Unusable is not null ? "unusable (see below)" : "in use (not vmnet)") : $"{v.Owner}/{v.Network}",
             }).ToList();
             TextTable.Print(o, ["VF", "PCI", "DRIVER", "NETDEV", "STATE", "MAC", "VLAN", "OWNER"], rows);
             foreach (var v in pf.Vfs.Where(v => v.LeaseProblem is not null)) o.WriteLine($"  VF {v.Vf}: {v.LeaseProblem}");
+            foreach (var v in pf.Vfs.Where(v => v.Unusable is not null && v.Owner is null)) o.WriteLine($"  VF {v.Vf}: {v.Unusable}: vfio cannot take it alone (vmnet doctor says what to do)");
         }
     }
 }
@@ -66,7 +70,11 @@ public sealed record PfRow(string Name, string Pci, string? Driver, int TotalVfs
 
 /// <summary>One VF of <c>vmnet host</c>; <see cref="LeaseProblem"/>: its lease file cannot be read (what to do about it).</summary>
 public sealed record VfRow(int Vf, string Pci, string? Driver, string? NetDev, string State, string? Mac, int? Vlan, string? Owner, string? Network, bool Free,
-    string? LeaseProblem = null);
+    string? LeaseProblem = null)
+{
+    /// <summary>Why no VM can have this VF while the host stays as it is (its IOMMU group holds a host device), or null.</summary>
+    public string? Unusable { get; init; }
+}
 
 /// <summary>A VF's settings as the PF holds them (netlink).</summary>
 public sealed record VfAdmin(string Mac, int? Vlan);

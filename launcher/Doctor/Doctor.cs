@@ -67,6 +67,14 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
             ? new Check(name, CheckStatus.Ok, $"SR-IOV: {pf.NumVfs} of {pf.TotalVfs} VFs enabled")
             : new Check(name, CheckStatus.Warn, $"SR-IOV capable ({pf.TotalVfs} VFs) but no VF enabled",
                 $"create VFs: vmnet host apply, or echo N > {Sysfs.SriovNumVfs(pf.Pci)}");
+        if (pf.Vfs.Where(v => v.GroupPeer is not null).ToList() is { Count: > 0 } shared)
+        {
+            var usable = pf.Vfs.Count - shared.Count;
+            yield return new Check(name, usable == 0 ? CheckStatus.Fail : CheckStatus.Warn,
+                $"{shared.Count} of {pf.Vfs.Count} VFs share their IOMMU group with a host device, so vfio cannot take them alone" +
+                $" (vmnet up skips them): {string.Join("; ", shared.Select(v => $"vf {v.Index} ({v.Pci}): group {v.IommuGroup} with {v.GroupPeer}"))}",
+                "put the NIC in a slot whose root port has ACS (lspci -vv shows ACSCap), or enable ACS in the firmware; the kernel then gives every VF a group of its own");
+        }
         yield return pf.Up
             ? new Check(name, CheckStatus.Ok, $"link {pf.OperState}, MTU {pf.Mtu}")
             : new Check(name, CheckStatus.Fail, $"the PF is down (operstate {pf.OperState}): VF settings are refused and VFs have no link",

@@ -27,14 +27,8 @@ public static class Preflight
                 Host($"VF {a.Vf.Pci} has no IOMMU group: the IOMMU is off. Add intel_iommu=on iommu=pt (AMD: amd_iommu=on iommu=pt) to the kernel command line, enable VT-d/AMD-Vi in the firmware, and reboot");
                 continue;
             }
-            foreach (var other in root.List(Sysfs.IommuGroupDevices(group)).Order(StringComparer.Ordinal))
-            {
-                if (other == a.Vf.Pci) continue;
-                var driver = host.DriverOf(other);
-                var cls = root.Read(Sysfs.PciClass(other)) ?? "";
-                if (driver is null or VirtualFunction.VfioDriver or "pcieport" || cls.StartsWith("0x0604", StringComparison.Ordinal)) continue;
+            foreach (var (other, driver) in host.GroupPeers(a.Vf.Pci, group.ToString(System.Globalization.CultureInfo.InvariantCulture)))
                 Host($"VF {a.Vf.Pci} shares IOMMU group {group} with {other} (driver {driver}), which vfio would take from the host too; pick another VF, or put the device in its own group (ACS)");
-            }
         }
         if (!root.Exists(Sysfs.DriverDir(VirtualFunction.VfioDriver)) && plan.Steps.Any(s => s is ProbeVf))
             Host("the vfio-pci driver is not loaded: modprobe vfio-pci (and list it in /etc/modules-load.d/vfio-pci.conf)");

@@ -27,8 +27,14 @@ public sealed record VirtualFunction(
 {
     public const string VfioDriver = "vfio-pci";
 
+    /// <summary>
+    /// A device in this VF's IOMMU group that vfio would take from the host with it ("0000:00:1f.0 (driver e1000e)"),
+    /// or null when the group is the VF's alone (bridges, unbound devices and vfio-pci ones do not count).
+    /// </summary>
+    public string? GroupPeer { get; init; }
+
     /// <summary>Why this VF cannot be taken by anyone right now (ignoring leases), or null if it is free.</summary>
-    public string? BusyReason => Driver switch
+    public string? BusyReason => GroupPeer is not null ? $"shares IOMMU group {IommuGroup} with {GroupPeer}" : Driver switch
     {
         null => "bound to no driver",
         VfioDriver => "bound to vfio-pci",

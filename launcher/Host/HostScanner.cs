@@ -69,7 +69,27 @@ public sealed class HostScanner(HostRoot root) : IHostFacts
             NetDevUp: netdev is not null && Sysfs.IsUp(Root.Read($"{Sysfs.NetDevice(pci, netdev)}/flags")),
             Mac: netdev is null ? null : Root.Read($"{Sysfs.NetDevice(pci, netdev)}/address"),
             IommuGroup: int.TryParse(group, out var g) ? g : null,
-            NumaNode: Root.ReadInt(Sysfs.NumaNode(pci)) ?? -1);
+            NumaNode: Root.ReadInt(Sysfs.NumaNode(pci)) ?? -1)
+        {
+            GroupPeer = group is null ? null : GroupPeers(pci, group).Select(p => $"{p.Pci} (driver {p.Driver})").FirstOrDefault(),
+        };
+    }
+
+    /// <summary>
+    /// The devices of IOMMU group <paramref name="group"/> besides <paramref name="pci"/> that vfio would take from the
+    /// host with it: bound to a driver other than vfio-pci, and no PCI bridge or port (a group is only viable for vfio
+    /// when every endpoint in it is on vfio-pci or on no driver).
+    /// </summary>
+    public IEnumerable<(string Pci, string Driver)> GroupPeers(string pci, string group)
+    {
+        foreach (var other in Root.List($"{Sysfs.IommuGroup(group)}/devices").Order(StringComparer.Ordinal))
+        {
+            if (other == pci) continue;
+            var driver = DriverOf(other);
+            var cls = Root.Read(Sysfs.PciClass(other)) ?? "";
+            if (driver is null or VirtualFunction.VfioDriver or "pcieport" || cls.StartsWith("0x0604", StringComparison.Ordinal)) continue;
+            yield return (other, driver);
+        }
     }
 
     /// <summary>Every PF with SR-IOV capability on the host, by PCI address.</summary>

@@ -65,7 +65,7 @@ public static class Planner
                 var assignment = Choose(spec, ni, network, port, portName, pf, host, leases, own, chosen, macsInPlan, leasedOfPf);
                 if (assignment is null)
                 {
-                    problems.Add($"{field}: no free VF on {pf.Name}: all {pf.NumVfs} VFs are leased, bound to vfio-pci or up; "
+                    problems.Add($"{field}: no free VF on {pf.Name}: {WhyNoneFree(pf, host, leases, chosen)}; "
                         + $"free one with `vmnet rm` / `vmnet gc`, or raise sriov_numvfs (at most {pf.TotalVfs}) with `vmnet host apply`");
                     continue;
                 }
@@ -155,6 +155,26 @@ public static class Planner
             return new VfClaim(ni, network, port, portName, pf, vf, mac, explicitMac is null, AlreadyLeased: false, Settings(network, mac));
         }
         return null;
+    }
+
+    /// <summary>
+    /// Why no VF of <paramref name="pf"/> was free: "all 4 VFs are leased, bound to vfio-pci or up" when that covers it,
+    /// else each VF's reason (a shared IOMMU group is worth naming: nothing on the host shows it otherwise).
+    /// </summary>
+    private static string WhyNoneFree(PhysicalFunction pf, IHostFacts host, ILeaseView leases, HashSet<string> chosen)
+    {
+        if (pf.NumVfs == 0) return "it has no VFs";
+        var reasons = new List<string>();
+        var shared = false;
+        for (var i = 0; i < pf.NumVfs && reasons.Count < 16; i++)
+        {
+            var pci = host.VfPci(pf, i);
+            if (pci is null) continue;
+            var vf = host.ReadVf(i, pci);
+            shared |= vf.GroupPeer is not null;
+            reasons.Add($"vf {i} " + (chosen.Contains(pci) ? "taken by this spec" : leases.IsLeased(pci) ? "leased" : vf.BusyReason ?? "free"));
+        }
+        return shared ? string.Join(", ", reasons) : $"all {pf.NumVfs} VFs are leased, bound to vfio-pci or up";
     }
 
     /// <summary>

@@ -142,3 +142,49 @@ public class HostInventoryTests
         Assert.Equal(before, HostScannerTests.Snapshot(example));
     }
 }
+
+/// <summary>Issue 13, item 19: a VF whose IOMMU group holds a host device is named by the doctor and by `vmnet host`.</summary>
+public sealed class DoctorIommuGroupTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private void Share(SysfsTree tree, params int[] groups)
+    {
+        tree.Device("0000:00:1f.0", "0x8086", "0x2922", 99);
+        tree.Bind("0000:00:1f.0", "ahci");
+        foreach (var g in groups)
+            tree.Link($"/sys/kernel/iommu_groups/{g}/devices/0000:00:1f.0", $"../../../..{SysfsTree.DevicePath("0000:00:1f.0")}");
+    }
+
+    [Fact]
+    public void The_doctor_warns_of_a_vf_in_a_shared_group_and_vmnet_host_shows_it_busy()
+    {
+        var tree = SimHost.Create(_dir["host"], NicShape.Igb(), pfs: 1, numVfs: 2);
+        Share(tree, 21);
+
+        var doctor = Cli.HostCliTests.OnSimHost(_dir, ["doctor"]);
+        var host = Cli.HostCliTests.OnSimHost(_dir, ["host"]);
+
+        Assert.True(doctor.Code == 0, $"vmnet doctor exited {doctor.Code} (a warning is no failure):\n{doctor.Out}{doctor.Err}");
+        Assert.Contains("1 of 2 VFs share their IOMMU group with a host device, so vfio cannot take them alone (vmnet up skips them): vf 0 (0000:01:10.0): group 21 with 0000:00:1f.0 (driver ahci)", doctor.Out);
+        Assert.Contains("ACS", doctor.Out);
+        Assert.Equal(0, host.Code);
+        Assert.Matches(@"0 +0000:01:10\.0 +igbvf .*unusable \(see below\)", host.Out);
+        Assert.Contains("VF 0: shares IOMMU group 21 with 0000:00:1f.0 (driver ahci): vfio cannot take it alone", host.Out);
+        Assert.Matches(@"1 +0000:01:10\.2 +igbvf .*free", host.Out);
+    }
+
+    [Fact]
+    public void The_doctor_fails_a_pf_whose_every_vf_shares_its_group()
+    {
+        var tree = SimHost.Create(_dir["host"], NicShape.Igb(), pfs: 1, numVfs: 2);
+        Share(tree, 21, 22);
+
+        var doctor = Cli.HostCliTests.OnSimHost(_dir, ["doctor"]);
+
+        Assert.Equal(ExitCodes.HostCannotServe, doctor.Code);
+        Assert.Contains("2 of 2 VFs share their IOMMU group with a host device", doctor.Out + doctor.Err);
+    }
+}

@@ -2,6 +2,8 @@ using VmNet.Execution;
 using VmNet.Host;
 using VmNet.Kernel;
 using VmNet.Leases;
+using VmNet.Planning;
+using VmNet.Rendering;
 using VmNet.Sim;
 using VmNet.Spec;
 using VmNet.State;
@@ -146,23 +148,50 @@ public sealed class ApplyTests : IDisposable
         Assert.Null(ops.Ledger.Store.Find(orphan));
     }
 
+    /// <summary>Puts an ahci controller into the IOMMU group of <paramref name="vf"/> (as a platform without ACS would).</summary>
+    private static void ShareGroup(SysfsTree tree, string vf, int group)
+    {
+        tree.Device("0000:00:1f.0", "0x8086", "0x2922", 99);
+        tree.Bind("0000:00:1f.0", "ahci");
+        tree.Link($"/sys/kernel/iommu_groups/{group}/devices/0000:00:1f.0", $"../../../..{SysfsTree.DevicePath("0000:00:1f.0")}");
+    }
+
     [Fact]
     public async Task A_down_pf_missing_vfio_pci_and_a_shared_iommu_group_are_refused_before_any_change_with_the_fix()
     {
         var (ops, spec, tree) = Setup("igb");
+        var plan = (await ops.PlanAsync(spec, new LaunchOptions { Start = false }, new Templates(), _ct)).Plan;
         tree.SetUp("0000:01:00.0", "enp1s0", up: false);
         tree.Remove("/sys/bus/pci/drivers/vfio-pci");
-        tree.Link($"/sys/kernel/iommu_groups/21/devices/0000:00:1f.0", "../../../../devices/pci0000:00/0000:00:1f.0");
-        tree.Device("0000:00:1f.0", "0x8086", "0x1234", 99);
-        tree.Bind("0000:00:1f.0", "ahci");
-        tree.Link($"/sys/kernel/iommu_groups/21/devices/0000:00:1f.0", $"../../../..{SysfsTree.DevicePath("0000:00:1f.0")}");
+        // The group became shared after planning (a VF the VM already holds, say): the preflight still catches it.
+        ShareGroup(tree, plan.Vfs[0].Vf.Pci, plan.Vfs[0].Vf.IommuGroup!.Value);
         var start = HostSnapshot.Of(_dir["host"]);
 
+        var problems = await Preflight.CheckAsync(plan, new HostRoot(_dir["host"]), _ct);
         var e = await Assert.ThrowsAsync<HostException>(() => ops.UpAsync(spec, _ct));
 
+        Assert.Contains($"shares IOMMU group {plan.Vfs[0].Vf.IommuGroup} with 0000:00:1f.0 (driver ahci)", string.Join("\n", problems.Select(p => p.Message)));
         Assert.Contains("enp1s0 is down; VmNet does not bring PFs up itself: bring it up: ip link set dev enp1s0 up", e.Message);
         Assert.Contains("the vfio-pci driver is not loaded: modprobe vfio-pci", e.Message);
-        Assert.Contains("shares IOMMU group 21 with 0000:00:1f.0 (driver ahci)", e.Message);
+        Assert.Equal(start, HostSnapshot.Of(_dir["host"]));
+        Assert.Equal("", HostSnapshot.Ledger(_dir["state"]));
+    }
+
+    [Fact]
+    public async Task The_planner_skips_a_vf_that_shares_its_iommu_group_and_names_the_group_when_none_is_left()
+    {
+        var (ops, spec, tree) = Setup("igb", numVfs: 2);
+        ShareGroup(tree, "0000:01:10.0", 21);
+
+        var plan = (await ops.PlanAsync(spec, new LaunchOptions { Start = false }, new Templates(), _ct)).Plan;
+        Assert.Equal("0000:01:10.2", plan.Vfs[0].Vf.Pci);
+
+        tree.Link("/sys/kernel/iommu_groups/22/devices/0000:00:1f.0", $"../../../..{SysfsTree.DevicePath("0000:00:1f.0")}");
+        var start = HostSnapshot.Of(_dir["host"]);
+        var e = await Assert.ThrowsAnyAsync<VmNetException>(() => ops.UpAsync(spec, _ct));
+
+        Assert.Equal(ExitCodes.HostCannotServe, e.ExitCode);
+        Assert.Contains("networks[0].ports[0]: no free VF on enp1s0: vf 0 shares IOMMU group 21 with 0000:00:1f.0 (driver ahci), vf 1 shares IOMMU group 22 with 0000:00:1f.0 (driver ahci)", e.Message);
         Assert.Equal(start, HostSnapshot.Of(_dir["host"]));
         Assert.Equal("", HostSnapshot.Ledger(_dir["state"]));
     }
