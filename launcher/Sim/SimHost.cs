@@ -32,21 +32,44 @@ public static class SimHost
         return tree;
     }
 
-    /// <summary>Creates VFs 0..n-1 on a PF as writing <c>sriov_numvfs</c> does: devices, links, VF driver bound.</summary>
-    public static void SetNumVfs(SysfsTree tree, NicShape shape, int pf, int n, ref int nextGroup)
+    /// <summary>Creates VFs 0..n-1 on PF <paramref name="pf"/> of a host <see cref="Create"/> generated.</summary>
+    public static void SetNumVfs(SysfsTree tree, NicShape shape, int pf, int n, ref int nextGroup) =>
+        CreateVfs(tree, shape, shape.PfPci(pf), n, vf => shape.VfName(pf, vf), ref nextGroup);
+
+    /// <summary>
+    /// Creates VFs 0..n-1 on a PF as writing <c>sriov_numvfs</c> does, in any tree laid out like the kernel's: each VF
+    /// at the PF's routing ID + <c>sriov_offset</c> + <c>sriov_stride</c> x index, beside the PF (same parent
+    /// directory), in an IOMMU group of its own, bound to the VF driver with its netdev down.
+    /// </summary>
+    public static void CreateVfs(SysfsTree tree, NicShape shape, string pfPci, int n, Func<int, string> vfName, ref int nextGroup)
     {
-        var pfPci = shape.PfPci(pf);
-        var dev = SysfsTree.DevicePath(pfPci);
+        var dev = tree.Dir(pfPci);
+        var parent = dev[..dev.LastIndexOf('/')];
+        var offset = ReadNum(tree, $"{dev}/sriov_offset");
+        var stride = ReadNum(tree, $"{dev}/sriov_stride");
+        var numa = File.Exists(Path.Join(tree.Root, dev, "numa_node")) ? ReadNum(tree, $"{dev}/numa_node") : 0;
         tree.Write($"{dev}/sriov_numvfs", Num(n));
         for (var vf = 0; vf < n; vf++)
         {
-            var pci = shape.VfPci(pf, vf);
-            tree.Device(pci, shape.Vendor, shape.VfDevice, nextGroup++);
-            tree.Link($"{SysfsTree.DevicePath(pci)}/physfn", $"../{pfPci}");
+            var pci = VfPci(pfPci, offset, stride, vf);
+            tree.Device(pci, shape.Vendor, shape.VfDevice, nextGroup++, numa, parent);
+            tree.Link($"{parent}/{pci}/physfn", $"../{pfPci}");
             tree.Link($"{dev}/virtfn{vf}", $"../{pci}");
-            tree.Bind(pci, shape.VfDriver, shape.VfName(pf, vf), "00:00:00:00:00:00");
+            tree.Bind(pci, shape.VfDriver, vfName(vf), "00:00:00:00:00:00");
         }
     }
+
+    /// <summary>PF routing ID (bus << 8 | devfn) + offset + stride x vf, as the kernel's pci_iov_virtfn_bus/devfn compute it.</summary>
+    public static string VfPci(string pfPci, int offset, int stride, int vf)
+    {
+        var bus = Convert.ToInt32(pfPci[5..7], 16);
+        var devfn = (Convert.ToInt32(pfPci[8..10], 16) << 3) | (pfPci[11] - '0');
+        var rid = (bus << 8) + devfn + offset + stride * vf;
+        return $"{pfPci[..4]}:{rid >> 8:x2}:{(rid & 0xff) >> 3:x2}.{rid & 7}";
+    }
+
+    private static int ReadNum(SysfsTree tree, string hostPath) =>
+        int.Parse(File.ReadAllText(Path.Join(tree.Root, hostPath)).Trim(), CultureInfo.InvariantCulture);
 
     /// <summary>
     /// The host shipped in <c>examples/hosts/connectx5</c>: seed 000's dual-port ConnectX-5 with 8 of 16 VFs per port,
@@ -58,7 +81,7 @@ public static class SimHost
         var tree = Create(dir, shape, pfs: 2, numVfs: 8, mtu: 9000);
         var taken = shape.VfPci(0, 0);
         tree.Unbind(taken);
-        tree.Write($"{SysfsTree.DevicePath(taken)}/driver_override", VirtualFunction.VfioDriver + "\n");
+        tree.Write($"{tree.Dir(taken)}/driver_override", VirtualFunction.VfioDriver + "\n");
         tree.Bind(taken, VirtualFunction.VfioDriver);
         tree.SetUp(shape.VfPci(1, 1), shape.VfName(1, 1), up: true);
         return tree;

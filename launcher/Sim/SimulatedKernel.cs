@@ -52,7 +52,8 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
         else if (hostPath.EndsWith("/driver_override", StringComparison.Ordinal))
         {
             var pci = PciOfDeviceDir(op, hostPath[..^"/driver_override".Length]);
-            Tree.Write($"{SysfsTree.DevicePath(pci)}/driver_override", (v.Length == 0 ? "(null)" : v) + "\n");
+            var tree = Tree;
+            tree.Write($"{tree.Dir(pci)}/driver_override", (v.Length == 0 ? "(null)" : v) + "\n");
         }
         else if (hostPath == Sysfs.DriversProbe)
             Probe(op, v);
@@ -155,12 +156,12 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
                 if (vf is null) continue;
                 var group = Root.LinkName(Sysfs.IommuGroupLink(vf));
                 tree.Unbind(vf);
-                tree.Remove(SysfsTree.DevicePath(vf));
+                tree.Remove(tree.Dir(vf));
                 tree.Remove(Sysfs.Device(vf));
                 if (group is not null) tree.Remove(Sysfs.IommuGroup(group));
-                tree.Remove($"{SysfsTree.DevicePath(pfPci)}/virtfn{i}");
+                tree.Remove($"{tree.Dir(pfPci)}/virtfn{i}");
             }
-            tree.Write($"{SysfsTree.DevicePath(pfPci)}/sriov_numvfs", "0\n");
+            tree.Write($"{tree.Dir(pfPci)}/sriov_numvfs", "0\n");
             var all = LoadNetlink();
             all.Remove(pfPci);
             SaveNetlink(all);
@@ -168,7 +169,7 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
         }
         var shape = ShapeOf(pfPci);
         var nextGroup = Root.List(Sysfs.IommuGroups).Select(g => int.TryParse(g, out var x) ? x : 0).DefaultIfEmpty(0).Max() + 1;
-        SimHost.SetNumVfs(tree, shape, PfIndex(shape, pfPci), n, ref nextGroup);
+        SimHost.CreateVfs(tree, shape, pfPci, n, vf => VfName(shape, pfPci, vf), ref nextGroup);
     }
 
     private void Unbind(string op, string driver, string pci)
@@ -202,10 +203,8 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
             Tree.Bind(pci, driver);
             return;
         }
-        var shape = ShapeOf(pfPci);
-        var pf = PfIndex(shape, pfPci);
         var vf = VfIndex(pfPci, pci);
-        Tree.Bind(pci, driver, shape.VfName(pf, vf), Get(LoadNetlink(), pfPci, vf).Mac ?? VfSettings.ZeroMac);
+        Tree.Bind(pci, driver, VfName(ShapeOf(pfPci), pfPci, vf), Get(LoadNetlink(), pfPci, vf).Mac ?? VfSettings.ZeroMac);
     }
 
     private string? Override(string pci) => Root.Read(Sysfs.DriverOverride(pci)) is { } o && o != "(null)" && o.Length > 0 ? o : null;
@@ -239,11 +238,16 @@ public sealed class SimulatedKernel(HostRoot root) : IKernel
         };
     }
 
-    private static int PfIndex(NicShape shape, string pfPci)
+    /// <summary>
+    /// The netdev name udev gives VF <paramref name="vf"/>: the shape's name where the PF sits where the shape puts
+    /// its PFs; elsewhere (a tree laid out by another machine) the PF's netdev name + "v" + index, as a rule would.
+    /// </summary>
+    private string VfName(NicShape shape, string pfPci, int vf)
     {
         for (var i = 0; i < 64; i++)
-            if (shape.PfPci(i) == pfPci) return i;
-        throw new InvalidOperationException($"{pfPci} is not a PF of the {shape.Model} shape");
+            if (shape.PfPci(i) == pfPci) return shape.VfName(i, vf);
+        var pfName = Root.List(Sysfs.NetDir(pfPci)).FirstOrDefault() ?? pfPci.Replace(':', '_').Replace('.', '_');
+        return $"{pfName}v{vf}";
     }
 
     private bool PfUp(string pf) => Sysfs.IsUp(Root.Read(Sysfs.NetFlags(pf)));

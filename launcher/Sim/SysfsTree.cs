@@ -16,9 +16,29 @@ public sealed class SysfsTree(string root)
 
     private string P(string hostPath) => Path.Join(Root, hostPath.TrimStart('/'));
 
-    /// <summary>Where a device of bus <paramref name="bus"/> lives: behind root port 00:01.N of domain 0000.</summary>
+    /// <summary>
+    /// Where a device this class creates lives in a generated tree: behind root port 00:01.N (N = its bus) of its
+    /// domain. Devices already in a tree are found through the kernel's own link instead (<see cref="Dir"/>).
+    /// </summary>
     public static string DevicePath(string pci) =>
         $"/sys/devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}";
+
+    /// <summary>
+    /// A device's directory as the kernel's link <c>/sys/bus/pci/devices/BDF</c> names it, so that any tree laid out
+    /// like the kernel's (another bridge layout, a capture of a real host) is served; <see cref="DevicePath"/> for a
+    /// device not created yet.
+    /// </summary>
+    public string Dir(string pci)
+    {
+        var link = Sysfs.Device(pci);
+        var target = new FileInfo(P(link)).LinkTarget;
+        if (target is null) return DevicePath(pci);
+        return "/" + Path.GetRelativePath(Root, Path.GetFullPath(Path.Join(Path.GetDirectoryName(P(link))!, target)));
+    }
+
+    /// <summary>The relative link target from the directory holding <paramref name="linkHostPath"/> to <paramref name="targetHostPath"/>.</summary>
+    private static string Rel(string linkHostPath, string targetHostPath) =>
+        Path.GetRelativePath(Path.GetDirectoryName(linkHostPath)!, targetHostPath);
 
     private bool Passthrough => File.Exists(P(Sysfs.ProcCmdline)) && File.ReadAllText(P(Sysfs.ProcCmdline)).Split(' ', '\n').Contains("iommu=pt");
 
@@ -76,32 +96,33 @@ public sealed class SysfsTree(string root)
     }
 
     /// <summary>A PCI function with its attributes, its own IOMMU group, and no driver yet.</summary>
-    public void Device(string pci, string vendor, string device, int iommuGroup, int numaNode = 0)
+    /// <param name="parentDir">The bridge (or PF's parent) directory it sits under; <see cref="DevicePath"/>'s when null.</param>
+    public void Device(string pci, string vendor, string device, int iommuGroup, int numaNode = 0, string? parentDir = null)
     {
-        var dev = DevicePath(pci);
+        var dev = parentDir is null ? DevicePath(pci) : $"{parentDir}/{pci}";
         Write($"{dev}/vendor", vendor + "\n");
         Write($"{dev}/device", device + "\n");
         Write($"{dev}/class", "0x020000\n");
         Write($"{dev}/numa_node", numaNode.ToString(CultureInfo.InvariantCulture) + "\n");
         Write($"{dev}/driver_override", "(null)\n");
         Write($"{dev}/enable", "1\n");
-        Link($"{dev}/subsystem", "../../../../bus/pci");
-        Link(Sysfs.Device(pci), $"../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
-        Link($"{dev}/iommu_group", $"../../../../kernel/iommu_groups/{iommuGroup}");
+        Link($"{dev}/subsystem", Rel($"{dev}/subsystem", "/sys/bus/pci"));
+        Link(Sysfs.Device(pci), Rel(Sysfs.Device(pci), dev));
+        Link($"{dev}/iommu_group", Rel($"{dev}/iommu_group", Sysfs.IommuGroup(iommuGroup.ToString(CultureInfo.InvariantCulture))));
         Directory.CreateDirectory(P(Sysfs.IommuGroupDevices(iommuGroup)));
         // The group's default domain: "identity" under iommu=pt (as the lab kernel shows), "DMA" otherwise.
         Write($"{Sysfs.IommuGroup(iommuGroup.ToString(CultureInfo.InvariantCulture))}/type", Passthrough ? "identity\n" : "DMA\n");
-        Link($"{Sysfs.IommuGroupDevices(iommuGroup)}/{pci}", $"../../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
+        Link($"{Sysfs.IommuGroupDevices(iommuGroup)}/{pci}", Rel($"{Sysfs.IommuGroupDevices(iommuGroup)}/{pci}", dev));
     }
 
     /// <summary>Binds a driver as the kernel does: the device's <c>driver</c> link, the driver's link back, the netdev or /dev/vfio node.</summary>
     public void Bind(string pci, string driver, string? netdev = null, string? mac = null, int mtu = 1500, bool up = false)
     {
-        var dev = DevicePath(pci);
+        var dev = Dir(pci);
         Driver(driver);
-        Link($"{dev}/driver", $"../../../../bus/pci/drivers/{driver}");
-        Link($"{Sysfs.DriverDir(driver)}/{pci}", $"../../../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}");
-        Write($"{dev}/uevent", $"DRIVER={driver}\nPCI_SLOT_NAME={pci}\n");
+        Link($"{dev}/driver", Rel($"{dev}/driver", Sysfs.DriverDir(driver)));
+        Link($"{Sysfs.DriverDir(driver)}/{pci}", Rel($"{Sysfs.DriverDir(driver)}/{pci}", dev));
+        Uevent(dev, pci, driver);
         if (driver == VirtualFunction.VfioDriver)
         {
             var group = new FileInfo(P($"{dev}/iommu_group")).LinkTarget!.Split('/')[^1];
@@ -115,13 +136,13 @@ public sealed class SysfsTree(string root)
 
     public void Unbind(string pci)
     {
-        var dev = DevicePath(pci);
+        var dev = Dir(pci);
         var driverLink = new FileInfo(P($"{dev}/driver")).LinkTarget;
         if (driverLink is null) return;
         var driver = driverLink.Split('/')[^1];
         Remove($"{dev}/driver");
         Remove($"{Sysfs.DriverDir(driver)}/{pci}");
-        Write($"{dev}/uevent", $"PCI_SLOT_NAME={pci}\n");
+        Uevent(dev, pci, null);
         foreach (var net in Directory.Exists(P($"{dev}/net")) ? Directory.GetDirectories(P($"{dev}/net")) : [])
             Remove(Sysfs.Net(Path.GetFileName(net)));
         Remove($"{dev}/net");
@@ -132,23 +153,33 @@ public sealed class SysfsTree(string root)
         }
     }
 
+    /// <summary>The device's uevent with its DRIVER= line first (or none): the kernel's other lines (PCI_ID, MODALIAS, ...) stay.</summary>
+    private void Uevent(string dev, string pci, string? driver)
+    {
+        var path = P($"{dev}/uevent");
+        var lines = File.Exists(path) ? File.ReadAllLines(path).Where(l => l.Length > 0 && !l.StartsWith("DRIVER=", StringComparison.Ordinal)).ToList() : [];
+        if (lines.Count == 0) lines.Add($"PCI_SLOT_NAME={pci}");
+        if (driver is not null) lines.Insert(0, $"DRIVER={driver}");
+        Write($"{dev}/uevent", string.Join("\n", lines) + "\n");
+    }
+
     public void Netdev(string pci, string name, string mac, int mtu, bool up)
     {
-        var dev = DevicePath(pci);
+        var dev = Dir(pci);
         var net = $"{dev}/net/{name}";
         Write($"{net}/address", mac + "\n");
         Write($"{net}/mtu", mtu.ToString(CultureInfo.InvariantCulture) + "\n");
         Write($"{net}/type", "1\n");
         Write($"{net}/addr_len", "6\n");
         SetUp(pci, name, up);
-        Link($"{net}/device", $"../../../{pci}");
-        Link(Sysfs.Net(name), $"../../devices/pci{pci[..4]}:00/{pci[..4]}:00:01.{Convert.ToInt32(pci[5..7], 16) % 8}/{pci}/net/{name}");
+        Link($"{net}/device", "../../../" + pci);
+        Link(Sysfs.Net(name), Rel(Sysfs.Net(name), net));
     }
 
     /// <summary>Sets a netdev administratively up or down (IFF_UP in <c>flags</c>) with the matching operstate.</summary>
     public void SetUp(string pci, string name, bool up)
     {
-        var net = $"{DevicePath(pci)}/net/{name}";
+        var net = $"{Dir(pci)}/net/{name}";
         Write($"{net}/flags", up ? "0x1003\n" : "0x1002\n");
         Write($"{net}/operstate", up ? "up\n" : "down\n");
         Write($"{net}/carrier", up ? "1\n" : "");

@@ -11,12 +11,14 @@ namespace VmNet.Tests.Execution;
 /// </summary>
 internal static class HostSnapshot
 {
-    public static string Of(string hostDir)
+    /// <param name="skip">Also leaves out the paths (relative to the tree) it is true for.</param>
+    public static string Of(string hostDir, Func<string, bool>? skip = null)
     {
         var sb = new StringBuilder();
-        Walk(hostDir, hostDir, sb, skip: p => p == "run" || p.StartsWith("run/", StringComparison.Ordinal));
+        Walk(hostDir, hostDir, sb, skip: p => p == "run" || p.StartsWith("run/", StringComparison.Ordinal) || skip?.Invoke(p) == true);
         var kernel = new SimulatedKernel(new HostRoot(hostDir));
-        foreach (var pf in Directory.EnumerateFileSystemEntries(Path.Join(hostDir, "sys/class/net")).Select(Path.GetFileName).Order(StringComparer.Ordinal))
+        // Every netdev of a PCI device (a real kernel's tree also has lo, bonding_masters and other virtual entries).
+        foreach (var pf in Directory.EnumerateFileSystemEntries(Path.Join(hostDir, "sys/class/net")).Where(e => Path.Exists(Path.Join(e, "device")) && skip?.Invoke(Path.GetRelativePath(hostDir, e) + "/") != true).Select(Path.GetFileName).Order(StringComparer.Ordinal))
             sb.Append("ip -j link show dev ").Append(pf).Append('\n').Append(IpLinkJson.Render(0, kernel.ReadLinkAsync(pf!, CancellationToken.None).Result)).Append('\n');
         return sb.ToString();
     }
