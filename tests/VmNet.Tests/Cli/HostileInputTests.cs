@@ -123,4 +123,101 @@ public sealed class HostileInputTests : IDisposable
     }
 
     private const UnixFileMode StateDirMode = VmNet.State.StateDir.VmDirMode;
+
+    /// <summary>Issue 13, item 5: a syntax error, deep nesting, a huge or endless file: exit 2 with line and column, no stack trace.</summary>
+    [Fact]
+    public void Yaml_that_is_broken_too_deep_or_too_big_is_refused_with_where_and_why()
+    {
+        var cases = new (string File, string Expected)[]
+        {
+            (_dir.Write("syntax.yaml", "name: a\nnetworks:\n  - name: x\n    ports: [a, b\n"), "(yaml): not valid YAML: While parsing a flow sequence, did not find expected ',' or ']'. (line 5, column 1)"),
+            (_dir.Write("deep.yaml", "name: " + new string('[', 40_000)), $"(yaml): nests lists and mappings more than {VmNet.Spec.YamlInput.MaxDepth} deep"),
+            (_dir.Write("deep-block.yaml", string.Concat(Enumerable.Range(0, 100).Select(d => new string(' ', d * 2) + "- \n")) ), "nests lists and mappings more than 32 deep"),
+            (_dir.Write("big.yaml", "name: a\n# " + new string('x', VmNet.Spec.YamlInput.MaxBytes) + "\n"), "(file): is larger than 1 MiB; a spec or host.yaml is a few KB"),
+            ("/dev/zero", "(file): is larger than 1 MiB"),
+            (_dir.Write("latin1.yaml", "name: a\n"), ""),
+        };
+        File.WriteAllBytes(cases[^1].File, [0x6e, 0x61, 0x6d, 0x65, 0x3a, 0x20, 0xe9, 0x0a]); // "name: \xe9": Latin-1, not UTF-8
+        cases[^1].Expected = "(file): is not UTF-8 text (invalid bytes at byte 7); save it as UTF-8";
+
+        foreach (var (file, expected) in cases)
+            foreach (var args in new[] { new[] { "validate", file }, ["up", file, "--dry-run"], ["host", "apply", "--config", file] })
+            {
+                var r = Vmnet(args);
+                Assert.True(r.Code == 2, $"vmnet {string.Join(' ', args)} exited {r.Code}:\n{r.Out}{r.Err}");
+                Assert.Contains(expected, r.Err);
+                Assert.DoesNotContain("   at ", r.Err);
+            }
+    }
+
+    /// <summary>Issue 13, item 14: what vmnet keeps in its state dir is its own: no link, no other owner, no writable-by-others directory.</summary>
+    [Fact]
+    public void A_planted_link_or_a_foreign_directory_in_the_state_dir_is_refused_and_nothing_is_written_through_it()
+    {
+        SimHost.Create(_dir["host"], NicShape.ConnectX5(), pfs: 2, numVfs: 1);
+        var spec = _dir.Write("vm.yaml", "name: vm1\ndisk: {image: /i.qcow2}\nnetworks:\n  - name: s\n    ports: [enp3s0f0np0, enp3s0f1np1]\n    address: dhcp\n");
+        var victim = _dir.Write("victim/qemu.json", "precious");
+        Directory.CreateDirectory(_dir["state/vms"]);
+        File.CreateSymbolicLink(_dir["state/vms/vm1"], _dir["victim"]);
+        var before = HostSnapshot.Of(_dir["host"]);
+
+        foreach (var args in new[] { new[] { "up", spec, "--no-start" }, ["rm", "vm1"], ["gc"], ["host"], ["status", "vm1"] })
+        {
+            var r = Vmnet(args);
+            Assert.True(r.Code == 3, $"vmnet {string.Join(' ', args)} exited {r.Code}:\n{r.Out}{r.Err}");
+            Assert.Contains($"{_dir["state/vms/vm1"]} is a symbolic link, not a directory; vmnet keeps its state in real files and directories: remove it", r.Err);
+        }
+        Assert.Equal("precious", File.ReadAllText(victim));
+        Assert.Equal(["qemu.json"], Directory.GetFiles(_dir["victim"]).Select(Path.GetFileName));
+        Assert.Equal(before, HostSnapshot.Of(_dir["host"]));
+
+        File.Delete(_dir["state/vms/vm1"]);
+        Directory.CreateDirectory(_dir["state/vms/vm1"]);
+        File.SetUnixFileMode(_dir["state/vms/vm1"], (UnixFileMode)0b111_111_111);
+        var open = Vmnet("up", spec, "--no-start");
+        Assert.Equal(3, open.Code);
+        Assert.Contains($"{_dir["state/vms/vm1"]} is writable by group or others (mode 777); chmod go-w", open.Err);
+
+        File.SetUnixFileMode(_dir["state/vms/vm1"], (UnixFileMode)0b111_101_101);
+        Assert.Equal(0, Chown(_dir["state/vms/vm1"], 4242));
+        var foreign = Vmnet("up", spec, "--no-start");
+        Assert.Equal(3, foreign.Code);
+        Assert.Contains($"{_dir["state/vms/vm1"]} is owned by uid 4242, not by uid 0 that vmnet runs as", foreign.Err);
+        Assert.Equal(before, HostSnapshot.Of(_dir["host"]));
+
+        // A regular file where a directory belongs (item 17): named, with the repair.
+        Directory.Delete(_dir["state/vms/vm1"]);
+        File.WriteAllText(_dir["state/pfs"], "not a directory");
+        var file = Vmnet("host");
+        Assert.Equal(3, file.Code);
+        Assert.Contains($"{_dir["state/pfs"]} is a file, not a directory; vmnet keeps its state in real files and directories: remove it (vmnet recreates what it needs)", file.Err);
+        Assert.DoesNotContain("   at ", file.Err);
+
+        File.Delete(_dir["state/pfs"]);
+        Assert.Equal(0, Vmnet("up", spec, "--no-start").Code);
+        Assert.Equal(0, Vmnet("rm", "vm1").Code);
+        Assert.Equal(before, HostSnapshot.Of(_dir["host"]));
+    }
+
+    /// <summary>A saved guest report that is a link (to a file a guest must not see printed) reads as no report.</summary>
+    [Fact]
+    public void A_guest_report_planted_as_a_link_is_not_read()
+    {
+        var paths = VmNet.State.VmPaths.For(new VmNet.State.StateDir(_dir["state"]), "vm1");
+        Directory.CreateDirectory(paths.VmDir);
+        var target = _dir.Write("elsewhere.json", "{\"at\":\"2026-01-01T00:00:00Z\",\"networks\":[]}");
+        File.CreateSymbolicLink(paths.GuestReport, target);
+
+        Assert.Null(VmNet.Backends.GuestAgentChannel.ReadSaved(paths));
+        File.Delete(paths.GuestReport);
+        File.Copy(target, paths.GuestReport);
+        Assert.NotNull(VmNet.Backends.GuestAgentChannel.ReadSaved(paths));
+    }
+
+    private static int Chown(string path, int uid)
+    {
+        using var p = System.Diagnostics.Process.Start("chown", [uid.ToString(System.Globalization.CultureInfo.InvariantCulture), path])!;
+        p.WaitForExit();
+        return p.ExitCode;
+    }
 }
