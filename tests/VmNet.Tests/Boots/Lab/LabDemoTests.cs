@@ -15,7 +15,7 @@ namespace VmNet.Tests.Boots.Lab;
 /// VF free at the end. The demo's output goes to the test output. Took 5.5 to 9.8 minutes here (15 at most).
 /// </summary>
 [Trait(Tier.Name, Tier.Boot)]
-[Collection("Lab")]
+[Collection(SlowFirst.LabDemo)]
 public sealed partial class LabDemoTests(ITestOutputHelper output)
 {
     public const string Command = "images/lab/demo.sh";

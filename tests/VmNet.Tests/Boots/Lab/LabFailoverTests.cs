@@ -1,4 +1,5 @@
 using System.Globalization;
+using VmNet.Tests.Support;
 
 namespace VmNet.Tests.Boots.Lab;
 
@@ -83,7 +84,7 @@ public sealed class LabFixture : IAsyncLifetime
 /// VF 0 of each PF (igbvf netdevs, found by MAC) with fail_over_mac=active.
 /// </summary>
 [Trait(Tier.Name, Tier.Boot)]
-[Collection("Lab")]
+[Collection(SlowFirst.LabFailover)]
 public sealed class LabFailoverTests(LabFixture fixture, ITestOutputHelper output) : IClassFixture<LabFixture>
 {
     private LabHost Lab => fixture.Lab;

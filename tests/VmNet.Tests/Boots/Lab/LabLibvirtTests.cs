@@ -132,9 +132,13 @@ public sealed class LabLibvirtFixture : IAsyncLifetime
 /// <summary>
 /// Issue 12 on real kernels: the libvirt domain vmnet defines stays virsh's. Every spec field of each VF (MAC, VLAN
 /// 40 with qos 3, spoof checking, trust, link state, the vfio-pci binding) is read back from the PF after each of
-/// `vmnet up`, `virsh shutdown`, `virsh start`, `virsh reboot` (the guest reset in the same QEMU), `virsh destroy` + `start` and a restart of the host
-/// (libvirtd autostarts the domain after the boot unit's lines ran), `vmnet rm` after all that, and `vmnet gc` once a
-/// domain was destroyed and undefined behind vmnet's back, give the VFs back exactly as found. The steps share one lab host and one VM.
+/// `vmnet up`, `virsh shutdown`, `virsh start`, `virsh destroy` + `start`, a restart of the host (libvirtd autostarts
+/// the domain after the boot unit's lines ran) and `virsh reboot` (the guest reset in the same QEMU); `vmnet rm` after
+/// all that, and `vmnet gc` once a domain was destroyed and undefined behind vmnet's back, give the VFs back exactly as
+/// found. The steps share one lab host and one VM. The guest's boot is awaited twice (after `vmnet up`, and after the
+/// host restart, where the peer reaches it with no vmnet command typed): each nested boot costs minutes of the CI's
+/// two cores, and the starts in between (`virsh start`, `destroy` + `start`) are the same libvirt start of the same
+/// domain on the same VFs.
 /// </summary>
 [Trait(Tier.Name, Tier.Boot)]
 [Collection(SlowFirst.LabLibvirt)]
@@ -278,7 +282,7 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
     }
 
     [Fact, Step(3)]
-    public async Task Virsh_shutdown_keeps_the_vfs_with_the_vm_and_virsh_start_brings_the_guest_back_on_them()
+    public async Task Virsh_shutdown_keeps_the_vfs_with_the_vm_and_virsh_start_starts_it_on_them()
     {
         await Lab.Must($"{Virsh} shutdown {Vm}");
         await WaitForState("shut off", TimeSpan.FromSeconds(120));
@@ -289,22 +293,20 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
         Assert.Contains($"{Vm}: shut off (libvirt)", status);
         Assert.Equal(2, (await Vfs()).Count);
 
-        var since = await LabNow();
         await Lab.Must($"{Virsh} start {Vm}");
-        await AssertVfsAsPlanned("right after virsh start");
-        output.WriteLine(await WaitForGuest(since, TimeSpan.FromSeconds(600)));
-        await AssertPeerReachesGuest("after virsh shutdown and virsh start");
-        await AssertVfsAsPlanned("with the guest up again after virsh start");
+        Assert.Equal("running", await DomState());
+        output.WriteLine(await AssertVfsAsPlanned("right after virsh start"));
+        // The guest boots on: the next step destroys it on the way, the host restart after it waits for its boot.
     }
 
-    [Fact, Step(4)]
+    [Fact, Step(6)]
     public async Task Virsh_reboot_resets_the_guest_in_the_same_qemu_and_the_vfs_stay_as_planned()
     {
         var pid = (await Lab.Must($"cat /run/libvirt/qemu/{Vm}.pid")).Trim();
         var powerOffs = await SerialCount("vmnet-init: power button");
         // The test guest's acpid powers it off on the ACPI power button; libvirt then resets it in the same QEMU (its
-        // "fake reboot") instead of stopping it. The boot that follows is an ordinary boot of the guest (step 3 proves
-        // one); the next step destroys it on the way.
+        // "fake reboot") instead of stopping it. The boot that follows is an ordinary boot of the guest (step 5 waits
+        // for one); the next step removes the VM during it.
         await Lab.Must($"{Virsh} reboot {Vm}");
         var deadline = Lab.Clock.Elapsed + TimeSpan.FromSeconds(180);
         while (await SerialCount("vmnet-init: power button") == powerOffs && Lab.Clock.Elapsed < deadline)
@@ -316,7 +318,7 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
         output.WriteLine(await AssertVfsAsPlanned("after virsh reboot (the guest reset in the same QEMU)"));
     }
 
-    [Fact, Step(5)]
+    [Fact, Step(4)]
     public async Task Virsh_destroy_and_start_keep_every_vf_setting()
     {
         await Lab.Must($"{Virsh} destroy {Vm}");
@@ -324,11 +326,11 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
         await AssertVfsAsPlanned("after virsh destroy");
         await Lab.Must($"{Virsh} start {Vm}");
         Assert.Equal("running", await DomState());
-        // The guest's boot after a start was proven in step 3; the next step restarts the host under it.
+        // The next step restarts the host under the booting guest, and waits for the guest's boot after it.
         output.WriteLine(await AssertVfsAsPlanned("right after virsh destroy and virsh start"));
     }
 
-    [Fact, Step(6)]
+    [Fact, Step(5)]
     public async Task After_a_host_restart_the_boot_units_lines_prepare_the_vfs_and_libvirtd_autostarts_the_guest()
     {
         var lab = await fixture.Restart();
@@ -359,13 +361,14 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
     [Fact, Step(7)]
     public async Task After_the_lifecycle_rm_gives_every_vf_back_exactly_as_found()
     {
-        var rm = await Lab.Must($"vmnet rm {Vm}", TimeSpan.FromSeconds(180));
+        // The guest is in the boot after virsh reboot (its acpid not up yet): rm stops it hard after 10 s.
+        var rm = await Lab.Must($"vmnet rm {Vm} --timeout 10", TimeSpan.FromSeconds(180));
         var host = await Lab.Must("vmnet host");
         var state = await Lab.Must(LabLibvirtFixture.PfState);
         var defined = await Lab.Shell($"{Virsh} dominfo {Vm}");
         output.WriteLine($"{rm}\n-- vmnet host:\n{host}\n-- as found:\n{fixture.AsFound}\n-- now:\n{state}");
 
-        Assert.Contains($"{Vm}: shut down and removed from libvirt", rm);
+        Assert.Matches($@"{Vm}: (shut down and|did not power off within 10 s and was stopped hard;) removed from libvirt", rm);
         Assert.NotEqual(0, defined.Exit);
         Assert.Equal(4, Regex.Matches(host, @"igbvf .*free").Count);
         AssertAsFound(state);
