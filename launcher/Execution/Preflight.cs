@@ -27,7 +27,7 @@ public static class Preflight
                 Host($"VF {a.Vf.Pci} has no IOMMU group: the IOMMU is off. Add intel_iommu=on iommu=pt (AMD: amd_iommu=on iommu=pt) to the kernel command line, enable VT-d/AMD-Vi in the firmware, and reboot");
                 continue;
             }
-            foreach (var (other, driver) in host.GroupPeers(a.Vf.Pci, group.ToString(System.Globalization.CultureInfo.InvariantCulture)))
+            foreach (var (other, driver) in host.GroupPeers(a.Vf.Pci, group))
                 Host($"VF {a.Vf.Pci} shares IOMMU group {group} with {other} (driver {driver}), which vfio would take from the host too; pick another VF, or put the device in its own group (ACS)");
         }
         if (!root.Exists(Sysfs.DriverDir(VirtualFunction.VfioDriver)) && plan.Steps.Any(s => s is ProbeVf))

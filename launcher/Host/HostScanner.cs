@@ -59,7 +59,7 @@ public sealed class HostScanner(HostRoot root) : IHostFacts
     public VirtualFunction ReadVf(int index, string pci)
     {
         var netdev = NetDevOf(pci);
-        var group = Root.LinkName(Sysfs.IommuGroupLink(pci));
+        int? group = int.TryParse(Root.LinkName(Sysfs.IommuGroupLink(pci)), out var g) ? g : null;
         return new VirtualFunction(
             Index: index,
             Pci: pci,
@@ -68,10 +68,10 @@ public sealed class HostScanner(HostRoot root) : IHostFacts
             NetDev: netdev,
             NetDevUp: netdev is not null && Sysfs.IsUp(Root.Read($"{Sysfs.NetDevice(pci, netdev)}/flags")),
             Mac: netdev is null ? null : Root.Read($"{Sysfs.NetDevice(pci, netdev)}/address"),
-            IommuGroup: int.TryParse(group, out var g) ? g : null,
+            IommuGroup: group,
             NumaNode: Root.ReadInt(Sysfs.NumaNode(pci)) ?? -1)
         {
-            GroupPeer = group is null ? null : GroupPeers(pci, group).Select(p => $"{p.Pci} (driver {p.Driver})").FirstOrDefault(),
+            GroupPeer = group is { } n ? GroupPeers(pci, n).Select(p => $"{p.Pci} (driver {p.Driver})").FirstOrDefault() : null,
         };
     }
 
@@ -80,9 +80,9 @@ public sealed class HostScanner(HostRoot root) : IHostFacts
     /// host with it: bound to a driver other than vfio-pci, and no PCI bridge or port (a group is only viable for vfio
     /// when every endpoint in it is on vfio-pci or on no driver).
     /// </summary>
-    public IEnumerable<(string Pci, string Driver)> GroupPeers(string pci, string group)
+    public IEnumerable<(string Pci, string Driver)> GroupPeers(string pci, int group)
     {
-        foreach (var other in Root.List($"{Sysfs.IommuGroup(group)}/devices").Order(StringComparer.Ordinal))
+        foreach (var other in Root.List(Sysfs.IommuGroupDevices(group)).Order(StringComparer.Ordinal))
         {
             if (other == pci) continue;
             var driver = DriverOf(other);

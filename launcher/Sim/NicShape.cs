@@ -58,12 +58,5 @@ public sealed record NicShape(
         VfName: (pf, vf) => vf * 2 % 8 == 0 ? $"enp{pf + 1}s{16 + vf / 4}" : $"enp{pf + 1}s{16 + vf / 4}f{vf * 2 % 8}");
 
     /// <summary>The PCI address of VF <paramref name="vf"/> of PF <paramref name="pf"/>: PF routing ID + offset + stride * vf.</summary>
-    public string VfPci(int pf, int vf)
-    {
-        var pfAddress = PfPci(pf);
-        var bus = Convert.ToInt32(pfAddress[5..7], 16);
-        var devfn = (Convert.ToInt32(pfAddress[8..10], 16) << 3) | (pfAddress[11] - '0');
-        var rid = (bus << 8) + devfn + VfOffset(pf, TotalVfs) + VfStride * vf;
-        return $"{pfAddress[..4]}:{rid >> 8:x2}:{(rid & 0xff) >> 3:x2}.{rid & 7}";
-    }
+    public string VfPci(int pf, int vf) => SimHost.VfPci(PfPci(pf), VfOffset(pf, TotalVfs), VfStride, vf);
 }

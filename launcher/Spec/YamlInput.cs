@@ -19,7 +19,11 @@ public static class YamlInput
     public const int MaxDepth = 32;
     public const int MaxEvents = 100_000;
 
-    /// <summary>The file's text, or null when it cannot be read (the caller words that message).</summary>
+    /// <summary>
+    /// The file's text; a <see cref="SpecException"/> naming <paramref name="source"/> when it is too large or not
+    /// UTF-8. An <see cref="IOException"/> or <see cref="UnauthorizedAccessException"/> goes to the caller, which words
+    /// what to do about an unreadable file.
+    /// </summary>
     public static string ReadFile(string path, string source)
     {
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.None);

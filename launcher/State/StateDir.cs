@@ -26,22 +26,23 @@ public sealed class StateDir
     public void Guard()
     {
         SafePath.Check(Path, "directory");
-        foreach (var dir in new[] { LeasesDir, VmsDir, PfIndexDir, System.IO.Path.Join(Path, "macs"), System.IO.Path.Join(Path, "logs") })
+        foreach (var dir in new[] { LeasesDir, VmsDir, PfIndexDir, MacsDir, LogsDir })
             SafePath.Check(dir, "directory");
         if (!Directory.Exists(VmsDir)) return;
-        foreach (var vm in Directory.EnumerateFileSystemEntries(VmsDir))
+        foreach (var vm in Directory.EnumerateFileSystemEntries(VmsDir).Select(System.IO.Path.GetFileName))
         {
-            SafePath.Check(vm, "directory");
-            SafePath.Check(System.IO.Path.Join(vm, "vfs"), "directory");
+            SafePath.Check(VmDir(vm!), "directory");
+            SafePath.Check(VmLeasesDir(vm!), "directory");
         }
     }
     public string LeasesDir => System.IO.Path.Join(Path, "leases");
     public string LeaseFile(string pci) => System.IO.Path.Join(LeasesDir, pci + ".json");
-    public string VmDir(string vm) => System.IO.Path.Join(Path, "vms", vm);
+    public string VmDir(string vm) => System.IO.Path.Join(VmsDir, vm);
     /// <summary>The VM's own index of its leases: one link per leased VF into <see cref="LeasesDir"/>.</summary>
     public string VmLeasesDir(string vm) => System.IO.Path.Join(VmDir(vm), "vfs");
     /// <summary>The MAC index: one file per MAC in use, holding the VM's name, so uniqueness is one lookup.</summary>
-    public string MacFile(string mac) => System.IO.Path.Join(Path, "macs", mac.Replace(':', '-'));
+    public string MacFile(string mac) => System.IO.Path.Join(MacsDir, mac.Replace(':', '-'));
+    public string MacsDir => System.IO.Path.Join(Path, "macs");
     /// <summary>The PF index: the leased VF indices of one PF, one per line.</summary>
     public string PfIndexFile(string pfPci) => System.IO.Path.Join(PfIndexDir, pfPci);
     public string PfIndexDir => System.IO.Path.Join(Path, "pfs");
@@ -49,7 +50,8 @@ public sealed class StateDir
     public string LockFile => System.IO.Path.Join(Path, "lock");
     public string VmsDir => System.IO.Path.Join(Path, "vms");
     /// <summary>Where a failed <c>up</c> keeps the VM's serial log after its directory is gone.</summary>
-    public string KeptSerialLog(string vm) => System.IO.Path.Join(Path, "logs", $"{vm}.serial.log");
+    public string KeptSerialLog(string vm) => System.IO.Path.Join(LogsDir, $"{vm}.serial.log");
+    public string LogsDir => System.IO.Path.Join(Path, "logs");
 
     /// <summary>
     /// A VM directory: traversable but not listable by others (libvirt's QEMU runs as libvirt-qemu and must reach the

@@ -150,19 +150,12 @@ public sealed class DoctorIommuGroupTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private void Share(SysfsTree tree, params int[] groups)
-    {
-        tree.Device("0000:00:1f.0", "0x8086", "0x2922", 99);
-        tree.Bind("0000:00:1f.0", "ahci");
-        foreach (var g in groups)
-            tree.Link($"/sys/kernel/iommu_groups/{g}/devices/0000:00:1f.0", $"../../../..{SysfsTree.DevicePath("0000:00:1f.0")}");
-    }
 
     [Fact]
     public void The_doctor_warns_of_a_vf_in_a_shared_group_and_vmnet_host_shows_it_busy()
     {
         var tree = SimHost.Create(_dir["host"], NicShape.Igb(), pfs: 1, numVfs: 2);
-        Share(tree, 21);
+        Execution.ApplyTests.ShareGroup(tree, 21);
 
         var doctor = Cli.HostCliTests.OnSimHost(_dir, ["doctor"]);
         var host = Cli.HostCliTests.OnSimHost(_dir, ["host"]);
@@ -180,7 +173,7 @@ public sealed class DoctorIommuGroupTests : IDisposable
     public void The_doctor_fails_a_pf_whose_every_vf_shares_its_group()
     {
         var tree = SimHost.Create(_dir["host"], NicShape.Igb(), pfs: 1, numVfs: 2);
-        Share(tree, 21, 22);
+        Execution.ApplyTests.ShareGroup(tree, 21, 22);
 
         var doctor = Cli.HostCliTests.OnSimHost(_dir, ["doctor"]);
 

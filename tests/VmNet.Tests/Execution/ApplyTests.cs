@@ -148,12 +148,20 @@ public sealed class ApplyTests : IDisposable
         Assert.Null(ops.Ledger.Store.Find(orphan));
     }
 
-    /// <summary>Puts an ahci controller into the IOMMU group of <paramref name="vf"/> (as a platform without ACS would).</summary>
-    private static void ShareGroup(SysfsTree tree, string vf, int group)
+    /// <summary>
+    /// Puts an ahci controller (0000:00:1f.0, created on the first call) into IOMMU groups <paramref name="groups"/>, as a
+    /// platform without ACS would.
+    /// </summary>
+    internal static void ShareGroup(SysfsTree tree, params int[] groups)
     {
-        tree.Device("0000:00:1f.0", "0x8086", "0x2922", 99);
-        tree.Bind("0000:00:1f.0", "ahci");
-        tree.Link($"/sys/kernel/iommu_groups/{group}/devices/0000:00:1f.0", $"../../../..{SysfsTree.DevicePath("0000:00:1f.0")}");
+        const string ahci = "0000:00:1f.0";
+        if (!File.Exists(Path.Join(tree.Root, Sysfs.Device(ahci), "vendor")))
+        {
+            tree.Device(ahci, "0x8086", "0x2922", 99);
+            tree.Bind(ahci, "ahci");
+        }
+        foreach (var group in groups)
+            tree.Link($"{Sysfs.IommuGroupDevices(group)}/{ahci}", $"../../../..{SysfsTree.DevicePath(ahci)}");
     }
 
     [Fact]
@@ -164,7 +172,7 @@ public sealed class ApplyTests : IDisposable
         tree.SetUp("0000:01:00.0", "enp1s0", up: false);
         tree.Remove("/sys/bus/pci/drivers/vfio-pci");
         // The group became shared after planning (a VF the VM already holds, say): the preflight still catches it.
-        ShareGroup(tree, plan.Vfs[0].Vf.Pci, plan.Vfs[0].Vf.IommuGroup!.Value);
+        ShareGroup(tree, plan.Vfs[0].Vf.IommuGroup!.Value);
         var start = HostSnapshot.Of(_dir["host"]);
 
         var problems = await Preflight.CheckAsync(plan, new HostRoot(_dir["host"]), _ct);
@@ -181,12 +189,12 @@ public sealed class ApplyTests : IDisposable
     public async Task The_planner_skips_a_vf_that_shares_its_iommu_group_and_names_the_group_when_none_is_left()
     {
         var (ops, spec, tree) = Setup("igb", numVfs: 2);
-        ShareGroup(tree, "0000:01:10.0", 21);
+        ShareGroup(tree, 21); // VF 0 of PF0
 
         var plan = (await ops.PlanAsync(spec, new LaunchOptions { Start = false }, new Templates(), _ct)).Plan;
         Assert.Equal("0000:01:10.2", plan.Vfs[0].Vf.Pci);
 
-        tree.Link("/sys/kernel/iommu_groups/22/devices/0000:00:1f.0", $"../../../..{SysfsTree.DevicePath("0000:00:1f.0")}");
+        ShareGroup(tree, 22); // VF 1 of PF0
         var start = HostSnapshot.Of(_dir["host"]);
         var e = await Assert.ThrowsAnyAsync<VmNetException>(() => ops.UpAsync(spec, _ct));
 

@@ -3,7 +3,6 @@ using System.Xml.Linq;
 using CsCheck;
 using VmNet.Cli;
 using VmNet.Host;
-using VmNet.Leases;
 using VmNet.Libvirt;
 using VmNet.Planning;
 using VmNet.Rendering;
@@ -88,16 +87,8 @@ public sealed class SpecPropertyTests(ITestOutputHelper output) : IDisposable
 
     private static string Plain(string field) => Fields.First(f => f.Field == field).Plain;
 
-    private sealed class NoLeases : ILeaseView
-    {
-        public bool IsLeased(string pci) => false;
-        public IReadOnlyList<Lease> OfVm(string vm) => [];
-        public string? MacOwner(string mac) => null;
-        public IReadOnlySet<int> LeasedVfIndices(string pfPci) => new HashSet<int>();
-    }
-
     private LaunchPlan Plan(VmSpec spec) =>
-        Planner.Make(spec, new HostScanner(new HostRoot(Host.Value)), new NoLeases(), new StateDir(_dir["state"]), new LaunchOptions(), new Templates());
+        Planner.Make(spec, new HostScanner(new HostRoot(Host.Value)), new Rendering.RendererTests.EmptyLeases(), new StateDir(_dir["state"]), new LaunchOptions(), new Templates());
 
     /// <summary>The shape of each rendered file: what a value must never change.</summary>
     private sealed record Shape(List<string> Xml, List<string> Qemu, List<string> UserData, List<string> NetworkConfig, List<string> MetaData);

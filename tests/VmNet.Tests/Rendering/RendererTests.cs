@@ -23,7 +23,8 @@ public class RendererTests
         return (plan, plan.Artifacts);
     }
 
-    private sealed class EmptyLeases : ILeaseView
+    /// <summary>A ledger that holds no lease: planning reads only the host.</summary>
+    internal sealed class EmptyLeases : ILeaseView
     {
         public bool IsLeased(string pci) => false;
         public IReadOnlyList<Lease> OfVm(string vm) => [];
