@@ -72,8 +72,8 @@ public static partial class SpecLoader
         {
             var image = diskReader.String("image");
             if (image is null) p.Add("disk.image", "is required: an absolute path to a qcow2 base image", diskReader.Node);
-            else if (!image.StartsWith('/') || HasControl(image))
-                p.Add("disk.image", $"must be an absolute path without control characters, got {MapReader.Quote(image)}", diskReader.Get("image"));
+            else if (FilePathProblem(image) is { } problem)
+                p.Add("disk.image", problem, diskReader.Get("image"));
             var size = Size(diskReader, "size", minMiB: 1024);
             diskReader.RejectUnknownKeys();
             if (image is not null) disk = new DiskSpec(image, size);
@@ -116,8 +116,8 @@ public static partial class SpecLoader
                 if (required) p.Add(b.Child(key), "is required in boot: an absolute path to the kernel image (e.g. /var/lib/vmnet/vmlinuz)", b.Node);
                 return null;
             }
-            if (value.StartsWith('/') && !HasControl(value)) return value;
-            p.Add(b.Child(key), $"must be an absolute path without control characters, got {MapReader.Quote(value)}", b.Get(key));
+            if (FilePathProblem(value) is not { } problem) return value;
+            p.Add(b.Child(key), problem, b.Get(key));
             return null;
         }
         var kernel = Path("kernel", required: true);
@@ -384,6 +384,15 @@ public static partial class SpecLoader
                 && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6;
         return Ipv4Text().IsMatch(text) && IPAddress.TryParse(text, out ip!);
     }
+
+    /// <summary>
+    /// Why <paramref name="path"/> is no absolute path of a file (disk.image, boot.kernel, boot.initrd), or null: it must
+    /// start with '/' and not end with one (libvirt's schema takes a file path as '/' and at least one more character;
+    /// "/" or "/var/lib/" names a directory).
+    /// </summary>
+    internal static string? FilePathProblem(string path) =>
+        path.StartsWith('/') && !path.EndsWith('/') && !HasControl(path) ? null
+            : $"must be an absolute path of a file (starting with / and not ending with one) without control characters, got {MapReader.Quote(path)}";
 
     [GeneratedRegex(@"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\z")]
     private static partial Regex Ipv4Text();
