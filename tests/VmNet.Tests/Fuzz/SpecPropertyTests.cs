@@ -51,6 +51,16 @@ public sealed class SpecPropertyTests(ITestOutputHelper output) : IDisposable
         ("guest.sshAuthorizedKeys[0]", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH1nYWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo0 user@host"),
     ];
 
+    /// <summary>
+    /// (field, other): a value of field can make other wrong, and the refusal then names other: the bond's primary
+    /// must be one of the ports; a gateway or DNS server cannot come with address: dhcp.
+    /// </summary>
+    private static readonly HashSet<(string, string)> Dependents =
+    [
+        ("networks[0].ports[0]", "networks[0].bond.primary"), ("networks[0].ports[1]", "networks[0].bond.primary"),
+        ("networks[0].address", "networks[0].gateway"), ("networks[0].address", "networks[0].dns"), ("networks[0].address", "networks[0].dns[0]"),
+    ];
+
     /// <summary>The spec with every field's value from <paramref name="value"/>, each a YAML double-quoted scalar.</summary>
     public static string Spec(Func<string, string> value)
     {
@@ -134,7 +144,8 @@ public sealed class SpecPropertyTests(ITestOutputHelper output) : IDisposable
                     foreach (var (k, v) in m.Children)
                     {
                         var key = ((YamlScalarNode)k).Value!;
-                        if (key.StartsWith(names, StringComparison.Ordinal)) key = "(network)" + key[names.Length..];
+                        // network-config v2 names its bond and members after the network: ethernets/NAME0, bonds/NAME.
+                        if (path is "/network/ethernets" or "/network/bonds" && key.StartsWith(names, StringComparison.Ordinal)) key = "(network)" + key[names.Length..];
                         keys.Add(path + "/" + key);
                         Walk(v, path + "/" + key);
                     }
@@ -180,9 +191,10 @@ public sealed class SpecPropertyTests(ITestOutputHelper output) : IDisposable
                 catch (SpecException e)
                 {
                     Interlocked.Increment(ref refused);
-                    // The field itself is named (a list's refusal names its item; a port also its bond's primary).
-                    Assert.True(e.Errors.Any(x => x.Path == field || (field.Contains(".ports[", StringComparison.Ordinal) && x.Path == "networks[0].bond.primary") || x.Path.StartsWith(field + ".", StringComparison.Ordinal) || field.StartsWith(x.Path + "[", StringComparison.Ordinal)
-                        || (x.Path == "(yaml)" && value.Any(char.IsSurrogate))),
+                    // The field itself is named: as the error's path (a list's refusal names its item), or, where the value
+                    // breaks a rule another field is held to, as that field (Dependents).
+                    Assert.True(e.Errors.Any(x => x.Path == field || x.Path.StartsWith(field + ".", StringComparison.Ordinal) || field.StartsWith(x.Path + "[", StringComparison.Ordinal)
+                        || Dependents.Contains((field, x.Path)) || (x.Path == "(yaml)" && value.Any(char.IsSurrogate))),
                         $"{repro}: refused without naming {field}:\n{e.Message}");
                     Assert.DoesNotContain("   at ", e.Message);
                     return;
@@ -214,7 +226,7 @@ public sealed class SpecPropertyTests(ITestOutputHelper output) : IDisposable
                 using (var libvirt = LibvirtConnection.Open("test://" + node))
                 using (libvirt.DefineDomain(a.DomainXml, validate: true)) { }
                 // Values that reach a file literally come back literally.
-                if (field == "boot.cmdline") Assert.Equal(value, XDocument.Parse(a.DomainXml).Descendants("cmdline").Single().Value);
+                if (field == "boot.cmdline") Assert.Equal(value, XDocument.Parse(a.DomainXml, LoadOptions.PreserveWhitespace).Descendants("cmdline").Single().Value);
                 if (field == "boot.kernel") Assert.Equal(value, a.QemuArgs[a.QemuArgs.ToList().IndexOf("-kernel") + 1]);
             }, iter: CasesPerField);
             total += accepted + refused + hostRefused;
