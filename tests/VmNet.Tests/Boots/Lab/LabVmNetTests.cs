@@ -91,10 +91,10 @@ public sealed class LabVmNetFixture : IAsyncLifetime
 
             // Both VMs at once: two vmnet processes share the ledger (and its lock) for real; lab-b stops before its start.
             var output = await _lab.Must(
-                "for vm in lab-a lab-b; do ( s=$(date +%s%N); if [ $vm = lab-b ]; then o=--no-start; else o='--wait-timeout 540'; fi; " +
+                "for vm in lab-a lab-b; do ( s=$(date +%s%N); if [ $vm = lab-b ]; then o=--no-start; else o='--wait-timeout 840'; fi; " +
                 "vmnet up $vm.yaml $o > up-$vm.log 2>&1; " +
                 "echo \"$? $(( ($(date +%s%N) - s) / 1000000 ))\" > up-$vm.exit ) & done; wait; " +
-                "for vm in lab-a lab-b; do echo \"== $vm $(cat up-$vm.exit)\"; cat up-$vm.log; done", TimeSpan.FromSeconds(600));
+                "for vm in lab-a lab-b; do echo \"== $vm $(cat up-$vm.exit)\"; cat up-$vm.log; done", TimeSpan.FromSeconds(900));
             foreach (Match m in Regex.Matches(output, @"^== (\S+) (\d+) (\d+)\n(.*?)(?=^== |\z)", RegexOptions.Multiline | RegexOptions.Singleline))
                 Up[m.Groups[1].Value] = (m.Groups[4].Value, int.Parse(m.Groups[2].Value), int.Parse(m.Groups[3].Value) / 1000.0);
             if (Up.Count != 2 || Up.Values.Any(u => u.Exit != 0))
