@@ -69,7 +69,7 @@ public sealed class LabLibvirtFixture : IAsyncLifetime
             Setup = await _lab.Must($"vmnet host boot-unit --config /etc/vmnet/host.yaml --vmnet {Publish}/vmnet -o /etc/vmnet/vmnet-host.service && " +
                 "vmnet host apply --config /etc/vmnet/host.yaml && vmnet doctor", TimeSpan.FromSeconds(120));
             AsFound = await _lab.Must(PfState);
-            Setup += await _lab.Must(Repo.File("images/lab/libvirtd.sh"), TimeSpan.FromSeconds(150));
+            Setup += await _lab.Must(Repo.File("images/lab/libvirtd.sh"), TimeSpan.FromSeconds(330));
             await _lab.Must("qemu-img create -q -f qcow2 /var/lib/vmnet/empty.qcow2 16M");
             await _lab.Must(
                 $"cat > /etc/vmnet/{Vm}.yaml <<'EOF'\nname: {Vm}\ncpus: 1\nmemory: {LabHost.GuestMemory}\naccel: tcg\nautostart: true\n" +
@@ -264,7 +264,7 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
         var before = await lab.Must($"ls /sys/bus/pci/devices/{LabLibvirtFixture.Pf0}/ | grep -c virtfn || true");
         // What systemd would run at boot, in order, before libvirtd (Before=libvirtd.service).
         var prepared = await lab.Must(string.Join(" && ", lines), TimeSpan.FromSeconds(120));
-        var ready = await lab.Must(Repo.File("images/lab/libvirtd.sh"), TimeSpan.FromSeconds(150));
+        var ready = await lab.Must(Repo.File("images/lab/libvirtd.sh"), TimeSpan.FromSeconds(330));
         output.WriteLine($"VFs of PF0 after the restart, before the boot unit: {before.Trim()}\n{unit}\n{prepared}\n{ready}");
         Assert.Equal("0", before.Trim());
         Assert.Contains($"prepared for {Vm}", prepared);
@@ -378,7 +378,7 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
     public async Task After_the_lifecycle_rm_gives_every_vf_back_exactly_as_found()
     {
         // The domain is paused (step 6): the power button goes unanswered and rm stops it hard after 10 s.
-        var rm = await Lab.Must($"vmnet rm {Vm} --timeout 10", TimeSpan.FromSeconds(180));
+        var rm = await Lab.Must($"vmnet rm --force {Vm} --timeout 10", TimeSpan.FromSeconds(180));
         var host = await Lab.Must("vmnet host");
         var state = await Lab.Must(LabLibvirtFixture.PfState);
         var defined = await Lab.Shell($"{Virsh} dominfo {Vm}");
