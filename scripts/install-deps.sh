@@ -28,6 +28,7 @@ packages=(
   mmdebstrap                                           # images/cloud-guest/build.sh: the cloud-init guest's root
   systemd                                              # systemd-analyze verify on the agent's unit
   strace                                               # what iproute2 sends over netlink (VfNetlinkTests), the lab benchmark
+  lintian man-db binutils                              # scripts/package.sh (objdump) and its tests: lintian, man -l
 )
 missing=()
 for p in "${packages[@]}"; do

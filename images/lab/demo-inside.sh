@@ -188,7 +188,7 @@ fi
 reports_since "$from" lab0
 
 header "vmnet rm: the VM stops, every VF goes back as it was found"
-run vmnet rm demo   # the power button: the guest powers off, then its VFs go back
+run vmnet rm --force demo   # running: --force presses the power button, the guest powers off, then its VFs go back
 run vmnet host | tee "$work/host-after.txt"
 free=$(grep -c -E '^  [0-9]+ .* - +free$' "$work/host-after.txt" || true)
 note "$free of 4 VFs free, all untagged"

@@ -15,7 +15,7 @@ namespace VmNet.Backends;
 /// </summary>
 public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisposable
 {
-    /// <summary>The URI used when neither <c>--connect</c> nor <c>VMNET_CONNECT</c> is given.</summary>
+    /// <summary>The URI used when no <c>--connect</c>, <c>VMNET_CONNECT</c>, <c>LIBVIRT_DEFAULT_URI</c> or <c>uri_default</c> names one.</summary>
     public const string DefaultUri = LaunchOptions.DefaultLibvirtUri;
 
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(200);
@@ -27,11 +27,51 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
 
     public StateDir State { get; } = state;
 
-    /// <summary>The URI from <paramref name="option"/>, else <c>VMNET_CONNECT</c>, else <see cref="DefaultUri"/>.</summary>
-    public static string ResolveUri(string? option) =>
+    /// <summary>
+    /// The URI as virsh would choose it, VmNet's own settings first: <paramref name="option"/> (<c>--connect</c>), else
+    /// <c>VMNET_CONNECT</c>, else <c>LIBVIRT_DEFAULT_URI</c>, else <c>uri_default</c> of libvirt's client config
+    /// (<c>/etc/libvirt/libvirt.conf</c> for root, <c>$XDG_CONFIG_HOME/libvirt/libvirt.conf</c> otherwise), else
+    /// <see cref="DefaultUri"/>.
+    /// </summary>
+    public static string ResolveUri(string? option) => ResolveUri(option, Environment.GetEnvironmentVariable, ClientConfig());
+
+    /// <summary><see cref="ResolveUri(string?)"/> over given environment and config file (tests).</summary>
+    public static string ResolveUri(string? option, Func<string, string?> env, string? clientConfig) =>
         option is { Length: > 0 } ? option
-        : Environment.GetEnvironmentVariable("VMNET_CONNECT") is { Length: > 0 } env ? env
-        : DefaultUri;
+        : env("VMNET_CONNECT") is { Length: > 0 } vmnet ? vmnet
+        : env("LIBVIRT_DEFAULT_URI") is { Length: > 0 } libvirt ? libvirt
+        : ReadUriDefault(clientConfig) ?? DefaultUri;
+
+    /// <summary>libvirt's client config file for this user, as libvirt looks for it.</summary>
+    private static string ClientConfig()
+    {
+        if (SafePath.Euid == 0) return "/etc/libvirt/libvirt.conf";
+        var config = Environment.GetEnvironmentVariable("XDG_CONFIG_HOME") is { Length: > 0 } xdg ? xdg
+            : Path.Join(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".config");
+        return Path.Join(config, "libvirt", "libvirt.conf");
+    }
+
+    /// <summary>The <c>uri_default = "..."</c> setting of a libvirt client config; null when the file or the setting is missing.</summary>
+    public static string? ReadUriDefault(string? path)
+    {
+        try
+        {
+            if (path is null || !File.Exists(path)) return null;
+            using var reader = new StreamReader(path);
+            var text = new char[64 * 1024];
+            var read = reader.ReadBlock(text, 0, text.Length);
+            return UriDefault(new string(text, 0, read));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The value of an uncommented <c>uri_default</c> line (libvirt's config syntax: <c>key = "value"</c>, <c>#</c> comments).</summary>
+    public static string? UriDefault(string config) =>
+        System.Text.RegularExpressions.Regex.Match(config, @"^[ \t]*uri_default[ \t]*=[ \t]*""([^""\n]*)""", System.Text.RegularExpressions.RegexOptions.Multiline) is { Success: true } m
+        && m.Groups[1].Value.Length > 0 ? m.Groups[1].Value : null;
 
     /// <summary>The backend's connection, opened on first use.</summary>
     internal LibvirtConnection Connection => _connection ??= LibvirtConnection.Open(Uri);

@@ -43,14 +43,17 @@ internal static class HostCommands
     {
         var name = LaunchCommands.NameArgument();
         var connect = LaunchCommands.ConnectOption();
-        var timeout = new Option<int>("--timeout") { Description = "Seconds to wait for a running guest to power off before stopping it hard", DefaultValueFactory = _ => 30 };
-        var cmd = new Command("rm", "Stop and undefine a VM, give its VFs back as they were found and drop its leases (idempotent)") { name, timeout, connect };
+        var timeout = LaunchCommands.TimeoutOption("With --force: seconds to wait for the guest to power off before stopping it hard");
+        var force = new Option<bool>("--force", "-f") { Description = "Remove a running VM too: power it off first (stopped hard after --timeout)" };
+        var cmd = new Command("rm",
+            "Remove a VM (a running one only with --force): undefine it, delete its files (disk overlay too), give its VFs back as found") { name, force, timeout, connect };
         cmd.SetAction(async (r, ct) =>
         {
             var vm = r.GetValue(name)!;
-            var seconds = r.GetValue(timeout);
-            if (seconds < 0) throw new VmNetException($"--timeout must be 0 or more seconds, got {seconds}", ExitCodes.InvalidInput);
+            var seconds = LaunchCommands.Seconds(r, timeout);
             var ops = Ops(r);
+            var dir = ops.Ledger.State.VmDir(vm);
+            var existed = Directory.Exists(dir);
             using (var backends = new BackendSet(LibvirtBackend.ResolveUri(r.GetValue(connect)), ops.Ledger.State))
             {
                 (IBackend Backend, VmStatus Status)? found = null;
@@ -62,6 +65,10 @@ internal static class HostCommands
                 {
                     r.InvocationConfiguration.Error.WriteLine($"vmnet: warning: {e.Message}; giving back {vm}'s VFs only");
                 }
+                if (found is { Status.Running: true } running && !r.GetValue(force))
+                    throw new VmNetException(
+                        $"{vm} is {running.Status.State} ({running.Backend.Name}); nothing was changed. Stop it first with `vmnet down {vm}`, " +
+                        $"or stop and remove it at once with `vmnet rm --force {vm}`", ExitCodes.Failure);
                 if (found is { } f)
                 {
                     var stopped = await f.Backend.RemoveAsync(vm, TimeSpan.FromSeconds(seconds), ct);
@@ -80,7 +87,8 @@ internal static class HostCommands
             }
             var done = await ops.RemoveAsync(vm, ct);
             foreach (var line in done) stdout.WriteLine(line);
-            stdout.WriteLine(done.Count == 0 ? $"{vm}: no leases; nothing to do" : $"{vm}: {done.Count} VFs restored and released");
+            if (existed && !Directory.Exists(dir)) stdout.WriteLine($"{vm}: deleted {dir} (disk overlay, seed, serial log)");
+            stdout.WriteLine(done.Count > 0 ? $"{vm}: {done.Count} VFs restored and released" : existed ? $"{vm}: held no VFs" : $"{vm}: no leases; nothing to do");
             return ExitCodes.Ok;
         });
         return cmd;
@@ -99,6 +107,10 @@ internal static class HostCommands
         });
         return cmd;
     }
+
+    /// <summary>The running vmnet's path when it is the vmnet executable (not dotnet or a test host), else the package's /usr/bin/vmnet.</summary>
+    private static string ThisVmnet() =>
+        Environment.ProcessPath is { } exe && Path.GetFileName(exe) == "vmnet" ? exe : "/usr/bin/vmnet";
 
     private static readonly Option<string> ConfigOption = new("--config")
     {
@@ -132,15 +144,21 @@ internal static class HostCommands
             Description = "Where to write the unit (- for stdout); enable it with `systemctl daemon-reload && systemctl enable vmnet-host.service`",
             DefaultValueFactory = _ => "/etc/systemd/system/vmnet-host.service",
         };
-        var vmnetPath = new Option<string>("--vmnet") { Description = "The vmnet binary the unit runs", DefaultValueFactory = _ => "/usr/local/bin/vmnet" };
-        var unit = new Command("boot-unit", "Write a systemd unit that runs `vmnet host apply` and `vmnet host prepare` at boot, before libvirt") { ConfigOption, output, vmnetPath };
+        var vmnetPath = new Option<string>("--vmnet") { Description = "The vmnet binary the unit runs (default: this vmnet, or /usr/bin/vmnet)", DefaultValueFactory = _ => ThisVmnet() };
+        var generic = new Option<bool>("--generic") { Description = "A unit for any host (the one the Debian package installs): it names no PF and reads --config only at boot" };
+        var unit = new Command("boot-unit", "Write a systemd unit that runs `vmnet host apply` and `vmnet host prepare` at boot, before libvirt") { ConfigOption, output, vmnetPath, generic };
         unit.SetAction(r =>
         {
             var configPath = Path.GetFullPath(r.GetValue(ConfigOption)!);
-            var config = HostConfig.LoadFile(configPath);
-            var scanner = new HostScanner(new HostRoot(r.GetValue(VmNetCli.HostRootOption)!));
-            var names = config.Pfs.Select(p => scanner.FindPort(p.Port)?.Name ?? p.Port).Where(n => !n.Contains(':', StringComparison.Ordinal));
-            var text = Provisioner.BootUnit(r.GetValue(vmnetPath)!, configPath, Path.GetFullPath(r.GetValue(VmNetCli.StateDirOption)!), names);
+            IEnumerable<string> names = [];
+            if (!r.GetValue(generic))
+            {
+                var config = HostConfig.LoadFile(configPath);
+                var scanner = new HostScanner(new HostRoot(r.GetValue(VmNetCli.HostRootOption)!));
+                names = config.Pfs.Select(p => scanner.FindPort(p.Port)?.Name ?? p.Port).Where(n => !n.Contains(':', StringComparison.Ordinal)).ToList();
+            }
+            // The package's unit names the man page the package installs beside it (systemd-analyze verify runs `man`).
+            var text = Provisioner.BootUnit(r.GetValue(vmnetPath)!, configPath, Path.GetFullPath(r.GetValue(VmNetCli.StateDirOption)!), names, documented: r.GetValue(generic));
             var target = r.GetValue(output)!;
             if (target == "-") stdout.Write(text);
             else

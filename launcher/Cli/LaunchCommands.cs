@@ -20,9 +20,20 @@ internal sealed partial class StatusJson : JsonSerializerContext;
 public static class LaunchCommands
 {
     /// <summary>The libvirt URI option; <see cref="LibvirtBackend.ResolveUri"/> applies VMNET_CONNECT and the default.</summary>
+    /// <summary>How long `down` and `rm --force` wait for a guest to power off (ACPI power button) before stopping it hard.</summary>
+    public const int StopTimeoutSeconds = 60;
+
+    /// <summary>The <c>--timeout</c> of <c>down</c> and <c>rm</c>: one default for both.</summary>
+    internal static Option<int> TimeoutOption(string description) =>
+        new("--timeout") { Description = description, DefaultValueFactory = _ => StopTimeoutSeconds };
+
+    internal static int Seconds(ParseResult r, Option<int> timeout) =>
+        r.GetValue(timeout) is var seconds and >= 0 ? seconds
+        : throw new VmNetException($"--timeout must be 0 or more seconds, got {r.GetValue(timeout)}", ExitCodes.InvalidInput);
+
     public static Option<string?> ConnectOption() => new("--connect", "-c")
     {
-        Description = $"libvirt URI [env VMNET_CONNECT] (default {LibvirtBackend.DefaultUri})",
+        Description = $"libvirt URI [env VMNET_CONNECT, then LIBVIRT_DEFAULT_URI, then libvirt.conf's uri_default] (default {LibvirtBackend.DefaultUri})",
     };
 
     /// <summary>
@@ -72,7 +83,8 @@ public static class LaunchCommands
     {
         var json = JsonOption();
         var connect = ConnectOption();
-        var cmd = new Command("ls", "List VmNet's VMs") { json, connect };
+        var quiet = new Option<bool>("--quiet", "-q") { Description = "Print the names only, one a line" };
+        var cmd = new Command("ls", "List VmNet's VMs") { json, quiet, connect };
         cmd.SetAction(async (r, cancel) =>
         {
             using var backends = Backends(r, connect, stateDir);
@@ -92,6 +104,11 @@ public static class LaunchCommands
                 stdout.WriteLine(JsonSerializer.Serialize(all, StatusJson.Default.ListVmStatus));
                 return ExitCodes.Ok;
             }
+            if (r.GetValue(quiet))
+            {
+                foreach (var s in all) stdout.WriteLine(s.Name);
+                return ExitCodes.Ok;
+            }
             TextTable.Print(stdout, ["NAME", "STATE", "BACKEND", "NETWORKS", "VFS"], all.Select(s => new[]
             {
                 s.Name, s.State, s.Backend, string.Join(",", s.Vfs.Select(v => v.Network).Distinct()), s.Vfs.Count.ToString(CultureInfo.InvariantCulture),
@@ -105,13 +122,12 @@ public static class LaunchCommands
     public static Command Down(TextWriter stdout, Option<string> stateDir)
     {
         var name = LaunchCommands.NameArgument();
-        var timeout = new Option<int>("--timeout") { Description = "Seconds to wait for the guest to power off before stopping it hard", DefaultValueFactory = _ => 60 };
+        var timeout = TimeoutOption("Seconds to wait for the guest to power off before stopping it hard");
         var connect = ConnectOption();
         var cmd = new Command("down", "Stop a VM (its definition, disk and VFs stay; `vmnet up` starts it again)") { name, timeout, connect };
         cmd.SetAction(async (r, cancel) =>
         {
-            var seconds = r.GetValue(timeout);
-            if (seconds < 0) throw new VmNetException($"--timeout must be 0 or more seconds, got {seconds}", ExitCodes.InvalidInput);
+            var seconds = Seconds(r, timeout);
             using var backends = Backends(r, connect, stateDir);
             var vm = r.GetValue(name)!;
             var found = await backends.FindAsync(vm, cancel)

@@ -14,12 +14,21 @@ public static class VmNetCli
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        var root = Build(stdout);
+        if (args is ["--version"])
+        {
+            stdout.WriteLine(VersionLine(Seed.SeedImage.FindAgentQuietly()));
+            return ExitCodes.Ok;
+        }
+        var root = Build(stdout, stderr);
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
-            foreach (var e in parsed.Errors) stderr.WriteLine($"vmnet: {e.Message}");
-            stderr.WriteLine("Run `vmnet --help` for usage.");
+            var hints = Suggestions(parsed, args).ToList();
+            foreach (var e in parsed.Errors)
+                if (hints.Count == 0 || e.Message != "Required command was not provided.") stderr.WriteLine($"vmnet: {e.Message}");
+            foreach (var hint in hints) stderr.WriteLine($"vmnet: {hint}");
+            var command = string.Join(' ', parsed.CommandResult.Command is RootCommand ? [] : CommandPath(parsed.CommandResult));
+            stderr.WriteLine($"Run `vmnet {(command.Length > 0 ? command + " " : "")}--help` for usage.");
             return ExitCodes.InvalidInput;
         }
         try
@@ -50,9 +59,154 @@ public static class VmNetCli
         Recursive = true,
     };
 
-    private static RootCommand Build(TextWriter stdout)
+    /// <summary>The version line: vmnet's, the agent's it would put on a seed (or that none was found), the commit.</summary>
+    public static string VersionLine(string? agent)
+    {
+        var informational = typeof(VmNetCli).Assembly
+            .GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+            .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion ?? "0.0.0";
+        var plus = informational.IndexOf('+', StringComparison.Ordinal);
+        var (version, commit) = plus < 0 ? (informational, "unknown commit") : (informational[..plus], informational[(plus + 1)..]);
+        if (commit.Length > 12) commit = commit[..12];
+        return $"vmnet {version} (agent {AgentVersion(agent)}, {commit})";
+    }
+
+    /// <summary>What `vmnet-agent --version` says (its number), or why there is none.</summary>
+    private static string AgentVersion(string? agent)
+    {
+        if (agent is null) return "not found";
+        try
+        {
+            using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(agent, ["--version"])
+                { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false });
+            if (process is null) return $"{agent} did not start";
+            var line = process.StandardOutput.ReadLine() ?? "";
+            if (!process.WaitForExit(2000)) { process.Kill(); return $"{agent} did not answer"; }
+            return line.StartsWith("vmnet-agent ", StringComparison.Ordinal) && line.Length < 64 ? line["vmnet-agent ".Length..].Trim() : $"{agent} is no vmnet-agent";
+        }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or IOException or InvalidOperationException)
+        {
+            return $"{agent} did not start";
+        }
+    }
+
+    /// <summary>The command names from the root to <paramref name="result"/>'s command (without the root).</summary>
+    private static IEnumerable<string> CommandPath(System.CommandLine.Parsing.CommandResult result)
+    {
+        var names = new List<string>();
+        for (var r = result; r is not null && r.Command is not RootCommand; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+            names.Insert(0, r.Command.Name);
+        return names;
+    }
+
+    /// <summary>"did you mean" for each token the parser could not place: the nearest subcommand or option of the command it came to.</summary>
+    internal static IEnumerable<string> Suggestions(ParseResult parsed, IReadOnlyList<string> args)
+    {
+        var command = parsed.CommandResult.Command;
+        var commands = command.Subcommands.Where(c => !c.Hidden).SelectMany(c => c.Aliases.Prepend(c.Name)).ToList();
+        var options = command.Options.Concat(AncestorOptions(parsed.CommandResult)).Where(o => !o.Hidden)
+            .SelectMany(o => o.Aliases.Prepend(o.Name)).Distinct().ToList();
+        // An unknown option is not always left unmatched: the parser may take it as an argument's value.
+        var unknownOptions = args.TakeWhile(a => a != "--").Where(a => a.StartsWith('-') && a.Length > 1)
+            .Select(a => a.Split('=', 2)[0]).Where(a => !options.Contains(a) && !a.StartsWith("-?", StringComparison.Ordinal));
+        foreach (var token in parsed.UnmatchedTokens.Where(t => !t.StartsWith('-')).Concat(unknownOptions).Distinct())
+        {
+            var pool = token.StartsWith('-') ? options : commands;
+            var best = pool.Select(c => (Name: c, Distance: Distance(token, c)))
+                .Where(c => c.Distance <= Math.Max(1, Math.Min(3, c.Name.TrimStart('-').Length / 3)) || (token.Length >= 3 && c.Name.StartsWith(token, StringComparison.Ordinal)))
+                .OrderBy(c => c.Distance).ThenBy(c => c.Name, StringComparer.Ordinal).Select(c => c.Name).Take(3).ToList();
+            if (best.Count > 0) yield return $"`{Escape(token)}`: did you mean {string.Join(" or ", best.Select(b => $"`{b}`"))}?";
+        }
+    }
+
+    private static IEnumerable<Option> AncestorOptions(System.CommandLine.Parsing.CommandResult result)
+    {
+        for (var r = result.Parent as System.CommandLine.Parsing.CommandResult; r is not null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+            foreach (var o in r.Command.Options.Where(o => o.Recursive)) yield return o;
+    }
+
+    /// <summary>A token as typed, with control characters escaped (it goes to a terminal).</summary>
+    private static string Escape(string token) =>
+        token.Length > 64 ? Escape(token[..64]) + "..." : string.Concat(token.Select(c => char.IsControl(c) ? $"\\x{(int)c:x2}" : c.ToString()));
+
+    /// <summary>Levenshtein distance (insertions, deletions, substitutions; an adjacent swap counts 1).</summary>
+    internal static int Distance(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (var i = 0; i <= a.Length; i++) d[i, 0] = i;
+        for (var j = 0; j <= b.Length; j++) d[0, j] = j;
+        for (var i = 1; i <= a.Length; i++)
+            for (var j = 1; j <= b.Length; j++)
+            {
+                var cost = a[i - 1] == b[j - 1] ? 0 : 1;
+                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + cost);
+                if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i, j] = Math.Min(d[i, j], d[i - 2, j - 2] + 1);
+            }
+        return d[a.Length, b.Length];
+    }
+
+    /// <summary><c>vmnet completion bash</c>: the bash completion script, generated from the commands.</summary>
+    private static Command CompletionCommand(TextWriter stdout, RootCommand root)
+    {
+        var shell = new Argument<string>("SHELL") { Description = "The shell (bash)" };
+        shell.AcceptOnlyFromAmong("bash");
+        var cmd = new Command("completion", "Print the shell completion script (source it, or install it as /usr/share/bash-completion/completions/vmnet)") { shell };
+        cmd.SetAction(_ => { stdout.Write(CliDocs.BashCompletion(root)); return ExitCodes.Ok; });
+        return cmd;
+    }
+
+    /// <summary><c>vmnet man [--date YYYY-MM-DD]</c> (hidden): the man page vmnet(1) in roff, generated from the commands.</summary>
+    private static Command ManCommand(TextWriter stdout, RootCommand root)
+    {
+        var date = new Option<string?>("--date") { Description = "The page's date (YYYY-MM-DD; default today, UTC)" };
+        var cmd = new Command("man", "Print the man page vmnet(1) in roff") { date };
+        cmd.Hidden = true;
+        cmd.SetAction(r =>
+        {
+            var text = r.GetValue(date);
+            DateOnly day;
+            if (text is null) day = DateOnly.FromDateTime(DateTime.UtcNow);
+            else if (!DateOnly.TryParseExact(text, "yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.None, out day))
+                throw new VmNetException($"--date must be YYYY-MM-DD, got {Spec.MapReader.Quote(text)}", ExitCodes.InvalidInput);
+            var version = VersionLine(null).Split(' ')[1];
+            stdout.Write(CliDocs.ManPage(root, version, day));
+            return ExitCodes.Ok;
+        });
+        return cmd;
+    }
+
+    /// <summary><c>vmnet help [COMMAND...]</c>: the same text as <c>vmnet [COMMAND...] --help</c>.</summary>
+    private static Command HelpCommand(TextWriter stdout, TextWriter stderr)
+    {
+        var names = new Argument<string[]>("COMMAND") { Description = "The command to describe (e.g. `up`, `host apply`)", Arity = ArgumentArity.ZeroOrMore };
+        var cmd = new Command("help", "Show help for vmnet or one of its commands") { names };
+        cmd.SetAction(r =>
+        {
+            var path = r.GetValue(names) ?? [];
+            Command at = r.RootCommandResult.Command;
+            foreach (var name in path)
+            {
+                var next = at.Subcommands.FirstOrDefault(c => c.Name == name || c.Aliases.Contains(name));
+                if (next is null)
+                {
+                    var near = at.Subcommands.Where(c => !c.Hidden).Select(c => c.Name).OrderBy(c => Distance(name, c)).ThenBy(c => c, StringComparer.Ordinal)
+                        .Where(c => Distance(name, c) <= Math.Max(1, c.Length / 3)).Take(3).ToList();
+                    var prefix = string.Join(' ', path.TakeWhile(p => p != name).Prepend("vmnet"));
+                    stderr.WriteLine($"vmnet: `{prefix}` has no command `{Escape(name)}`" + (near.Count > 0 ? $"; did you mean {string.Join(" or ", near.Select(n => $"`{n}`"))}?" : ""));
+                    stderr.WriteLine($"Run `{prefix} --help` for its commands.");
+                    return ExitCodes.InvalidInput;
+                }
+                at = next;
+            }
+            return Run([.. path, "--help"], stdout, stderr);
+        });
+        return cmd;
+    }
+
+    private static RootCommand Build(TextWriter stdout, TextWriter stderr)
     {
         var root = new RootCommand("vmnet: VMs with SR-IOV VFs bonded active-backup in the guest, from one YAML spec.");
+        root.Subcommands.Add(HelpCommand(stdout, stderr));
         root.Options.Add(HostRootOption);
         root.Options.Add(StateDirOption);
         root.Subcommands.Add(UpCommand(stdout));
@@ -66,6 +220,8 @@ public static class VmNetCli
         root.Subcommands.Add(LaunchCommands.List(stdout, StateDirOption));
         root.Subcommands.Add(LaunchCommands.Down(stdout, StateDirOption));
         root.Subcommands.Add(LaunchCommands.ConsoleCommand(StateDirOption));
+        root.Subcommands.Add(CompletionCommand(stdout, root));
+        root.Subcommands.Add(ManCommand(stdout, root));
         return root;
     }
 

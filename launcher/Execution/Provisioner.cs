@@ -109,7 +109,7 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
     /// devices exist and the network is configured (a VF's MAC cannot be set through a down PF), before libvirt starts
     /// guests.
     /// </summary>
-    public static string BootUnit(string vmnet, string configPath, string stateDir, IEnumerable<string> pfNames)
+    public static string BootUnit(string vmnet, string configPath, string stateDir, IEnumerable<string> pfNames, bool documented = false)
     {
         foreach (var (what, value) in new[] { ("--vmnet", vmnet), ("--config", configPath), ("--state-dir", stateDir) })
         {
@@ -126,6 +126,7 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
         sb.Append("# leased VFs at boot.\n");
         sb.Append("[Unit]\n");
         sb.Append("Description=VmNet: SR-IOV VFs and leased VFs ready for guests\n");
+        if (documented) sb.Append("Documentation=man:vmnet(1)\n");
         sb.Append("Wants=network-pre.target").Append(devices.Length > 0 ? " " + devices : "").Append('\n');
         sb.Append("After=systemd-udev-settle.service systemd-modules-load.service network-pre.target network.target").Append(devices.Length > 0 ? " " + devices : "").Append('\n');
         sb.Append("Before=libvirtd.service virtqemud.service libvirt-guests.service\n");

@@ -24,8 +24,22 @@ public static class SeedImage
             return File.Exists(set) ? set : throw new VmNetException(
                 $"VMNET_AGENT names {set}, which does not exist; point it at a vmnet-agent binary (scripts/publish.sh builds one) or unset it",
                 ExitCodes.InvalidInput);
-        return new[] { NextToVmnet(), "/usr/lib/vmnet/vmnet-agent", "/usr/local/lib/vmnet/vmnet-agent" }
+        return new[] { NextToVmnet(), PackageBeside(), "/usr/lib/vmnet/vmnet-agent", "/usr/local/lib/vmnet/vmnet-agent" }
             .FirstOrDefault(p => p is not null && File.Exists(p));
+    }
+
+    /// <summary>The package's layout relative to the running vmnet: <c>BIN/../lib/vmnet/vmnet-agent</c> (so a package unpacked under another root finds its own agent).</summary>
+    private static string? PackageBeside()
+    {
+        var exe = Environment.ProcessPath;
+        return exe is not null && Path.GetFileName(exe) == "vmnet" ? Path.GetFullPath(Path.Join(Path.GetDirectoryName(exe), "..", "lib", "vmnet", "vmnet-agent")) : null;
+    }
+
+    /// <summary><see cref="FindAgent"/> without refusing a VMNET_AGENT that names no file (for `--version`).</summary>
+    public static string? FindAgentQuietly()
+    {
+        try { return FindAgent(); }
+        catch (VmNetException) { return null; }
     }
 
     /// <summary>vmnet-agent beside the running vmnet executable (not beside a host such as dotnet or a test runner).</summary>

@@ -163,10 +163,24 @@ public sealed class LibvirtBackendTests : IDisposable
     }
 
     [Fact]
-    public void The_uri_comes_from_the_option_then_vmnet_connect_then_the_default()
+    public void The_uri_comes_from_the_option_then_vmnet_connect_then_libvirts_own_settings_then_the_default()
     {
+        using var dir = new TempDir();
+        var conf = dir.Write("libvirt.conf", "# uri_default = \"qemu:///commented\"\n#\nuri_default = \"qemu+ssh://root@h/system\"\n");
+        Dictionary<string, string> all = new() { ["VMNET_CONNECT"] = "test:///vmnet", ["LIBVIRT_DEFAULT_URI"] = "qemu:///session" };
+        string? Env(string name) => all.GetValueOrDefault(name);
+
+        Assert.Equal("test:///default", LibvirtBackend.ResolveUri("test:///default", Env, conf));
+        Assert.Equal("test:///vmnet", LibvirtBackend.ResolveUri(null, Env, conf));
+        all.Remove("VMNET_CONNECT");
+        Assert.Equal("qemu:///session", LibvirtBackend.ResolveUri("", Env, conf));
+        all.Remove("LIBVIRT_DEFAULT_URI");
+        Assert.Equal("qemu+ssh://root@h/system", LibvirtBackend.ResolveUri(null, Env, conf));
+        Assert.Equal("qemu:///system", LibvirtBackend.ResolveUri(null, Env, dir["missing.conf"]));
+        Assert.Equal("qemu:///system", LibvirtBackend.ResolveUri(null, Env, dir.Write("empty.conf", "#uri_default = \"qemu:///x\"\n")));
+        Assert.Null(LibvirtBackend.UriDefault("uri_default = \"\"\n"));
+        Assert.Equal("qemu:///x", LibvirtBackend.UriDefault("  uri_default=\"qemu:///x\"  # a comment\n"));
+        // The process's own lookup: the option wins over everything.
         Assert.Equal("test:///default", LibvirtBackend.ResolveUri("test:///default"));
-        if (Environment.GetEnvironmentVariable("VMNET_CONNECT") is null)
-            Assert.Equal("qemu:///system", LibvirtBackend.ResolveUri(null));
     }
 }

@@ -66,6 +66,20 @@ public sealed class LifecycleTests : IDisposable
         Assert.StartsWith($"{name}: running (libvirt)", status.Out);
         Assert.Contains("storage  storage0   enp3s0f0np0  vf 1  0000:03:00.3  02:00:00:00:40:11  vlan 40", status.Out);
 
+        // rm refuses a running VM without --force, and changes nothing.
+        var before = (HostState(), Directory.GetFiles(_dir["state"], "*", SearchOption.AllDirectories).Order().ToList());
+        var refused = Vmnet("rm", name);
+        Assert.Equal(1, refused.Code);
+        Assert.Equal("", refused.Out);
+        Assert.Equal($"vmnet: {name} is running (libvirt); nothing was changed. Stop it first with `vmnet down {name}`, " +
+            $"or stop and remove it at once with `vmnet rm --force {name}`\n", refused.Err);
+        var after = (HostState(), Directory.GetFiles(_dir["state"], "*", SearchOption.AllDirectories).Order().ToList());
+        Assert.Equal(before.Item1, after.Item1);
+        Assert.Equal(string.Join('\n', before.Item2), string.Join('\n', after.Item2));
+        using (var libvirt = VmNet.Libvirt.LibvirtConnection.Open("test:///default"))
+        using (var domain = libvirt.TryLookupDomain(name))
+            Assert.True(domain!.IsActive);
+
         var down = Vmnet("down", name);
         Assert.Equal(0, down.Code);
         using (var libvirt = VmNet.Libvirt.LibvirtConnection.Open("test:///default"))
@@ -76,6 +90,7 @@ public sealed class LifecycleTests : IDisposable
         var rm = Vmnet("rm", name);
         Assert.True(rm.Code == 0, rm.Out + rm.Err);
         Assert.Contains($"{name}: was not running; removed from libvirt", rm.Out);
+        Assert.Contains($"{name}: deleted {_dir[$"state/vms/{name}"]} (disk overlay, seed, serial log)\n{name}: 4 VFs restored and released\n", rm.Out);
         using (var libvirt = VmNet.Libvirt.LibvirtConnection.Open("test:///default"))
             Assert.Null(libvirt.TryLookupDomain(name));
         Assert.Equal(start, HostState());
@@ -162,7 +177,7 @@ public sealed class LifecycleTests : IDisposable
         {
             if (new VmNet.Backends.QemuBackend(new StateDir(_dir["state"])).Running("q1") is { } left)
                 System.Diagnostics.Process.GetProcessById(left.Pid).Kill();
-            Vmnet("rm", "q1", "--timeout", "0");
+            Vmnet("rm", "q1", "--force", "--timeout", "0");
         }
     }
 

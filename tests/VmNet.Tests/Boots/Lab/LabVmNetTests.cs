@@ -332,7 +332,7 @@ public sealed class LabVmNetTests(LabVmNetFixture fixture, ITestOutputHelper out
     public async Task Rm_stops_the_vms_and_gives_every_vf_back_as_it_was_found()
     {
         // The ACPI power button: the test guest's acpid powers it off.
-        var rm = await Lab.Must("vmnet rm lab-b && vmnet rm lab-a", TimeSpan.FromSeconds(180));
+        var rm = await Lab.Must("vmnet rm lab-b && vmnet rm --force lab-a", TimeSpan.FromSeconds(180));
         var host = await Lab.Must("vmnet host");
         var state = await Lab.Must(LabVmNetFixture.VfState);
         var qemu = await Lab.Shell("pgrep -a qemu-system");
