@@ -78,7 +78,7 @@ public static class VmNetCli
         try
         {
             using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(agent, ["--version"])
-                { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false });
+            { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false });
             if (process is null) return $"{agent} did not start";
             var line = process.StandardOutput.ReadLine() ?? "";
             if (!process.WaitForExit(2000)) { process.Kill(); return $"{agent} did not answer"; }
