@@ -197,6 +197,10 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
     /// machine, 9 to 10 in a CI run beside another nested guest.</summary>
     private static readonly TimeSpan NestedBoot = TimeSpan.FromSeconds(900);
 
+    /// <summary>How long `virsh start` may take: QEMU started under TCG with two VFs on vfio-pci. Seconds on a quiet
+    /// machine; a CI run beside another nested guest took over 60.</summary>
+    private static readonly TimeSpan VirshStart = TimeSpan.FromSeconds(300);
+
     private async Task<DateTimeOffset> LabNow() =>
         DateTimeOffset.FromUnixTimeSeconds(long.Parse((await Lab.Must("date +%s")).Trim(), CultureInfo.InvariantCulture));
 
@@ -327,7 +331,7 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
         Assert.Equal(2, (await Vfs()).Count);
 
         var since = await LabNow();
-        await Lab.Must($"{Virsh} start {Vm}");
+        await Lab.Must($"{Virsh} start {Vm}", VirshStart);
         Assert.Equal("running", await DomState());
         output.WriteLine(await AssertVfsAsPlanned("right after virsh start"));
         output.WriteLine(await WaitForGuest(since, NestedBoot));
@@ -357,10 +361,10 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
     [Fact, Step(6)]
     public async Task Virsh_destroy_and_start_keep_every_vf_setting()
     {
-        await Lab.Must($"{Virsh} destroy {Vm}");
+        await Lab.Must($"{Virsh} destroy {Vm}", TimeSpan.FromSeconds(120));
         Assert.Equal("shut off", await DomState());
         await AssertVfsAsPlanned("after virsh destroy");
-        await Lab.Must($"{Virsh} start {Vm}");
+        await Lab.Must($"{Virsh} start {Vm}", VirshStart);
         Assert.Equal("running", await DomState());
         output.WriteLine(await AssertVfsAsPlanned("right after virsh destroy and virsh start"));
         // Its boot is not awaited (steps 2 and 4 await one): paused, it takes no CPU the other test thread's guests need.
@@ -396,7 +400,7 @@ public sealed class LabLibvirtTests(LabLibvirtFixture fixture, ITestOutputHelper
         // Defined and started (not waited for), then destroyed and undefined with virsh alone: vmnet is not asked.
         var up = await Lab.Must($"vmnet up --no-wait /etc/vmnet/{Vm}.yaml", TimeSpan.FromSeconds(180));
         var held = await AssertVfsAsPlanned("after vmnet up --no-wait");
-        await Lab.Must($"{Virsh} destroy {Vm} && {Virsh} undefine {Vm}");
+        await Lab.Must($"{Virsh} destroy {Vm} && {Virsh} undefine {Vm}", TimeSpan.FromSeconds(120));
         var gc = await Lab.Shell("vmnet gc", TimeSpan.FromSeconds(120));
         var host = await Lab.Must("vmnet host");
         var state = await Lab.Must(LabLibvirtFixture.PfState);
