@@ -6,13 +6,13 @@
 #   images/lab/demo.sh      exit 0 only when the lab host reported `lab-init: exit 0` (every step passed)
 #
 # Before booting: scripts/publish.sh (vmnet and vmnet-agent, NativeAOT, cached under ${VMNET_CACHE:-<repo>/.cache}/
-# publish) and images/guest/build.sh (the test guest, cached). VMNET_DEMO_TIMEOUT (seconds, default 900) bounds
+# publish) and images/guest/build.sh (the test guest, cached). VMNET_DEMO_TIMEOUT (seconds, default 1200) bounds
 # the lab host's run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 t0=$(date +%s)
-limit=${VMNET_DEMO_TIMEOUT:-900}
+limit=${VMNET_DEMO_TIMEOUT:-1200}
 say() { echo "demo: [+$(($(date +%s) - t0)) s] $*"; }
 
 say "publishing vmnet and vmnet-agent (scripts/publish.sh; NativeAOT, cached)"
