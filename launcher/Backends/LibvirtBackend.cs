@@ -151,7 +151,11 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         }
         catch (LibvirtException e) when (e.Code == LibvirtErrorCode.OperationInvalid)
         {
-            return StopResult.AlreadyStopped; // it stopped meanwhile
+            if (!domain.IsActive) return StopResult.AlreadyStopped; // it stopped meanwhile
+            // Paused: libvirt refuses to shut it down and nothing in it runs to power off; left running, its QEMU would
+            // keep the VFs on vfio-pci while they are given back. Stop it hard.
+            domain.Destroy();
+            return StopResult.Forced;
         }
         var deadline = DateTime.UtcNow + graceful;
         while (DateTime.UtcNow < deadline)
