@@ -112,12 +112,16 @@ public static class VmNetCli
         foreach (var token in parsed.UnmatchedTokens.Where(t => !t.StartsWith('-')).Concat(unknownOptions).Distinct())
         {
             var pool = token.StartsWith('-') ? options : commands;
-            var best = pool.Select(c => (Name: c, Distance: Distance(token, c)))
-                .Where(c => c.Distance <= Math.Max(1, Math.Min(3, c.Name.TrimStart('-').Length / 3)) || (token.Length >= 3 && c.Name.StartsWith(token, StringComparison.Ordinal)))
-                .OrderBy(c => c.Distance).ThenBy(c => c.Name, StringComparer.Ordinal).Select(c => c.Name).Take(3).ToList();
+            var best = Nearest(token, pool);
             if (best.Count > 0) yield return $"`{Escape(token)}`: did you mean {string.Join(" or ", best.Select(b => $"`{b}`"))}?";
         }
     }
+
+    /// <summary>Up to three names of <paramref name="pool"/> near <paramref name="token"/>: a few edits away, or starting with it.</summary>
+    private static List<string> Nearest(string token, IEnumerable<string> pool) =>
+        pool.Select(c => (Name: c, Distance: Distance(token, c)))
+            .Where(c => c.Distance <= Math.Max(1, Math.Min(3, c.Name.TrimStart('-').Length / 3)) || (token.Length >= 3 && c.Name.StartsWith(token, StringComparison.Ordinal)))
+            .OrderBy(c => c.Distance).ThenBy(c => c.Name, StringComparer.Ordinal).Select(c => c.Name).Take(3).ToList();
 
     private static IEnumerable<Option> AncestorOptions(System.CommandLine.Parsing.CommandResult result)
     {
@@ -189,8 +193,7 @@ public static class VmNetCli
                 var next = at.Subcommands.FirstOrDefault(c => c.Name == name || c.Aliases.Contains(name));
                 if (next is null)
                 {
-                    var near = at.Subcommands.Where(c => !c.Hidden).Select(c => c.Name).OrderBy(c => Distance(name, c)).ThenBy(c => c, StringComparer.Ordinal)
-                        .Where(c => Distance(name, c) <= Math.Max(1, c.Length / 3)).Take(3).ToList();
+                    var near = Nearest(name, at.Subcommands.Where(c => !c.Hidden).Select(c => c.Name));
                     var prefix = string.Join(' ', path.TakeWhile(p => p != name).Prepend("vmnet"));
                     stderr.WriteLine($"vmnet: `{prefix}` has no command `{Escape(name)}`" + (near.Count > 0 ? $"; did you mean {string.Join(" or ", near.Select(n => $"`{n}`"))}?" : ""));
                     stderr.WriteLine($"Run `{prefix} --help` for its commands.");
