@@ -6,6 +6,13 @@
 #
 #   images/lab/libvirtd.sh     prints "libvirtd: ready after N s"
 set -euo pipefail
+# libvirtd resolves its default QEMU user before it reads qemu.conf, and fails without one ("Failed to parse user
+# 'libvirt-qemu'"). Debian's libvirt-daemon-system creates it; this machine has libvirt-daemon alone, so the lab host
+# (whose /etc is this machine's under a tmpfs overlay, lost at each restart) gets it here.
+if ! getent passwd libvirt-qemu >/dev/null; then
+  getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+  useradd --system --gid libvirt-qemu --home-dir /var/lib/libvirt --shell /usr/sbin/nologin libvirt-qemu
+fi
 mkdir -p /etc/libvirt/qemu /run/libvirt /var/lib/libvirt/qemu /var/cache/libvirt/qemu /var/log/libvirt/qemu
 printf '%s\n' 'user = "+0"' 'group = "+0"' 'security_driver = "none"' 'namespaces = [ ]' \
   'cgroup_controllers = [ ]' 'remember_owner = 0' > /etc/libvirt/qemu.conf
