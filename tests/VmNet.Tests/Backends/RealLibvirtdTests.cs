@@ -126,6 +126,20 @@ public sealed class RealLibvirtdTests(LibvirtdFixture libvirtd)
 
             Assert.Equal(StopResult.Forced, stopped);
             Assert.Equal("shut off", (await backend.StatusAsync(name, Cancel))?.State);
+
+            // `virsh suspend`, then rm: the qemu driver refuses to shut down a paused domain (OPERATION_INVALID), which
+            // once read as "not running" and undefined a domain whose QEMU still ran. A paused domain is destroyed at once.
+            using (var connection = LibvirtConnection.Open(uri))
+            using (var domain = connection.TryLookupDomain(name))
+                domain!.Start();
+            await Virsh(uri, "suspend", name);
+            Assert.Equal("paused", (await backend.StatusAsync(name, Cancel))?.State);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var removed = await backend.RemoveAsync(name, TimeSpan.FromSeconds(120), Cancel);
+            Assert.Equal(StopResult.Forced, removed);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"a paused domain waited {clock.Elapsed} for a shutdown that cannot come");
+            using (var connection = LibvirtConnection.Open(uri))
+                Assert.Null(connection.TryLookupDomain(name));
         }
         finally
         {
@@ -133,5 +147,13 @@ public sealed class RealLibvirtdTests(LibvirtdFixture libvirtd)
         }
         Assert.Null(await backend.StatusAsync(name, Cancel));
         Assert.False(Directory.Exists(vm.Plan.Paths.VmDir));
+    }
+
+    private static async Task Virsh(string uri, params string[] args)
+    {
+        var result = await CliWrap.Buffered.BufferedCommandExtensions.ExecuteBufferedAsync(
+            CliWrap.Cli.Wrap(RequiredTool.Path("virsh")).WithArguments(["-c", uri, .. args])
+                .WithValidation(CliWrap.CommandResultValidation.None), Cancel);
+        Assert.True(result.ExitCode == 0, $"virsh {string.Join(' ', args)}: {result.StandardError}");
     }
 }
