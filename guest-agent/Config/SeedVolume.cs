@@ -14,6 +14,10 @@ public static class SeedVolume
     public const string Label = "cidata";
     private const int Sector = 2048;
 
+    /// <summary>The largest file or directory read (the agent's config is a few KiB): a larger size, or one whose
+    /// sector count would overflow, is no seed's.</summary>
+    public const uint MaxSize = 1 << 20;
+
     /// <summary>Block devices that may hold the seed: CD-ROMs first (QEMU attaches it as one), then virtio disks.</summary>
     public static IEnumerable<string> Candidates(string root)
     {
@@ -35,6 +39,11 @@ public static class SeedVolume
                 if (Read(stream, path) is { } content) return (content, $"{device} ({Label}):{path}");
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // empty drive, no permission
+            catch (Exception e) when (e is ArgumentException or NotSupportedException or InvalidOperationException)
+            {
+                // A device whose bytes are no seed's (Read refuses what it recognises as such; this is the net under it):
+                // the agent goes on with the next candidate rather than leave the guest without a network.
+            }
         }
         return null;
     }
@@ -64,7 +73,8 @@ public static class SeedVolume
             if (entry is null) return null;
             (extent, size) = entry.Value;
         }
-        var data = Block(iso, extent, (int)((size + Sector - 1) / Sector));
+        if (size > MaxSize) return null;
+        var data = Block(iso, extent, Sectors(size));
         return data is null ? null : Encoding.UTF8.GetString(data, 0, (int)size);
     }
 
@@ -73,8 +83,8 @@ public static class SeedVolume
 
     private static (uint, uint)? Lookup(Stream iso, uint extent, uint size, string name, bool joliet, bool last)
     {
-        if (size > 1 << 20) return null; // a seed's directories are tiny; refuse what is not one
-        var dir = Block(iso, extent, (int)((size + Sector - 1) / Sector));
+        if (size > MaxSize) return null; // a seed's directories are tiny; refuse what is not one
+        var dir = Block(iso, extent, Sectors(size));
         if (dir is null) return null;
         for (var offset = 0; offset < size;)
         {
@@ -93,6 +103,9 @@ public static class SeedVolume
         return null;
     }
 
+    /// <summary>Sectors holding <paramref name="size"/> bytes (at most <see cref="MaxSize"/>: no overflow).</summary>
+    private static int Sectors(uint size) => (int)((size + (long)Sector - 1) / Sector);
+
     private static byte[]? Block(Stream iso, long lba, int count)
     {
         var buffer = new byte[count * Sector];
@@ -102,6 +115,7 @@ public static class SeedVolume
             iso.ReadExactly(buffer);
             return buffer;
         }
-        catch (EndOfStreamException) { return null; }
+        // Past the end of the device (a block device reads short; a stream of known length refuses the seek).
+        catch (Exception e) when (e is EndOfStreamException or IOException or ArgumentOutOfRangeException) { return null; }
     }
 }

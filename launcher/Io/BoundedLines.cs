@@ -24,6 +24,9 @@ public sealed class BoundedLines(Stream stream, int maxLine = BoundedLines.Defau
     public int MaxLine { get; } = maxLine;
     public long MaxTotal { get; } = maxTotal;
 
+    /// <summary>Bytes read from the stream so far.</summary>
+    public long Read => _total;
+
     /// <summary>Lines skipped for their length so far.</summary>
     public int Skipped { get; private set; }
 

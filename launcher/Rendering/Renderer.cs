@@ -51,7 +51,40 @@ public static class Renderer
         var domain = Run(templates, Templates.Domain, model);
         var argv = Run(templates, Templates.QemuArgs, model)
             .Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd('\r')).ToList();
+        CheckParses(templates, Templates.Domain, domain, xml: true);
+        CheckParses(templates, Templates.UserData, userData, xml: false);
+        CheckParses(templates, Templates.MetaData, metaData, xml: false);
+        CheckParses(templates, Templates.NetworkConfig, networkConfig, xml: false);
         return new Artifacts(domain, argv, userData, metaData, networkConfig, agent);
+    }
+
+    /// <summary>
+    /// What a template rendered must at least parse as its consumer's syntax (XML for libvirt, YAML for cloud-init)
+    /// before the plan exists: an override in --templates that renders something broken is refused here, before the
+    /// first host change, not by libvirt or in the guest after the VFs were unbound. The consumers' schemas are
+    /// checked by the tests.
+    /// </summary>
+    private static void CheckParses(Templates templates, string name, string text, bool xml)
+    {
+        string? problem = null;
+        try
+        {
+            if (xml)
+            {
+                using var reader = System.Xml.XmlReader.Create(new StringReader(text), new System.Xml.XmlReaderSettings { DtdProcessing = System.Xml.DtdProcessing.Prohibit, XmlResolver = null });
+                while (reader.Read()) { }
+            }
+            else
+            {
+                var parser = new YamlDotNet.Core.Parser(new StringReader(text));
+                while (parser.MoveNext()) { }
+            }
+        }
+        catch (System.Xml.XmlException e) { problem = e.Message; }
+        catch (YamlDotNet.Core.YamlException e) { problem = $"{e.Message} (line {e.Start.Line}, column {e.Start.Column})"; }
+        if (problem is not null)
+            throw new VmNetException($"template {name}{(templates.Directory is null ? "" : " in " + templates.Directory)} rendered no valid {(xml ? "XML" : "YAML")}: {problem}; " +
+                "fix the template, or remove it from the directory to use the embedded one", ExitCodes.InvalidInput);
     }
 
     private static string Run(Templates templates, string name, ScriptObject model)

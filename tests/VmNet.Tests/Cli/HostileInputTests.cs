@@ -40,6 +40,83 @@ public sealed class HostileInputTests : IDisposable
         Assert.Equal(before, HostSnapshot.Of(_dir["host"]) + HostSnapshot.Ledger(_dir["state"]));
     }
 
+    /// <summary>A spec on the simulated host whose base image is a real qcow2 (made here), for the refusals below.</summary>
+    private async Task<string> StartableSpec(string name)
+    {
+        SimHost.Create(_dir["host"], NicShape.ConnectX5(), pfs: 2, numVfs: 2);
+        await CliWrap.Cli.Wrap(RequiredTool.Path("qemu-img")).WithArguments(["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "16M"]).ExecuteAsync(TestContext.Current.CancellationToken);
+        return _dir.Write($"{name}.yaml", $"name: {name}\ndisk: {{image: {_dir["base.qcow2"]}}}\nnetworks:\n  - name: s\n    vlan: 40\n    ports: [enp3s0f0np0, enp3s0f1np1]\n    address: 192.168.40.11/24\n");
+    }
+
+    /// <summary>
+    /// Item 1: what can fail without touching the host fails before the first change: an unwritable --out, a
+    /// --templates dir that is missing or holds a template that does not parse, a template override that renders
+    /// nothing libvirt takes. Each exits 2 naming what to fix; the host tree and the ledger are as before and no VM dir
+    /// is left (the VFs were never unbound, so nothing can leak).
+    /// </summary>
+    [Fact]
+    public async Task What_can_fail_without_touching_the_host_fails_before_the_first_change()
+    {
+        var spec = await StartableSpec("pre1");
+        Directory.CreateDirectory(_dir["state"]);
+        var before = HostSnapshot.Of(_dir["host"]) + HostSnapshot.Ledger(_dir["state"]);
+        _dir.Write("broken/domain.xml.sbn", "<domain>{{ if }}</domain>");
+        _dir.Write("unparsable/domain.xml.sbn", "<domain type='kvm'><name>{{ vm.name }}</name>");
+        var cases = new (string[] Args, string Names)[]
+        {
+            (["--out", "/dev/null/x"], "--out"),
+            (["--templates", _dir["no-such-dir"]], "--templates"),
+            (["--templates", _dir["broken"]], "template domain.xml.sbn in " + _dir["broken"] + " does not parse"),
+            (["--templates", _dir["unparsable"]], "domain.xml"),
+        };
+        foreach (var (args, names) in cases)
+        {
+            var r = Vmnet(["up", spec, "--connect", "test:///default", .. args]);
+            Assert.True(r.Code == 2, $"{string.Join(' ', args)}: exit {r.Code}\n{r.Out}{r.Err}");
+            Assert.Contains(names, r.Err);
+            Assert.DoesNotContain("   at ", r.Err);
+            Assert.DoesNotContain("[2/7] configure", r.Out);
+            Assert.Equal(before, HostSnapshot.Of(_dir["host"]) + HostSnapshot.Ledger(_dir["state"]));
+            Assert.False(Directory.Exists(_dir["state/vms/pre1"]), $"{string.Join(' ', args)} left a VM dir");
+            Assert.Equal("no orphaned leases\n", Vmnet("gc").Out);
+        }
+    }
+
+    /// <summary>
+    /// Item 2: the base image is checked by --dry-run (which names it among the problems) and refused by up before the
+    /// first change: missing, unreadable (a directory), not qcow2.
+    /// </summary>
+    [Fact]
+    public async Task A_base_image_up_cannot_use_is_named_by_the_dry_run_and_refused_before_the_first_change()
+    {
+        var spec = await StartableSpec("pre2");
+        Directory.CreateDirectory(_dir["state"]);
+        Directory.CreateDirectory(_dir["a-directory.qcow2"]);
+        _dir.Write("raw.img", new string('\0', 4096));
+        var before = HostSnapshot.Of(_dir["host"]) + HostSnapshot.Ledger(_dir["state"]);
+        foreach (var (image, says) in new[]
+        {
+            (_dir["missing.qcow2"], "does not exist"),
+            (_dir["a-directory.qcow2"], "a-directory.qcow2"),
+            (_dir["raw.img"], "qcow2"),
+        })
+        {
+            var bad = _dir.Write("bad.yaml", File.ReadAllText(spec).Replace(_dir["base.qcow2"], image));
+            var dry = Vmnet("up", bad, "--dry-run", "--connect", "test:///default");
+            Assert.Equal(0, dry.Code);
+            Assert.Matches($@"`vmnet up` would stop before the first change \(1 problem\):\n  disk\.image: [^\n]*{System.Text.RegularExpressions.Regex.Escape(says)}", dry.Out);
+
+            var up = Vmnet("up", bad, "--connect", "test:///default");
+            Assert.True(up.Code is 2 or 3, $"{image}: exit {up.Code}\n{up.Out}{up.Err}");
+            Assert.StartsWith("vmnet: disk.image: ", up.Err);
+            Assert.Contains(says, up.Err);
+            Assert.DoesNotContain("   at ", up.Err);
+            Assert.DoesNotContain("[2/7] configure", up.Out);
+            Assert.Equal(before, HostSnapshot.Of(_dir["host"]) + HostSnapshot.Ledger(_dir["state"]));
+            Assert.False(Directory.Exists(_dir["state/vms/pre2"]));
+        }
+    }
+
     [Fact]
     public void A_host_config_port_with_a_newline_is_refused_and_injects_nothing()
     {
