@@ -15,6 +15,7 @@ public sealed record NetworkState(string Name, string? Active, IReadOnlyList<Mem
 /// writes; a reader takes it anywhere in the object); <c>uptimeMs</c> is the guest's uptime.
 /// </summary>
 [JsonPolymorphic(TypeDiscriminatorPropertyName = "event")]
+[JsonDerivedType(typeof(StartedEvent), "started")]
 [JsonDerivedType(typeof(NetworkReadyEvent), "network-ready")]
 [JsonDerivedType(typeof(StateEvent), "state")]
 [JsonDerivedType(typeof(ActiveChangedEvent), "active-changed")]
@@ -40,6 +41,11 @@ public abstract record AgentEvent([property: JsonPropertyOrder(-1)] long UptimeM
         }
     }
 }
+
+/// <summary>Once, first: the agent read its config and starts on the bonds (its version, how many networks it builds).
+/// Before <c>network-ready</c>, the agent also sends the link, active-member and address changes it sees as the
+/// bonds come up, so the host can show the bring-up as it happens.</summary>
+public sealed record StartedEvent(long UptimeMs, string Version, int Networks) : AgentEvent(UptimeMs);
 
 /// <summary>Once, when every bond is up (or gave up): every bond, and how many changes the agent made to get there.</summary>
 public sealed record NetworkReadyEvent(long UptimeMs, int Changes, IReadOnlyList<NetworkState> Networks) : AgentEvent(UptimeMs);

@@ -71,6 +71,7 @@ public static class Program
         using var reporter = new Reporter(host, config.ReportPort, log);
         var dhcp = new Dictionary<string, DhcpService>();
         var monitor = new BondMonitor(host, config, reporter, bond => dhcp.GetValueOrDefault(bond)?.Address);
+        monitor.ReportStarted(Version);
         using var links = new NetlinkLinkControl(host);
         var gate = new Lock();                     // the DHCP clients' threads change DNS and bonds too
         var configurator = new BondConfigurator(host, links, what => log.WriteLine($"vmnet-agent: {what}"));

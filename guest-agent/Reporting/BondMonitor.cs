@@ -32,21 +32,37 @@ public sealed class BondMonitor(IHostFiles host, AgentConfig config, Reporter re
     public string Link(string member) => host.Read($"sys/class/net/{member}/carrier") == "1" ? "up" : "down";
 
     /// <summary>Waits until every bond has an active member (false after <paramref name="timeout"/>), then up to
-    /// <paramref name="membersGrace"/> more for every member's carrier, so the first report shows settled links.</summary>
+    /// <paramref name="membersGrace"/> more for every member's carrier, so the first report shows settled links.
+    /// Every 100 ms it reports what changed (<see cref="Poll"/>): the host shows the bring-up as it happens.</summary>
     public bool WaitForActive(TimeSpan timeout, TimeSpan membersGrace, CancellationToken cancel)
     {
         var deadline = DateTime.UtcNow + timeout;
+        var poll = DateTime.MinValue;
+        void Progress()
+        {
+            if (DateTime.UtcNow < poll) return;
+            Poll();
+            poll = DateTime.UtcNow + TimeSpan.FromMilliseconds(100);
+        }
         while (!config.Networks.All(n => Read(n).Active is not null))
         {
+            Progress();
             if (DateTime.UtcNow > deadline || cancel.IsCancellationRequested) return false;
             Thread.Sleep(20);
         }
         deadline = DateTime.UtcNow + membersGrace;
         while (DateTime.UtcNow < deadline && !cancel.IsCancellationRequested
                && !config.Networks.All(n => Read(n).Members.All(m => m.Link == "up")))
+        {
+            Progress();
             Thread.Sleep(20);
+        }
+        Poll();
         return true;
     }
+
+    /// <summary>The first report: the agent runs, with its version and how many bonds it builds.</summary>
+    public void ReportStarted(string version) => reporter.Send(new StartedEvent(UptimeMs(), version, config.Networks.Count));
 
     public void ReportReady(int changes)
     {

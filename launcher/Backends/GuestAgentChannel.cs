@@ -17,6 +17,16 @@ public sealed record GuestStatus(DateTimeOffset ReceivedAt, IReadOnlyList<Networ
 [JsonSerializable(typeof(GuestStatus))]
 internal sealed partial class GuestJson : JsonSerializerContext;
 
+/// <summary>No <c>network-ready</c> within the wait: <see cref="Last"/> is the last event the agent sent (null: it was
+/// not heard at all, so the guest did not get as far as starting it).</summary>
+public sealed class GuestAgentTimeoutException(TimeSpan timeout, AgentEvent? last, string serialLog)
+    : VmNetException(FormattableString.Invariant($"the guest agent did not report its network ready within {timeout.TotalSeconds:0.#} s") +
+        (last is null ? " (it was not heard at all)" : $" (last heard: {GuestAgentChannel.Describe(last)})") + $"; see the serial log {serialLog}", ExitCodes.Failure)
+{
+    public TimeSpan Timeout { get; } = timeout;
+    public AgentEvent? Last { get; } = last;
+}
+
 /// <summary>
 /// The host end of the guest agent's report port: a virtio-serial channel whose unix socket QEMU listens on
 /// (<see cref="VmPaths.AgentSocket"/>). The agent sends one JSON object per line (an <see cref="AgentEvent"/>);
@@ -29,12 +39,19 @@ public static class GuestAgentChannel
     /// <summary>What the host writes to ask the agent for a <c>state</c> report of every bond as it is now.</summary>
     public static readonly string StateQuery = HostRequest.State.ToLine() + "\n";
 
+    /// <summary>What <see cref="WaitForReadyAsync"/> reads in all, over every connection of one wait.</summary>
+    public const long MaxWaitTotal = 64L * 1024 * 1024;
+
     /// <summary>
     /// Connects to the agent socket (retrying while QEMU is not listening yet) and waits for <c>network-ready</c>;
-    /// saves it for <see cref="ReadSaved"/>. An <c>error</c> report or the timeout throws, naming the serial log.
+    /// saves it for <see cref="ReadSaved"/>. Each event accepted on the way (checked and made safe) goes to
+    /// <paramref name="heard"/>, <c>network-ready</c> too. An <c>error</c> report throws, naming the serial log; the
+    /// timeout throws <see cref="GuestAgentTimeoutException"/>, which tells whether the agent was heard at all.
     /// </summary>
-    public static async Task<GuestStatus> WaitForReadyAsync(VmPaths paths, TimeSpan timeout, CancellationToken cancel)
+    public static async Task<GuestStatus> WaitForReadyAsync(VmPaths paths, TimeSpan timeout, CancellationToken cancel, Action<AgentEvent>? heard = null)
     {
+        AgentEvent? last = null;
+        long used = 0;
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         deadline.CancelAfter(timeout);
         try
@@ -52,10 +69,15 @@ public static class GuestAgentChannel
                     continue;
                 }
                 using var stream = new NetworkStream(socket, ownsSocket: false);
-                var reader = new BoundedLines(stream);
+                // One budget for the whole wait, across reconnections: a guest that floods its port is cut off, not
+                // read until the timeout.
+                var reader = new BoundedLines(stream, maxTotal: Math.Max(1, MaxWaitTotal - used));
                 while (await reader.ReadLineAsync(deadline.Token) is { } line)
                 {
                     var report = GuestReports.Accept(line); // null: not a report line, or refused
+                    if (report is null) continue;
+                    last = report;
+                    if (report is not ErrorEvent) heard?.Invoke(report);
                     if (report is ErrorEvent error)
                         throw new VmNetException($"the guest agent reported an error: {error.Message}; see the serial log {paths.SerialLog}", ExitCodes.Failure);
                     if (report is NetworkReadyEvent ready)
@@ -65,14 +87,16 @@ public static class GuestAgentChannel
                         return status;
                     }
                 }
+                used += reader.Read;
+                if (used >= MaxWaitTotal)
+                    throw new VmNetException($"the guest sent {MaxWaitTotal >> 20} MiB on its report port without a network-ready report; " +
+                        $"vmnet reads no more of it (a guest that floods the port is not trusted); see the serial log {paths.SerialLog}", ExitCodes.Failure);
                 await Task.Delay(200, deadline.Token); // QEMU closed the connection (guest restarting?): connect again
             }
         }
         catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
         {
-            throw new VmNetException(
-                $"the guest agent did not report its network ready within {timeout.TotalSeconds:0.#} s; see the serial log {paths.SerialLog}",
-                ExitCodes.Failure);
+            throw new GuestAgentTimeoutException(timeout, last, paths.SerialLog);
         }
     }
 
@@ -122,6 +146,21 @@ public static class GuestAgentChannel
         }
         return refused > 0 && status is not null ? status with { Refused = refused } : status;
     }
+
+    /// <summary>An event in words, for progress lines and messages (its strings were made safe by <see cref="GuestReports"/>).</summary>
+    public static string Describe(AgentEvent e) => e switch
+    {
+        StartedEvent s => $"agent started (vmnet-agent {s.Version}, {s.Networks} network{(s.Networks == 1 ? "" : "s")})",
+        LinkChangedEvent l => $"{l.Network}: {l.Member} link {l.Link}",
+        ActiveChangedEvent { Active: { } active } a => $"{a.Network}: active member {active}",
+        ActiveChangedEvent a => $"{a.Network}: no active member",
+        AddressesChangedEvent { Addresses.Count: 0 } x => $"{x.Network}: no address",
+        AddressesChangedEvent x => $"{x.Network}: {string.Join(", ", x.Addresses)}",
+        NetworkReadyEvent r => $"network ready ({r.Networks.Count} bond{(r.Networks.Count == 1 ? "" : "s")}, {r.Changes} change{(r.Changes == 1 ? "" : "s")})",
+        StateEvent => "state",
+        ErrorEvent err => $"error: {err.Message}",
+        _ => e.GetType().Name,
+    };
 
     /// <summary>One event applied to a report: network-ready and state replace it; the others change one network.</summary>
     public static GuestStatus? Fold(GuestStatus? status, AgentEvent e)

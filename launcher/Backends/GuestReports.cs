@@ -20,6 +20,7 @@ public static class GuestReports
 
     public static AgentEvent? Check(AgentEvent? e) => e switch
     {
+        StartedEvent s => Text(s.Version) is { } version && s.Networks is >= 0 and <= MaxNetworks ? s with { Version = version } : null,
         NetworkReadyEvent r => Networks(r.Networks) is { } n ? r with { Networks = n } : null,
         StateEvent s => Networks(s.Networks) is { } n ? s with { Networks = n } : null,
         ActiveChangedEvent a => Text(a.Network) is { } net && Optional(a.Active, out var active) && Optional(a.Previous, out var previous)

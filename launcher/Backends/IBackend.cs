@@ -37,8 +37,10 @@ public interface IBackend
     /// <summary>Stops the VM as <see cref="StopAsync"/> does, then undefines it and deletes its run files, seed and overlay.</summary>
     Task<StopResult> RemoveAsync(string vm, TimeSpan graceful, CancellationToken cancel);
 
-    /// <summary>The VM's state and VFs, or null when this backend does not know a VmNet VM of that name.</summary>
-    Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel);
+    /// <summary>The VM's state and VFs, or null when this backend does not know a VmNet VM of that name. With
+    /// <paramref name="guest"/>, also the agent's report, read fresh from its port while the VM runs; without, the port
+    /// is left alone (up's start step: a look there would take the events the wait that follows is for).</summary>
+    Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel, bool guest = true);
 
     /// <summary>Every VmNet VM this backend knows, by name.</summary>
     Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel);

@@ -184,12 +184,12 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
     }
 
     /// <summary>The domain's state, VFs and the agent's latest report (read fresh from its socket while it runs).</summary>
-    public async Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel)
+    public async Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel, bool guest = true)
     {
         VmStatus? status;
         using (var domain = Connection.TryLookupDomain(vm))
             status = domain is null ? null : StatusOf(domain, savedReport: false);
-        return status is { Running: true } ? status with { Guest = await GuestAgentChannel.RefreshAsync(VmPaths.For(State, vm), cancel) } : status;
+        return status is { Running: true } && guest ? status with { Guest = await GuestAgentChannel.RefreshAsync(VmPaths.For(State, vm), cancel) } : status;
     }
 
     public Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel)

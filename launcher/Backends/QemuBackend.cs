@@ -165,7 +165,7 @@ public sealed class QemuBackend(StateDir state) : IBackend
         return stopped;
     }
 
-    public async Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel)
+    public async Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel, bool guest = true)
     {
         var record = ReadRecord(vm);
         if (record is null) return null;
@@ -184,7 +184,7 @@ public sealed class QemuBackend(StateDir state) : IBackend
             }
         }
         var running = state.StartsWith("running", StringComparison.Ordinal) || state == "paused";
-        return new VmStatus(vm, Name, state, running, record.Vfs, paths.SerialLog, running ? await GuestAgentChannel.RefreshAsync(paths, cancel) : null);
+        return new VmStatus(vm, Name, state, running, record.Vfs, paths.SerialLog, running && guest ? await GuestAgentChannel.RefreshAsync(paths, cancel) : null);
     }
 
     public async Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using VmNet.Backends;
+using VmNet.Contract;
 using VmNet.Execution;
 using VmNet.Planning;
 using VmNet.Rendering;
@@ -19,11 +20,13 @@ internal static class UpFlow
 
     public static async Task<int> RunAsync(HostOps ops, VmSpec vm, Options options, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
+        if (options.TemplatesDir is { } dir && !Directory.Exists(dir))
+            throw new VmNetException($"--templates: {dir} is not a directory; give a directory holding template overrides ({string.Join(", ", Templates.All)})", ExitCodes.InvalidInput);
         var templates = new Templates(options.TemplatesDir);
         if (options.DryRun)
         {
             var dry = await ops.PlanAsync(vm, options.Launch, templates, ct);
-            if (options.OutDir is { } dir) ArtifactWriter.Write(dir, dry.Plan.Artifacts);
+            if (options.OutDir is { } outDir) ArtifactWriter.Write(outDir, dry.Plan.Artifacts);
             if (options.Json)
                 stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(PlanDocument.From(dry), PlanJson.Default.PlanDocument));
             else
@@ -38,7 +41,7 @@ internal static class UpFlow
         if (options.Json)
             throw new VmNetException("--json prints the plan of --dry-run; `vmnet up` itself prints progress (use `vmnet status NAME --json` after it)", ExitCodes.InvalidInput);
 
-        var progress = new UpProgress(stdout);
+        using var progress = new UpProgress(stdout, live: UpProgress.IsTerminal(stdout));
         progress.Planning(vm);
         using var backends = new BackendSet(options.Launch.LibvirtUri, ops.Ledger.State);
         var backend = options.Launch.Start ? backends.For(vm, options.Launch.Backend) : null;
@@ -57,15 +60,47 @@ internal static class UpFlow
 }
 
 /// <summary>
-/// Progress for <c>vmnet up</c>: one line per phase as the executor enters it ("[3/7] bind: ..."), notes under it,
-/// and a one-line summary at the end. The phases, in order, are <see cref="Phases.All"/>.
+/// Progress for <c>vmnet up</c>: one line per phase as the executor enters it, led by the seconds since <c>up</c>
+/// began (<c>  0.4s [3/7] bind: ...</c>), notes under it, the guest agent's events as they arrive during the wait
+/// (<c> 41.2s       agent: storage: storage0 link up</c>), and a summary with the VM's addresses and how to reach it.
+/// On a terminal (<c>live</c>) the wait also keeps a last line that is rewritten in place every second (what is
+/// awaited, for how long, what was heard last) and cleared before any other line; piped, only plain lines.
+/// The phases, in order, are <see cref="Phases.All"/>.
 /// </summary>
-public sealed class UpProgress(TextWriter output) : IProgressSink
+public sealed class UpProgress : IProgressSink, IDisposable
 {
-    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private const string Indent = "      ";
+    private readonly TextWriter _output;
+    private readonly bool _live;
+    private readonly Func<TimeSpan> _clock;
+    private readonly Lock _gate = new();
     private LaunchPlan? _plan;
     private VmSpec? _spec;
     private int _next;
+    private Timer? _ticker;
+    private bool _shown; // the live line is on the terminal now
+    private (TimeSpan Start, TimeSpan Timeout)? _wait;
+    private (TimeSpan At, string What)? _heard;
+    private NetworkReadyEvent? _ready;
+
+    /// <param name="output">Where the lines go.</param>
+    /// <param name="live">A terminal: keep a live line during the wait.</param>
+    /// <param name="clock">Time since <c>up</c> began (tests pass a fixed one).</param>
+    public UpProgress(TextWriter output, bool live = false, Func<TimeSpan>? clock = null)
+    {
+        _output = output;
+        _live = live;
+        if (clock is null)
+        {
+            var watch = Stopwatch.StartNew();
+            clock = () => watch.Elapsed;
+        }
+        _clock = clock;
+    }
+
+    /// <summary>Whether <paramref name="stdout"/> is this process's terminal (and not one that cannot move the cursor).</summary>
+    public static bool IsTerminal(TextWriter stdout) =>
+        ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected && Environment.GetEnvironmentVariable("TERM") is not ("dumb" or "");
 
     /// <summary>The spec, for the reserve phase's line (printed before the plan exists).</summary>
     public void Planning(VmSpec spec) => _spec = spec;
@@ -77,11 +112,99 @@ public sealed class UpProgress(TextWriter output) : IProgressSink
         for (; _next <= (int)phase; _next++)
         {
             var p = (Phase)_next;
-            output.WriteLine($"[{_next + 1}/{Phases.All.Count}] {Phases.Name(p)}: {Detail(p)}");
+            Line($"{Stamp()} [{_next + 1}/{Phases.All.Count}] {Phases.Name(p)}: {Detail(p)}");
+            if (p == Phase.WaitForGuest && _plan?.Steps.OfType<WaitForAgent>().FirstOrDefault() is { Skipped: null } w)
+                StartWaiting(w.Timeout);
         }
     }
 
-    public void Note(string line) => output.WriteLine($"      {line}");
+    public void Note(string line) => Line($"{Blank} {Indent}{line}");
+
+    /// <summary>How many of the agent's events are printed as lines (a bring-up takes a few per bond); a guest that sends
+    /// more does not get to flood the terminal: the rest only update the live line.</summary>
+    public const int MaxEventLines = 200;
+
+    private int _eventLines;
+
+    public void Heard(AgentEvent e)
+    {
+        var what = GuestAgentChannel.Describe(e);
+        bool print;
+        lock (_gate)
+        {
+            _heard = (_clock(), what);
+            if (e is NetworkReadyEvent ready) _ready = ready;
+            print = e is NetworkReadyEvent || _eventLines++ < MaxEventLines;
+            if (_eventLines == MaxEventLines + 1) what = $"{what} (the agent's further events are not shown)";
+        }
+        if (print || _eventLines == MaxEventLines + 1) Line($"{Stamp()} {Indent}agent: {what}");
+        if (e is NetworkReadyEvent) StopWaiting();
+    }
+
+    private string Stamp() => FormattableString.Invariant($"{_clock().TotalSeconds,6:0.0}s");
+
+    private static readonly string Blank = new(' ', 7);
+
+    /// <summary>One plain line; on a terminal, the live line is cleared before it and drawn again after it.</summary>
+    private void Line(string line)
+    {
+        lock (_gate)
+        {
+            if (_shown) _output.Write("\r\u001b[K");
+            _output.WriteLine(line);
+            _shown = false;
+            if (_ticker is not null) DrawLive();
+        }
+    }
+
+    private void StartWaiting(TimeSpan timeout)
+    {
+        lock (_gate)
+        {
+            _wait = (_clock(), timeout);
+            if (!_live) return;
+            DrawLive();
+            _ticker = new Timer(_ => { lock (_gate) if (_ticker is not null) DrawLive(); }, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        }
+    }
+
+    private void StopWaiting()
+    {
+        lock (_gate)
+        {
+            _ticker?.Dispose();
+            _ticker = null;
+            if (_shown) _output.Write("\r\u001b[K");
+            _shown = false;
+            _output.Flush();
+        }
+    }
+
+    /// <summary>What the live line says now (also for tests): what is awaited, how long so far, what was heard last.</summary>
+    public string LiveText()
+    {
+        var now = _clock();
+        var (start, timeout) = _wait ?? (now, TimeSpan.Zero);
+        var heard = _heard is { } h
+            ? FormattableString.Invariant($"last heard {(now - h.At).TotalSeconds:0} s ago: {h.What}")
+            : "the agent not heard yet (the guest is booting)";
+        return FormattableString.Invariant($"{Stamp()} {Indent}waiting for the guest agent: {(now - start).TotalSeconds:0} s of {timeout.TotalSeconds:0} s; {heard}");
+    }
+
+    private void DrawLive()
+    {
+        var text = LiveText();
+        // Wider than the terminal, the line would wrap and \r would rewrite only its last row.
+        var width = 0;
+        try { width = Console.WindowWidth; } catch (IOException) { } catch (PlatformNotSupportedException) { }
+        if (width > 8 && text.Length >= width) text = text[..(width - 4)] + "...";
+        _output.Write("\r\u001b[K" + text);
+        _output.Flush();
+        _shown = true;
+    }
+
+    /// <summary>Stops the live line (a failed or interrupted up), leaving the terminal at the start of a clean line.</summary>
+    public void Dispose() => StopWaiting();
 
     private string Detail(Phase phase)
     {
@@ -110,12 +233,38 @@ public sealed class UpProgress(TextWriter output) : IProgressSink
         };
     }
 
-    /// <summary>The last line of <c>up</c>: what runs, where, with which VFs, and how long it took.</summary>
+    /// <summary>
+    /// The end of <c>up</c>: what runs, where, with which VFs, and how long it took; then each network's addresses (as
+    /// the agent reported them, else as the spec gives them) and the command that reaches the guest.
+    /// </summary>
     public void Summary(LaunchPlan plan)
     {
+        StopWaiting();
         var networks = plan.Vm.Networks.Count;
         var where = plan.Backend == Backend.Libvirt ? plan.Options.LibvirtUri : "qemu-system-x86_64";
-        output.WriteLine(FormattableString.Invariant(
-            $"{plan.Vm.Name} is up ({SpecNames.Of(plan.Backend)}, {where}): {networks} network{(networks == 1 ? "" : "s")} over {plan.Vfs.Count} VFs in {_clock.Elapsed.TotalSeconds:0.0} s; serial log {plan.Paths.SerialLog}"));
+        var lines = new List<string>
+        {
+            FormattableString.Invariant(
+                $"{plan.Vm.Name} is up ({SpecNames.Of(plan.Backend)}, {where}): {networks} network{(networks == 1 ? "" : "s")} over {plan.Vfs.Count} VFs in {_clock().TotalSeconds:0.0} s; serial log {plan.Paths.SerialLog}"),
+        };
+        string? reach = null;
+        var width = plan.Vm.Networks.Max(n => n.Name.Length);
+        foreach (var network in plan.Vm.Networks)
+        {
+            var reported = _ready?.Networks.FirstOrDefault(n => n.Name == network.Name);
+            var addresses = reported is { Addresses.Count: > 0 } ? reported.Addresses
+                : network.Address.Dhcp ? [] : [network.Address.Cidr!];
+            var shown = addresses.Count > 0 ? string.Join(", ", addresses)
+                : network.Address.Dhcp ? "dhcp (no lease reported yet)" : "";
+            var bond = reported is null ? "" : reported.Active is { } active ? $"; bond active on {active}" : "; bond has no active member yet";
+            lines.Add($"  {network.Name.PadRight(width)}  {shown}{bond}");
+            reach ??= addresses.Select(a => a.Split('/')[0]).FirstOrDefault();
+        }
+        var connect = plan.Backend == Backend.Libvirt && plan.Options.LibvirtUri != LibvirtBackend.DefaultUri ? $" --connect {plan.Options.LibvirtUri}" : "";
+        lines.Add(reach is not null
+            ? $"  reach it: ssh {plan.Vm.Guest.User}@{(reach.Contains(':') ? $"[{reach}]" : reach)} (console: vmnet console {plan.Vm.Name}{connect})"
+            : $"  reach it: vmnet console {plan.Vm.Name}{connect}");
+        lock (_gate)
+            foreach (var line in lines) _output.WriteLine(line);
     }
 }

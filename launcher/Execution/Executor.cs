@@ -20,6 +20,9 @@ public interface IProgressSink
     void Enter(Phase phase);
 
     void Note(string line);
+
+    /// <summary>An event of the guest agent while the launch waits for it (checked and made safe).</summary>
+    void Heard(VmNet.Contract.AgentEvent e) { }
 }
 
 /// <summary>

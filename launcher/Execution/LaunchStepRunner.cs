@@ -2,6 +2,7 @@ using VmNet.Backends;
 using VmNet.Io;
 using VmNet.Leases;
 using VmNet.Planning;
+using VmNet.Spec;
 using VmNet.State;
 
 namespace VmNet.Execution;
@@ -66,11 +67,11 @@ public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLed
             case StartVm s:
             {
                 // Critical: a VM that may still run holds its VFs; nothing before this is undone then.
-                if (await backend.StatusAsync(vm, ct).ConfigureAwait(false) is not { Running: true })
+                if (await backend.StatusAsync(vm, ct, guest: false).ConfigureAwait(false) is not { Running: true })
                     reverter?.Add(s.Describe(), async () => await backend.StopAsync(vm, TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false), critical: true);
                 await backend.StartAsync(plan, ct).ConfigureAwait(false);
                 var clock = System.Diagnostics.Stopwatch.StartNew();
-                while (await backend.StatusAsync(vm, ct).ConfigureAwait(false) is not { Running: true })
+                while (await backend.StatusAsync(vm, ct, guest: false).ConfigureAwait(false) is not { Running: true })
                 {
                     if (clock.Elapsed >= s.Timeout)
                         throw new VmNetException($"start: {vm} running did not happen within {s.Timeout.TotalSeconds:0.#} s; see the serial log {paths.SerialLog}", ExitCodes.Failure);
@@ -102,13 +103,17 @@ public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLed
                 GuestStatus guest;
                 try
                 {
-                    guest = await GuestAgentChannel.WaitForReadyAsync(paths, w.Timeout, ct).ConfigureAwait(false);
+                    guest = await GuestAgentChannel.WaitForReadyAsync(paths, w.Timeout, ct, e => progress?.Heard(e)).ConfigureAwait(false);
+                }
+                catch (GuestAgentTimeoutException e)
+                {
+                    // After the commit too: the VM stays up with its VFs (a slow guest is no reason to tear it down).
+                    throw new VmNetException($"{e.Message}\n{StillRuns()}\n{NextCommands()}", ExitCodes.Failure, e);
                 }
                 catch (OperationCanceledException e) when (ct.IsCancellationRequested)
                 {
                     // After the commit: nothing is rolled back, and the user should know it.
-                    throw new VmNetException($"interrupted while waiting for the guest agent; {vm} runs and keeps its VFs: " +
-                        $"`vmnet status {vm}` shows it, `vmnet rm {vm}` removes it", ExitCodes.Failure, e);
+                    throw new VmNetException($"interrupted while waiting for the guest agent\n{StillRuns()}\n{NextCommands()}", ExitCodes.Failure, e);
                 }
                 // The agent reports after 15 s even when a bond has no active member yet (e.g. ARP monitoring that has
                 // not seen a reply): the VM runs, but that network carries no traffic until a member takes over.
@@ -120,6 +125,23 @@ public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLed
             default:
                 throw new InvalidOperationException($"the launch step runner does not run {step.GetType().Name}");
         }
+    }
+
+    /// <summary>What a VM left running after the wait holds: its backend and every VF.</summary>
+    private string StillRuns()
+    {
+        var where = plan.Backend == Backend.Libvirt ? $"libvirt, {plan.Options.LibvirtUri}" : "qemu-system-x86_64";
+        return $"{plan.Vm.Name} still runs ({where}) and holds its {plan.Vfs.Count} VFs: " +
+            string.Join(", ", plan.Vfs.Select(a => $"{a.Pf.Name} vf {a.Vf.Index} ({a.Vf.Pci})"));
+    }
+
+    /// <summary>What to type next about a VM whose guest did not report.</summary>
+    private string NextCommands()
+    {
+        var vm = plan.Vm.Name;
+        var connect = plan.Backend == Backend.Libvirt && plan.Options.LibvirtUri != LibvirtBackend.DefaultUri ? $" --connect {plan.Options.LibvirtUri}" : "";
+        return $"next: `vmnet status {vm}{connect}` (the agent's report once it comes), `vmnet console {vm}{connect}` (the guest's console; " +
+            $"its log is {plan.Paths.SerialLog}), `vmnet rm --force {vm}{connect}` (stop it and give its VFs back)";
     }
 
     /// <summary>

@@ -193,12 +193,52 @@ public sealed class GuestAgentChannelTests : IDisposable
     [Fact]
     public async Task No_report_within_the_timeout_names_the_serial_log()
     {
-        var error = await Assert.ThrowsAsync<VmNetException>(() => GuestAgentChannel.WaitForReadyAsync(_vm.Plan.Paths, TimeSpan.FromMilliseconds(500), Cancel));
+        var error = await Assert.ThrowsAsync<GuestAgentTimeoutException>(() => GuestAgentChannel.WaitForReadyAsync(_vm.Plan.Paths, TimeSpan.FromMilliseconds(500), Cancel));
 
-        Assert.Equal($"the guest agent did not report its network ready within 0.5 s; see the serial log {_vm.Plan.Paths.SerialLog}", error.Message);
+        Assert.Equal($"the guest agent did not report its network ready within 0.5 s (it was not heard at all); see the serial log {_vm.Plan.Paths.SerialLog}", error.Message);
     }
 
     // ---- the guest is untrusted (issue 13: 8 to 10) ----
+
+    /// <summary>
+    /// Item 10 on up's wait: a guest that streams junk (here valid-looking but unknown lines) on its port, reconnecting
+    /// whenever the host does, is cut off once the whole wait read its budget, with a message, long before the
+    /// timeout; before the fix each reconnection got a fresh budget.
+    /// </summary>
+    [Fact]
+    public async Task A_guest_that_floods_its_port_is_cut_off_at_the_waits_budget_not_read_until_the_timeout()
+    {
+        Directory.CreateDirectory(_vm.Plan.Paths.VmDir);
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(_vm.Plan.Paths.AgentSocket));
+        listener.Listen();
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(Cancel);
+        long sent = 0;
+        var chunk = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("{\"event\":\"noise\",\"uptimeMs\":1}\n", 30_000)));
+        var flood = Task.Run(async () =>
+        {
+            try
+            {
+                while (true)
+                {
+                    using var client = await listener.AcceptAsync(stop.Token);
+                    using var stream = new NetworkStream(client);
+                    try { while (true) { await stream.WriteAsync(chunk, stop.Token); Interlocked.Add(ref sent, chunk.Length); } }
+                    catch (IOException) { } // the host closed this connection: accept the next
+                }
+            }
+            catch (OperationCanceledException) { }
+        }, Cancel);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+
+        var error = await Assert.ThrowsAsync<VmNetException>(() => GuestAgentChannel.WaitForReadyAsync(_vm.Plan.Paths, TimeSpan.FromSeconds(60), Cancel));
+        await stop.CancelAsync();
+        await flood;
+
+        Assert.Equal($"the guest sent 64 MiB on its report port without a network-ready report; vmnet reads no more of it (a guest that floods the port is not trusted); see the serial log {_vm.Plan.Paths.SerialLog}", error.Message);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(45), $"the flood was read for {clock.Elapsed}");
+        Assert.InRange(Interlocked.Read(ref sent), GuestAgentChannel.MaxWaitTotal - chunk.Length, GuestAgentChannel.MaxWaitTotal + 64L * chunk.Length);
+    }
 
     [Fact]
     public async Task What_a_guest_says_reaches_the_terminal_escaped_whatever_it_holds()

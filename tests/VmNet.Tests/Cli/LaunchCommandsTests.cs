@@ -130,7 +130,7 @@ public sealed class UpProgressTests
         using var vm = new TestVm(name: "prog1");
         var plan = vm.PlanWith(new LaunchOptions { Agent = "/usr/lib/vmnet/vmnet-agent", WaitTimeout = TimeSpan.FromSeconds(42) });
         var output = new StringWriter();
-        var progress = new UpProgress(output);
+        var progress = new UpProgress(output, clock: () => TimeSpan.FromSeconds(2.5));
 
         progress.Planning(plan.Vm);
         progress.Enter(Phase.Reserve);
@@ -143,27 +143,31 @@ public sealed class UpProgressTests
         var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
         var a = plan.Vfs[0];
         Assert.Equal([
-            "[1/7] reserve: one VF per port for 1 network, under the ledger lock",
-            $"[2/7] configure: storage0={a.Pf.Name} vf {a.Vf.Index} ({a.Vf.Pci}) mac {a.Mac} vlan 40, storage1={plan.Vfs[1].Pf.Name} vf {plan.Vfs[1].Vf.Index} ({plan.Vfs[1].Vf.Pci}) mac {plan.Vfs[1].Mac} vlan 40",
-            $"[3/7] bind: 2 VFs on vfio-pci: {a.Vf.Pci}, {plan.Vfs[1].Vf.Pci}",
-            "      a note",
-            $"[4/7] seed: {plan.Paths.Seed} (label cidata) and disk {plan.Paths.Disk} over {vm.BaseImage}",
-            "[5/7] define: libvirt domain prog1 at qemu:///system",
-            "[6/7] start: prog1 running",
-            $"[7/7] wait for guest: the agent's network-ready report on {plan.Paths.AgentSocket} (up to 42 s; serial log {plan.Paths.SerialLog})"], lines);
+            "   2.5s [1/7] reserve: one VF per port for 1 network, under the ledger lock",
+            $"   2.5s [2/7] configure: storage0={a.Pf.Name} vf {a.Vf.Index} ({a.Vf.Pci}) mac {a.Mac} vlan 40, storage1={plan.Vfs[1].Pf.Name} vf {plan.Vfs[1].Vf.Index} ({plan.Vfs[1].Vf.Pci}) mac {plan.Vfs[1].Mac} vlan 40",
+            $"   2.5s [3/7] bind: 2 VFs on vfio-pci: {a.Vf.Pci}, {plan.Vfs[1].Vf.Pci}",
+            "              a note",
+            $"   2.5s [4/7] seed: {plan.Paths.Seed} (label cidata) and disk {plan.Paths.Disk} over {vm.BaseImage}",
+            "   2.5s [5/7] define: libvirt domain prog1 at qemu:///system",
+            "   2.5s [6/7] start: prog1 running",
+            $"   2.5s [7/7] wait for guest: the agent's network-ready report on {plan.Paths.AgentSocket} (up to 42 s; serial log {plan.Paths.SerialLog})"], lines);
         Assert.Equal(7, Phases.All.Count);
     }
 
     [Fact]
-    public void The_summary_is_one_line_with_the_vm_backend_vfs_and_serial_log()
+    public void The_summary_names_the_vm_backend_vfs_serial_log_addresses_and_how_to_reach_the_guest()
     {
         using var vm = new TestVm(name: "sum1");
         var output = new StringWriter();
 
         new UpProgress(output).Summary(vm.Plan);
 
-        var line = Assert.Single(output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.Matches($@"^sum1 is up \(libvirt, qemu:///system\): 1 network over 2 VFs in \d+\.\d s; serial log {System.Text.RegularExpressions.Regex.Escape(vm.Plan.Paths.SerialLog)}$", line);
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(3, lines.Length);
+        Assert.Matches($@"^sum1 is up \(libvirt, qemu:///system\): 1 network over 2 VFs in \d+\.\d s; serial log {System.Text.RegularExpressions.Regex.Escape(vm.Plan.Paths.SerialLog)}$", lines[0]);
+        // Without the agent's report, the spec's address; the guest's user from the spec.
+        Assert.Equal($"  storage  {vm.Plan.Vm.Networks[0].Address}", lines[1]);
+        Assert.Equal($"  reach it: ssh {vm.Plan.Vm.Guest.User}@{vm.Plan.Vm.Networks[0].Address.Cidr!.Split('/')[0]} (console: vmnet console sum1)", lines[2]);
     }
 }
 
@@ -188,7 +192,7 @@ public sealed class StartVmTests
         Assert.Equal("running", (await backend.StatusAsync("steps1", TestContext.Current.CancellationToken))?.State);
         Assert.True(File.Exists(vm.Plan.Paths.Seed));
         Assert.True(File.Exists(vm.Plan.Paths.Disk));
-        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => System.Text.RegularExpressions.Regex.Replace(l, @"^ *\d+\.\ds ", "")).ToArray();
         Assert.Equal([
             $"[4/7] seed: {vm.Plan.Paths.Seed} (label cidata) and disk {vm.Plan.Paths.Disk} over {vm.BaseImage}",
             $"[5/7] define: libvirt domain steps1 at {backend.Uri}",

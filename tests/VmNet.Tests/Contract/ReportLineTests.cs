@@ -52,13 +52,14 @@ public sealed class ReportLineTests : IDisposable
     /// <summary>Every line the agent wrote on its report port.</summary>
     private string[] PortLines() => File.ReadAllLines(_root[$"dev/virtio-ports/{Port}"]);
 
-    /// <summary>The agent writes every kind of event: network-ready, then a failover (link, active member, a DHCP
+    /// <summary>The agent writes every kind of event: started, network-ready, then a failover (link, active member, a DHCP
     /// lease), the answer to the host's state query, an error.</summary>
     private string[] EveryKind()
     {
         var (monitor, reporter) = Agent();
         using (reporter)
         {
+            monitor.ReportStarted(VmNet.GuestAgent.Program.Version);
             monitor.ReportReady(changes: 4);
             _root.Write("sys/class/net/storage0/carrier", "0\n");
             _root.Write("sys/class/net/storage/bonding/active_slave", "storage1\n");
@@ -78,6 +79,7 @@ public sealed class ReportLineTests : IDisposable
         const string members = """[{"name":"storage0","mac":"02:00:00:00:40:11","link":"up"},{"name":"storage1","mac":"02:00:00:00:40:12","link":"up"}]""";
         Assert.Equal(
         [
+            """{"event":"started","uptimeMs":8125,"version":"0.1.0","networks":1}""",
             $$"""{"event":"network-ready","uptimeMs":8125,"changes":4,"networks":[{"name":"storage","active":"storage0","members":{{members}},"addresses":["192.168.40.11/24"],"mtu":9000}]}""",
             """{"event":"link-changed","uptimeMs":8125,"network":"storage","member":"storage0","link":"down"}""",
             """{"event":"active-changed","uptimeMs":8125,"network":"storage","active":"storage1","previous":"storage0"}""",
@@ -105,13 +107,14 @@ public sealed class ReportLineTests : IDisposable
         }
         GuestStatus? status = null;
         var folded = events.Select(e => status = GuestAgentChannel.Fold(status, e)).ToList();
-        var ready = Assert.Single(folded[0]!.Networks);
+        Assert.Null(folded[0]); // started: no bond to show yet
+        var ready = Assert.Single(folded[1]!.Networks);
         Assert.Equal(("storage0", "up"), (ready.Active, ready.Members[0].Link));
-        var failedOver = Assert.Single(folded[3]!.Networks); // after the three events of the failover, before the state
+        var failedOver = Assert.Single(folded[4]!.Networks); // after the three events of the failover, before the state
         Assert.Equal(("storage1", "down", "up"), (failedOver.Active, failedOver.Members[0].Link, failedOver.Members[1].Link));
         Assert.Equal(["192.168.40.57/24", "192.168.40.11/24"], failedOver.Addresses);
         // The events folded give what the agent's answer to the state query says, which then replaces the status whole.
-        Assert.Equal(((StateEvent)events[4]).ToLine(), new StateEvent(8125, folded[3]!.Networks).ToLine());
+        Assert.Equal(((StateEvent)events[5]).ToLine(), new StateEvent(8125, folded[4]!.Networks).ToLine());
         Assert.Equal(9000, status!.Networks.Single().Mtu);
     }
 

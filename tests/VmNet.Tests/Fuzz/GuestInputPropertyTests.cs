@@ -25,6 +25,7 @@ public sealed class GuestInputPropertyTests(ITestOutputHelper output)
         new LinkChangedEvent(7100, "storage", "storage0", "down").ToLine(),
         new AddressesChangedEvent(9000, "public", ["203.0.113.5/24"]).ToLine(),
         new ErrorEvent(100, "bond storage: no member came up").ToLine(),
+        new StartedEvent(50, "0.1.0", 2).ToLine(),
     ];
 
     /// <summary>A valid line mangled the ways a hostile guest or a broken pipe would: cut, spliced, a value replaced, bytes flipped.</summary>
@@ -177,5 +178,45 @@ public sealed class GuestInputPropertyTests(ITestOutputHelper output)
         }, iter: 5000);
         output.WriteLine($"agent config: {valid + refused} cases, {valid} valid, {refused} refused, none threw otherwise");
         Assert.True(valid > 0 && refused > 0, "the generator never produced one kind of config");
+    }
+
+    /// <summary>
+    /// The seed as the agent reads it from the block device, mangled: sectors of a real seed image (the launcher's
+    /// writer, Joliet and primary trees) with bytes flipped, sizes and extents replaced (0xFFFFFFFF once overflowed the
+    /// sector count and threw), cut short. Every case reads as the config, as another file's text, or as none.
+    /// </summary>
+    [Fact]
+    public void A_mangled_seed_volume_reads_as_a_file_or_none_never_a_crash()
+    {
+        var config = File.ReadAllText(Support.Repo.File("guest-agent/agent.sample.json"));
+        using var image = new MemoryStream();
+        VmNet.Seed.IsoImageWriter.Write(image, "cidata", [new("meta-data", Encoding.UTF8.GetBytes("instance-id: x\n")), new("vmnet/agent.json", Encoding.UTF8.GetBytes(config))]);
+        var seed = image.ToArray();
+        Assert.Equal(config, SeedVolume.Read(new MemoryStream(seed), "vmnet/agent.json"));
+        var sizes = Gen.OneOf(Gen.Const(0xFFFFFFFFu), Gen.Const(0x7FFFFFFFu), Gen.Const(0x80000000u), Gen.Const(SeedVolume.MaxSize + 1), Gen.UInt);
+        int read = 0, none = 0;
+        Gen.Frequency(
+            (3, Gen.Select(Gen.Int[0, seed.Length - 1].Array[1, 40], Gen.Byte.Array[1, 40], (at, values) =>
+            {
+                var b = (byte[])seed.Clone();
+                for (var i = 0; i < at.Length; i++) b[at[i]] = values[i % values.Length];
+                return b;
+            })),
+            // A 32-bit field of a directory record or volume descriptor (both-endian: the little-endian half is read).
+            (3, Gen.Select(Gen.Int[16 * 2048 / 4, Math.Min(seed.Length, 64 * 2048) / 4 - 1], sizes, (word, value) =>
+            {
+                var b = (byte[])seed.Clone();
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(Math.Min(word * 4 + 2, b.Length - 4)), value);
+                return b;
+            })),
+            (1, Gen.Int[0, seed.Length].Select(n => seed[..n])),
+            (1, Gen.Byte.Array[0, 40 * 2048])).Sample(bytes =>
+        {
+            var text = SeedVolume.Read(new MemoryStream(bytes), "vmnet/agent.json");
+            if (text is null) Interlocked.Increment(ref none); else Interlocked.Increment(ref read);
+            Assert.True(text is null || text.Length <= SeedVolume.MaxSize);
+        }, iter: 5000);
+        output.WriteLine($"seed volume: {read + none} cases, {read} read a file, {none} none, none threw");
+        Assert.True(read > 0 && none > 0, "the generator never produced one kind of volume");
     }
 }

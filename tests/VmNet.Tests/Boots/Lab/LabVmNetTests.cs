@@ -191,6 +191,12 @@ public sealed class LabVmNetTests(LabVmNetFixture fixture, ITestOutputHelper out
         Assert.Contains("[7/7] wait for guest: ", fixture.Up["lab-a"].Output);
         Assert.DoesNotContain("skipped", fixture.Up["lab-a"].Output);
         Assert.Contains("lab-a is up (qemu, qemu-system-x86_64): 1 network over 2 VFs", fixture.Up["lab-a"].Output);
+        // The real agent's bring-up as up printed it while it waited (piped: plain lines), then the summary.
+        Assert.Contains("agent: agent started (vmnet-agent ", fixture.Up["lab-a"].Output);
+        Assert.Matches(@"agent: lab: lab[01] link up\n", fixture.Up["lab-a"].Output);
+        Assert.Matches(@"agent: lab: active member lab[01]\n", fixture.Up["lab-a"].Output);
+        Assert.Contains("agent: network ready (1 bond, ", fixture.Up["lab-a"].Output);
+        Assert.Matches($@"\n  lab  {LabHost.GuestIp}/24; bond active on lab[01]\n  reach it: ssh \S+@{LabHost.GuestIp} \(console: vmnet console lab-a\)\n", fixture.Up["lab-a"].Output);
         Assert.Contains("lab-b: the host side is ready (2 VFs leased, configured and on vfio-pci); not started (--no-start)", fixture.Up["lab-b"].Output);
         Assert.NotNull(lab);
     }
