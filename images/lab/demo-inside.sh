@@ -126,7 +126,10 @@ EOF
 run cat "$work/demo.yaml"
 
 header "vmnet up: VFs configured and bound to vfio-pci, the guest boots (TCG inside TCG: 3 to 8 minutes)"
-run vmnet up "$work/demo.yaml" --wait-timeout 900
+# Piped: vmnet prints plain lines (the agent's events as they come) and no live line, which would fill a transcript
+# with one line a second (the lab host's console is a terminal). The pipe runs `run` in a subshell: set last here.
+last="vmnet up $work/demo.yaml --wait-timeout 900"
+run vmnet up "$work/demo.yaml" --wait-timeout 900 | cat
 note "the guest's boot in its serial log (vmnet-init: seconds since the guest's kernel started)"
 runq "grep -a -o -e 'vmnet-init: .*' -e 'vmnet-agent: [0-9]* change.*' -e 'vmnet-agent: network-ready.*' -e 'vmnet-agent: a bond has no.*' $serial"
 

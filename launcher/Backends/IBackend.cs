@@ -69,4 +69,11 @@ public sealed record VfStatus(string Network, string Member, string Port, string
 
 /// <summary>What <c>vmnet status</c> and <c>vmnet ls</c> show for a VM; <see cref="Guest"/> is the agent's last report VmNet received.</summary>
 public sealed record VmStatus(string Name, string Backend, string State, bool Running, IReadOnlyList<VfStatus> Vfs, string? SerialLog,
-    GuestStatus? Guest = null);
+    GuestStatus? Guest = null)
+{
+    /// <summary>The VM's vCPUs as defined (null when the definition does not say).</summary>
+    public int? Cpus { get; init; }
+
+    /// <summary>The VM's memory in MiB as defined (null when the definition does not say).</summary>
+    public long? MemoryMiB { get; init; }
+}

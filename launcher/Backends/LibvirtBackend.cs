@@ -223,9 +223,36 @@ public sealed class LibvirtBackend(string uri, StateDir state) : IBackend, IDisp
         var state = domain.State;
         var running = state is DomainState.Running or DomainState.Paused or DomainState.Blocked;
         var paths = VmPaths.For(State, domain.Name);
+        var (cpus, memory) = Shape(domain.GetXml(inactive: true));
         // The agent's report describes the current boot only: a stopped VM shows none.
         return new VmStatus(domain.Name, Name, StateName(state), running, ParseMetadata(metadata), paths.SerialLog,
-            running && savedReport ? GuestAgentChannel.ReadSaved(paths) : null);
+            running && savedReport ? GuestAgentChannel.ReadSaved(paths) : null)
+        { Cpus = cpus, MemoryMiB = memory };
+    }
+
+    /// <summary>vCPUs and memory (MiB) as a domain's XML defines them (libvirt writes memory in KiB).</summary>
+    public static (int? Cpus, long? MemoryMiB) Shape(string domainXml)
+    {
+        try
+        {
+            var root = XElement.Parse(domainXml);
+            var cpus = int.TryParse((string?)root.Element("vcpu"), CultureInfo.InvariantCulture, out var n) ? n : (int?)null;
+            long? memory = null;
+            if (root.Element("memory") is { } m && long.TryParse(m.Value, CultureInfo.InvariantCulture, out var amount))
+                memory = ((string?)m.Attribute("unit") ?? "KiB") switch
+                {
+                    "b" or "bytes" => amount >> 20,
+                    "KiB" or "k" => amount >> 10,
+                    "MiB" or "M" => amount,
+                    "GiB" or "G" => amount << 10,
+                    _ => null,
+                };
+            return (cpus, memory);
+        }
+        catch (System.Xml.XmlException)
+        {
+            return (null, null);
+        }
     }
 
     /// <summary>

@@ -184,7 +184,20 @@ public sealed class QemuBackend(StateDir state) : IBackend
             }
         }
         var running = state.StartsWith("running", StringComparison.Ordinal) || state == "paused";
-        return new VmStatus(vm, Name, state, running, record.Vfs, paths.SerialLog, running && guest ? await GuestAgentChannel.RefreshAsync(paths, cancel) : null);
+        var (cpus, memory) = Shape(record.Argv);
+        return new VmStatus(vm, Name, state, running, record.Vfs, paths.SerialLog, running && guest ? await GuestAgentChannel.RefreshAsync(paths, cancel) : null)
+        { Cpus = cpus, MemoryMiB = memory };
+    }
+
+    /// <summary>vCPUs and memory (MiB) from the argv QEMU was started with (<c>-smp N</c>, <c>-m NM</c>).</summary>
+    public static (int? Cpus, long? MemoryMiB) Shape(IReadOnlyList<string> argv)
+    {
+        string? After(string option) => argv.Select((a, i) => (a, i)).Where(x => x.a == option && x.i + 1 < argv.Count).Select(x => argv[x.i + 1]).FirstOrDefault();
+        var cpus = int.TryParse(After("-smp")?.Split(',')[0], System.Globalization.CultureInfo.InvariantCulture, out var n) ? n : (int?)null;
+        var m = After("-m")?.Split(',')[0];
+        long? memory = m is not null && m.EndsWith('M') && long.TryParse(m[..^1], System.Globalization.CultureInfo.InvariantCulture, out var mib) ? mib
+            : m is not null && m.EndsWith('G') && long.TryParse(m[..^1], System.Globalization.CultureInfo.InvariantCulture, out var gib) ? gib << 10 : null;
+        return (cpus, memory);
     }
 
     public async Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel)

@@ -96,10 +96,16 @@ internal static class HostCommands
 
     public static Command Gc(TextWriter stdout)
     {
-        var cmd = new Command("gc", "Restore and release VFs whose owner is gone (a crashed vmnet, a dead process, an undefined domain)");
+        var json = new Option<bool>("--json") { Description = "Print what was released and skipped as JSON" };
+        var cmd = new Command("gc", "Restore and release VFs whose owner is gone (a crashed vmnet, a dead process, an undefined domain)") { json };
         cmd.SetAction(async (r, ct) =>
         {
             var (done, problems) = await Ops(r).GcAsync(ct);
+            if (r.GetValue(json))
+            {
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new GcDocument(done, problems), OutputJson.Default.GcDocument));
+                return problems.Count == 0 ? ExitCodes.Ok : ExitCodes.Failure;
+            }
             foreach (var line in done) stdout.WriteLine(line);
             stdout.WriteLine(done.Count == 0 ? "no orphaned leases" : $"{done.Count} orphaned VFs restored and released");
             foreach (var p in problems) r.InvocationConfiguration.Error.WriteLine($"vmnet: skipped: {p}");

@@ -43,11 +43,48 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
         return new HostInventory(pfs);
     }
 
+    private const string NoPf = "no SR-IOV PF on this host (no PCI function has sriov_totalvfs)";
+
+    /// <summary>The same host with only the VFs a VM could be given now (<c>--free</c>).</summary>
+    public HostInventory FreeOnly() => new(Pfs.Select(p => p with { Vfs = p.Vfs.Where(v => v.Free).ToList() }).ToList());
+
+    /// <summary>One row per PF (<c>--summary</c>): how many VFs are free, vmnet's, another user's, unusable, unreadable.</summary>
+    public IReadOnlyList<PfSummary> Summary() => Pfs.Select(p => new PfSummary(
+        p.Name, p.Pci, p.Driver, p.State, p.Mtu, p.NumVfs, p.TotalVfs,
+        Free: p.Vfs.Count(v => v.Free),
+        Vmnet: p.Vfs.Count(v => v.Vm is not null),
+        Other: p.Vfs.Count(v => InUseElsewhere(v)),
+        Unusable: p.Vfs.Count(v => v.Vm is null && v.LeaseProblem is null && v.Unusable is not null),
+        CorruptLeases: p.Vfs.Count(v => v.LeaseProblem is not null),
+        Vms: p.Vfs.Select(v => v.Vm).OfType<string>().Distinct().Order(StringComparer.Ordinal).ToList())).ToList();
+
+    /// <summary>Held by something that is not vmnet (a host netdev's user, another tool's vfio-pci).</summary>
+    private static bool InUseElsewhere(VfRow v) => !v.Free && v.Vm is null && v.LeaseProblem is null && v.Unusable is null;
+
+    public void PrintSummary(TextWriter o)
+    {
+        if (Pfs.Count == 0)
+        {
+            o.WriteLine(NoPf);
+            return;
+        }
+        var summary = Summary();
+        string N(int n) => n.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        TextTable.Print(o, ["PF", "PCI", "DRIVER", "STATE", "MTU", "VFS", "FREE", "VMNET", "OTHER", "UNUSABLE", "VMS"], summary.Select(p => new[]
+        {
+            p.Name, p.Pci, p.Driver ?? "-", p.State, N(p.Mtu), $"{N(p.NumVfs)}/{N(p.TotalVfs)}", N(p.Free), N(p.Vmnet), N(p.Other),
+            N(p.Unusable + p.CorruptLeases), p.Vms.Count == 0 ? "-" : string.Join(",", p.Vms),
+        }).ToList());
+        var vfs = summary.Sum(p => p.NumVfs);
+        o.WriteLine($"{summary.Count} PF{(summary.Count == 1 ? "" : "s")}, {vfs} VF{(vfs == 1 ? "" : "s")}, {summary.Sum(p => p.Free)} free" +
+            (summary.Sum(p => p.CorruptLeases) is > 0 and var c ? $", {c} with a corrupt lease file (`vmnet host` names them)" : ""));
+    }
+
     public void PrintTable(TextWriter o)
     {
         if (Pfs.Count == 0)
         {
-            o.WriteLine("no SR-IOV PF on this host (no PCI function has sriov_totalvfs)");
+            o.WriteLine(NoPf);
             return;
         }
         foreach (var pf in Pfs)
@@ -57,28 +94,39 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
             {
                 v.Vf.ToString(System.Globalization.CultureInfo.InvariantCulture), v.Pci, v.Driver ?? "-", v.NetDev ?? "-", v.State,
                 v.Mac ?? "-", v.Vlan is > 0 ? v.Vlan.Value.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-",
-                v.LeaseProblem is not null ? "lease file corrupt (see below)" : v.Owner is null ? (v.Free ? "free" : v.Unusable is not null ? "unusable (see below)" : "in use (not vmnet)") : $"{v.Owner}/{v.Network}",
+                v.LeaseProblem is not null ? "lease file corrupt (see below)" : v.Vm is null ? (v.Free ? "free" : v.Unusable is not null ? "unusable (see below)" : "in use (not vmnet)") : $"{v.Vm}/{v.Network}",
             }).ToList();
+            if (rows.Count == 0)
+            {
+                o.WriteLine(pf.NumVfs == 0 ? "  no VFs (sriov_numvfs is 0: `vmnet host apply` creates them)" : "  no free VF");
+                continue;
+            }
             TextTable.Print(o, ["VF", "PCI", "DRIVER", "NETDEV", "STATE", "MAC", "VLAN", "OWNER"], rows);
             foreach (var v in pf.Vfs.Where(v => v.LeaseProblem is not null)) o.WriteLine($"  VF {v.Vf}: {v.LeaseProblem}");
-            foreach (var v in pf.Vfs.Where(v => v.Unusable is not null && v.Owner is null)) o.WriteLine($"  VF {v.Vf}: {v.Unusable}: vfio cannot take it alone (vmnet doctor says what to do)");
+            foreach (var v in pf.Vfs.Where(v => v.Unusable is not null && v.Vm is null)) o.WriteLine($"  VF {v.Vf}: {v.Unusable}: vfio cannot take it alone (vmnet doctor says what to do)");
         }
     }
 }
 
 public sealed record PfRow(string Name, string Pci, string? Driver, int TotalVfs, int NumVfs, int Mtu, string State, IReadOnlyList<VfRow> Vfs);
 
-/// <summary>One VF of <c>vmnet host</c>; <see cref="LeaseProblem"/>: its lease file cannot be read (what to do about it).</summary>
-public sealed record VfRow(int Vf, string Pci, string? Driver, string? NetDev, string State, string? Mac, int? Vlan, string? Owner, string? Network, bool Free,
+/// <summary>One VF of <c>vmnet host</c>: <see cref="Vm"/> and <see cref="Network"/> are the VmNet VM holding it and
+/// the network it serves there; <see cref="LeaseProblem"/>: its lease file cannot be read (what to do about it).</summary>
+public sealed record VfRow(int Vf, string Pci, string? Driver, string? NetDev, string State, string? Mac, int? Vlan, string? Vm, string? Network, bool Free,
     string? LeaseProblem = null)
 {
     /// <summary>Why no VM can have this VF while the host stays as it is (its IOMMU group holds a host device), or null.</summary>
     public string? Unusable { get; init; }
 }
 
+/// <summary>One PF of <c>vmnet host --summary</c>: its VFs counted by who can have them; <see cref="Vms"/> the VMs holding some.</summary>
+public sealed record PfSummary(string Name, string Pci, string? Driver, string State, int Mtu, int NumVfs, int TotalVfs,
+    int Free, int Vmnet, int Other, int Unusable, int CorruptLeases, IReadOnlyList<string> Vms);
+
 /// <summary>A VF's settings as the PF holds them (netlink).</summary>
 public sealed record VfAdmin(string Mac, int? Vlan);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true)]
 [JsonSerializable(typeof(HostInventory))]
+[JsonSerializable(typeof(IReadOnlyList<PfSummary>))]
 internal sealed partial class HostInventoryJson : JsonSerializerContext;

@@ -11,15 +11,20 @@ namespace VmNet.Cli;
 internal static class HostViewCommands
 {
     /// <summary>Lists PFs and VFs; used as the action of both <c>vmnet host</c> and <c>vmnet host ls</c>.</summary>
-    public static async Task<int> List(ParseResult r, TextWriter stdout, bool json, CancellationToken ct)
+    public static async Task<int> List(ParseResult r, TextWriter stdout, bool json, bool free, bool summary, CancellationToken ct)
     {
+        if (free && summary)
+            throw new VmNetException("--free and --summary do not go together: --summary counts every VF; --free lists the free ones", ExitCodes.InvalidInput);
         var root = new HostRoot(r.GetValue(VmNetCli.HostRootOption)!);
         var kernel = HostCommands.KernelFor(root);
         var pfs = new HostScanner(root).AllPfs();
         var admin = new Dictionary<string, IReadOnlyDictionary<int, VfAdmin>>(StringComparer.Ordinal);
         foreach (var pf in pfs) admin[pf.Pci] = await AdminState(kernel, pf, ct);
         var inventory = HostInventory.Read(pfs, new LeaseStore(new StateDir(r.GetValue(VmNetCli.StateDirOption)!)), pf => admin[pf.Pci]);
-        if (json) stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(inventory, HostInventoryJson.Default.HostInventory));
+        if (free) inventory = inventory.FreeOnly();
+        if (summary && json) stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(inventory.Summary(), HostInventoryJson.Default.IReadOnlyListPfSummary));
+        else if (summary) inventory.PrintSummary(stdout);
+        else if (json) stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(inventory, HostInventoryJson.Default.HostInventory));
         else inventory.PrintTable(stdout);
         return ExitCodes.Ok;
     }
@@ -38,21 +43,36 @@ internal static class HostViewCommands
         }
     }
 
+    /// <summary>The options of <c>vmnet host</c> and <c>vmnet host ls</c>.</summary>
+    public static (Option<bool> Json, Option<bool> Free, Option<bool> Summary) ListOptions() => (
+        new Option<bool>("--json") { Description = "Print as JSON" },
+        new Option<bool>("--free") { Description = "Only the VFs a VM could be given now" },
+        new Option<bool>("--summary") { Description = "One line per PF: its VFs counted as free, vmnet's, another user's, unusable" });
+
     public static Command Ls(TextWriter stdout)
     {
-        var json = new Option<bool>("--json") { Description = "Print as JSON" };
-        var ls = new Command("ls", "List SR-IOV PFs and their VFs: driver, MAC, VLAN, state, owner VM") { json };
-        ls.SetAction((r, ct) => List(r, stdout, r.GetValue(json), ct));
+        var (json, free, summary) = ListOptions();
+        var ls = new Command("ls", "List SR-IOV PFs and their VFs: driver, MAC, VLAN, state, owner VM") { json, free, summary };
+        ls.SetAction((r, ct) => List(r, stdout, r.GetValue(json), r.GetValue(free), r.GetValue(summary), ct));
         return ls;
     }
 
     public static Command Doctor(TextWriter stdout)
     {
-        var cmd = new Command("doctor", "Check the host for VmNet: IOMMU, vfio-pci, SR-IOV ports, firmware, eswitch mode, memlock");
+        var json = new Option<bool>("--json") { Description = "Print the checks as JSON" };
+        var cmd = new Command("doctor", "Check the host for VmNet: IOMMU, vfio-pci, SR-IOV ports, firmware, eswitch mode, memlock") { json };
         cmd.SetAction(async (r, ct) =>
         {
             var root = new HostRoot(r.GetValue(VmNetCli.HostRootOption)!);
             var checks = await new HostDoctor(root, root.IsRealHost ? new CliToolRunner() : null).Run(ct);
+            if (r.GetValue(json))
+            {
+                var failures = checks.Count(c => c.Status == CheckStatus.Fail);
+                var document = new DoctorDocument(failures == 0, failures,
+                    checks.Select(c => new DoctorCheck(c.Name, c.Status.ToString().ToLowerInvariant(), c.Detail, c.Fix)).ToList());
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(document, OutputJson.Default.DoctorDocument));
+                return failures == 0 ? ExitCodes.Ok : ExitCodes.HostCannotServe;
+            }
             foreach (var c in checks)
             {
                 var mark = c.Status switch { CheckStatus.Ok => "ok  ", CheckStatus.Warn => "warn", CheckStatus.Fail => "FAIL", _ => "skip" };

@@ -109,14 +109,29 @@ public static class LaunchCommands
                 foreach (var s in all) stdout.WriteLine(s.Name);
                 return ExitCodes.Ok;
             }
-            TextTable.Print(stdout, ["NAME", "STATE", "BACKEND", "NETWORKS", "VFS"], all.Select(s => new[]
+            TextTable.Print(stdout, ["NAME", "STATE", "BACKEND", "CPUS", "MEMORY", "VFS", "NETWORKS"], all.Select(s => new[]
             {
-                s.Name, s.State, s.Backend, string.Join(",", s.Vfs.Select(v => v.Network).Distinct()), s.Vfs.Count.ToString(CultureInfo.InvariantCulture),
+                s.Name, s.State, s.Backend, s.Cpus?.ToString(CultureInfo.InvariantCulture) ?? "-", Memory(s.MemoryMiB),
+                s.Vfs.Count.ToString(CultureInfo.InvariantCulture), Networks(s),
             }).ToList());
             return ExitCodes.Ok;
         });
         return cmd;
     }
+
+    private static string Memory(long? mib) => mib switch
+    {
+        null => "-",
+        >= 1024 when mib % 1024 == 0 => $"{(mib / 1024).Value.ToString(CultureInfo.InvariantCulture)}GiB",
+        _ => $"{mib.Value.ToString(CultureInfo.InvariantCulture)}MiB",
+    };
+
+    /// <summary>Each network of <c>vmnet ls</c>: its name, and while the VM runs what the agent last reported: the
+    /// active member and the addresses (<c>storage(storage0 192.168.40.11/24)</c>).</summary>
+    private static string Networks(VmStatus s) => string.Join(" ", s.Vfs.Select(v => v.Network).Distinct().Select(network =>
+        s.Guest?.Networks.FirstOrDefault(n => n.Name == network) is { } n
+            ? $"{network}({(n.Active is { } a ? a : "no active member")}{(n.Addresses.Count > 0 ? " " + string.Join(",", n.Addresses) : "")})"
+            : network));
 
     /// <summary><c>vmnet down NAME [--timeout S]</c>: graceful shutdown, then a hard stop; the definition and leases stay.</summary>
     public static Command Down(TextWriter stdout, Option<string> stateDir)

@@ -4,8 +4,8 @@ using VmNet.Planning;
 
 namespace VmNet.Cli;
 
-/// <summary>The plan as <c>vmnet up --dry-run --json</c> prints it.</summary>
-public sealed record PlanDocument(string Vm, string Backend, IReadOnlyList<PlanVf> Vfs, IReadOnlyList<string> Reclaims,
+/// <summary>The plan as <c>vmnet up --dry-run --json</c> prints it (schemas/vmnet-output.schema.json, <c>plan</c>).</summary>
+public sealed record PlanDocument(string Name, string Backend, IReadOnlyList<PlanVf> Vfs, IReadOnlyList<string> Reclaims,
     IReadOnlyList<string> HostChanges, IReadOnlyList<string> Then, IReadOnlyList<string> Problems, PlanPaths Paths)
 {
     public static PlanDocument From(DryRun dry) => From(dry.Plan, dry.Problems, dry.Reclaims);
@@ -13,8 +13,8 @@ public sealed record PlanDocument(string Vm, string Backend, IReadOnlyList<PlanV
     private static PlanDocument From(LaunchPlan plan, IReadOnlyList<PreflightProblem> problems, IReadOnlyList<string> reclaims) => new(
         plan.Vm.Name,
         Spec.SpecNames.Of(plan.Backend),
-        plan.Vfs.Select(a => new PlanVf(a.Network.Name, a.Port, a.PortName, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci,
-            a.Mac, a.MacGenerated, a.Network.Vlan?.Id, a.GuestName, a.Vf.IommuGroup, a.AlreadyLeased)).ToList(),
+        plan.Vfs.Select(a => new PlanVf(a.Network.Name, a.GuestName, a.PortName, a.Port, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci,
+            a.Mac, a.MacGenerated, a.Network.Vlan?.Id, a.Vf.IommuGroup, a.AlreadyLeased)).ToList(),
         reclaims,
         plan.Steps.Where(PlanPrinter.IsHostChange).Select(s => s.Describe()).ToList(),
         plan.Steps.Where(s => !PlanPrinter.IsHostChange(s)).Select(s => s.Describe()).ToList(),
@@ -22,8 +22,11 @@ public sealed record PlanDocument(string Vm, string Backend, IReadOnlyList<PlanV
         new PlanPaths(plan.Paths.VmDir, plan.Paths.Disk, plan.Paths.Seed, plan.Paths.SerialLog));
 }
 
-public sealed record PlanVf(string Network, int Port, string PortName, string Pf, string PfPci, int Vf, string Pci,
-    string Mac, bool MacGenerated, int? Vlan, string GuestName, int? IommuGroup, bool AlreadyLeased);
+/// <summary>One VF of the plan: the same fields as a VF of <c>vmnet status</c> (network, member, port, pf, pfPci, vf,
+/// pci, mac, vlan), and what only a plan knows: the port's index in the network's <c>ports</c>, whether the MAC was
+/// generated, the IOMMU group, whether the VM holds the VF already.</summary>
+public sealed record PlanVf(string Network, string Member, string Port, int PortIndex, string Pf, string PfPci, int Vf, string Pci,
+    string Mac, bool MacGenerated, int? Vlan, int? IommuGroup, bool AlreadyLeased);
 
 public sealed record PlanPaths(string VmDir, string Disk, string Seed, string SerialLog);
 

@@ -280,10 +280,10 @@ public static class VmNetCli
 
     private static Command HostCommand(TextWriter stdout)
     {
-        var json = new Option<bool>("--json") { Description = "Print as JSON" };
+        var (json, free, summary) = HostViewCommands.ListOptions();
         var host = new Command("host", "The host's SR-IOV PFs and VFs (same as `vmnet host ls`), provisioning and boot preparation")
-            { json, HostViewCommands.Ls(stdout) };
-        host.SetAction((r, ct) => HostViewCommands.List(r, stdout, r.GetValue(json), ct));
+            { json, free, summary, HostViewCommands.Ls(stdout) };
+        host.SetAction((r, ct) => HostViewCommands.List(r, stdout, r.GetValue(json), r.GetValue(free), r.GetValue(summary), ct));
         HostCommands.AddProvisioning(host, stdout);
         return host;
     }

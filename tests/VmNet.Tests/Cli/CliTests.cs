@@ -43,7 +43,7 @@ public class CliTests
 
         Assert.Equal(0, code);
         using var doc = JsonDocument.Parse(output);
-        Assert.Equal("ceph-osd-1", doc.RootElement.GetProperty("vm").GetString());
+        Assert.Equal("ceph-osd-1", doc.RootElement.GetProperty("name").GetString());
         var vfs = doc.RootElement.GetProperty("vfs").EnumerateArray().Select(v => (
             v.GetProperty("network").GetString(), v.GetProperty("pf").GetString(), v.GetProperty("vf").GetInt32(),
             v.GetProperty("pci").GetString(), v.GetProperty("mac").GetString(), v.GetProperty("vlan").GetInt32())).ToList();

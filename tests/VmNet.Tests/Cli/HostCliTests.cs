@@ -65,4 +65,44 @@ public sealed class HostCliTests : IDisposable
         Assert.Contains($"host apply --config {config}\n", unit.Out);
         Assert.Equal(0, Vmnet("host", "prepare").Code);
     }
+
+    /// <summary>`host --summary` counts each PF's VFs in one line, `--free` lists only what a VM could be given, both
+    /// as text and JSON, on `host` and `host ls` alike.</summary>
+    [Fact]
+    public void Host_summary_counts_each_pfs_vfs_and_free_lists_only_the_free_ones()
+    {
+        SimHost.Create(_dir["host"], NicShape.ConnectX5(), pfs: 2, numVfs: 3);
+        var spec = _dir.Write("vm.yaml", "name: vm1\ndisk: {image: /i.qcow2}\nnetworks:\n  - name: s\n    vlan: 40\n    ports: [enp3s0f0np0, enp3s0f1np1]\n    address: dhcp\n");
+        Assert.Equal(0, Vmnet("up", spec, "--no-start").Code);
+
+        var summary = Vmnet("host", "--summary");
+        Assert.Equal(0, summary.Code);
+        var lines = summary.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(4, lines.Length);
+        Assert.Matches(@"^  PF +PCI +DRIVER +STATE +MTU +VFS +FREE +VMNET +OTHER +UNUSABLE +VMS$", lines[0]);
+        Assert.Matches(@"^  enp3s0f0np0 +\S+ +mlx5_core +up +\d+ +3/16 +2 +1 +0 +0 +vm1$", lines[1]);
+        Assert.Matches(@"^  enp3s0f1np1 +\S+ +mlx5_core +up +\d+ +3/16 +2 +1 +0 +0 +vm1$", lines[2]);
+        Assert.Equal("2 PFs, 6 VFs, 4 free", lines[3]);
+        Assert.Equal(summary.Out, Vmnet("host", "ls", "--summary").Out);
+
+        var json = System.Text.Json.JsonDocument.Parse(Vmnet("host", "--summary", "--json").Out).RootElement;
+        Assert.Equal(2, json.GetArrayLength());
+        Assert.All(json.EnumerateArray(), pf =>
+        {
+            Assert.Equal((2, 1, 0), (pf.GetProperty("free").GetInt32(), pf.GetProperty("vmnet").GetInt32(), pf.GetProperty("other").GetInt32()));
+            Assert.Equal(["vm1"], pf.GetProperty("vms").EnumerateArray().Select(v => v.GetString()));
+        });
+
+        var free = Vmnet("host", "--free");
+        Assert.Equal(0, free.Code);
+        Assert.DoesNotContain("vm1", free.Out);
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(free.Out, @"VFs 3/16  free 2\n").Count);
+        Assert.Equal(4, System.Text.RegularExpressions.Regex.Matches(free.Out, @"^  \d +0000:\S+ .* free$", System.Text.RegularExpressions.RegexOptions.Multiline).Count);
+        var freeJson = System.Text.Json.JsonDocument.Parse(Vmnet("host", "ls", "--free", "--json").Out).RootElement;
+        Assert.Equal(4, freeJson.GetProperty("pfs").EnumerateArray().Sum(pf => pf.GetProperty("vfs").GetArrayLength()));
+
+        var both = Vmnet("host", "--free", "--summary");
+        Assert.Equal((2, ""), (both.Code, both.Out));
+        Assert.Equal("vmnet: --free and --summary do not go together: --summary counts every VF; --free lists the free ones\n", both.Err);
+    }
 }

@@ -80,11 +80,28 @@ public sealed class LaunchCommandsTests : IDisposable
 
         Assert.Equal(ExitCodes.Ok, exit);
         Assert.StartsWith("  NAME", output);
-        Assert.Contains(output.Split('\n'), l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).SequenceEqual([_name, "running", "libvirt", "storage", "2"]));
+        Assert.Matches(@"^  NAME +STATE +BACKEND +CPUS +MEMORY +VFS +NETWORKS\n", output);
+        // The shape as libvirt holds it (the spec's 1 CPU, 256 MiB), the VFs, each network (no agent report here).
+        Assert.Contains(output.Split('\n'), l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).SequenceEqual([_name, "running", "libvirt", "1", "256MiB", "2", "storage"]));
         Assert.DoesNotContain(output.Split('\n'), l => l.StartsWith("  test ", StringComparison.Ordinal)); // test:///default's own domain
         Assert.Equal(ExitCodes.Ok, jsonExit);
         using var doc = JsonDocument.Parse(json);
-        Assert.Contains(doc.RootElement.EnumerateArray(), e => e.GetProperty("name").GetString() == _name);
+        var vm = Assert.Single(doc.RootElement.EnumerateArray(), e => e.GetProperty("name").GetString() == _name);
+        Assert.Equal((1, 256), (vm.GetProperty("cpus").GetInt32(), vm.GetProperty("memoryMiB").GetInt32()));
+    }
+
+    [Fact]
+    public void Ls_shows_each_networks_active_member_and_addresses_from_the_agents_last_report()
+    {
+        var saved = new VmNet.Backends.GuestStatus(DateTimeOffset.UtcNow, [new VmNet.Contract.NetworkState("storage", "storage1",
+            [new("storage0", "02:00:00:00:40:11", "down"), new("storage1", "02:00:00:00:40:12", "up")], ["192.168.40.11/24"], 1500)]);
+        Directory.CreateDirectory(_vm.Plan.Paths.VmDir);
+        File.WriteAllText(_vm.Plan.Paths.GuestReport, System.Text.Json.JsonSerializer.Serialize(saved, VmNet.Backends.GuestJson.Default.GuestStatus));
+
+        var (exit, output, _) = Vmnet("ls", "--connect", "test:///default");
+
+        Assert.Equal(ExitCodes.Ok, exit);
+        Assert.Contains(output.Split('\n'), l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).SequenceEqual([_name, "running", "libvirt", "1", "256MiB", "2", "storage(storage1", "192.168.40.11/24)"]));
     }
 
     [Fact]

@@ -67,6 +67,7 @@ public class ReadmeTests
     /// <summary>The output the README shows after "$ vmnet ..." lines is what that command prints (up to "...").</summary>
     [Theory]
     [InlineData("vmnet host --host-root examples/hosts/connectx5")]
+    [InlineData("vmnet host --summary --host-root examples/hosts/connectx5")]
     [InlineData("vmnet doctor --host-root examples/hosts/connectx5")]
     public void The_output_shown_in_the_readme_is_what_the_command_prints(string command)
     {

@@ -194,9 +194,9 @@ public sealed class LabVmNetTests(LabVmNetFixture fixture, ITestOutputHelper out
         // The real agent's bring-up as up printed it while it waited (piped: plain lines), then the summary.
         Assert.Contains("agent: agent started (vmnet-agent ", fixture.Up["lab-a"].Output);
         Assert.Matches(@"agent: lab: lab[01] link up\n", fixture.Up["lab-a"].Output);
-        Assert.Matches(@"agent: lab: active member lab[01]\n", fixture.Up["lab-a"].Output);
         Assert.Contains("agent: network ready (1 bond, ", fixture.Up["lab-a"].Output);
-        Assert.Matches($@"\n  lab  {LabHost.GuestIp}/24; bond active on lab[01]\n  reach it: ssh \S+@{LabHost.GuestIp} \(console: vmnet console lab-a\)\n", fixture.Up["lab-a"].Output);
+        // ARP monitoring may not have picked an active member when the agent reports (after 15 s at most): either is said.
+        Assert.Matches($@"\n  lab  {LabHost.GuestIp}/24; bond (active on lab[01]|has no active member yet)\n  reach it: ssh \S+@{LabHost.GuestIp} \(console: vmnet console lab-a\)\n", fixture.Up["lab-a"].Output);
         Assert.Contains("lab-b: the host side is ready (2 VFs leased, configured and on vfio-pci); not started (--no-start)", fixture.Up["lab-b"].Output);
         Assert.NotNull(lab);
     }

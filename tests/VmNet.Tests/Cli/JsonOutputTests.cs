@@ -1,0 +1,120 @@
+using CliWrap;
+using CliWrap.Buffered;
+using VmNet.Backends;
+using VmNet.Libvirt;
+using VmNet.Tests.Backends;
+using VmNet.Tests.Support;
+
+namespace VmNet.Tests.Cli;
+
+/// <summary>
+/// Every `--json` output of vmnet, validated against the one documented vocabulary, schemas/vmnet-output.schema.json
+/// (JSON Schema 2020-12, every object closed: a field renamed or added without the schema fails here), with
+/// python3-jsonschema (cloud-init's dependency, installed by scripts/install-deps.sh).
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class JsonOutputTests : IDisposable
+{
+    private static readonly string ExampleHost = Repo.File("examples/hosts/connectx5");
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private const string Validator = """
+        import json, sys, jsonschema
+        schema = json.load(open(sys.argv[1]))
+        validator = jsonschema.Draft202012Validator(dict(schema, **{"$ref": "#/$defs/" + sys.argv[2]}))
+        errors = sorted(validator.iter_errors(json.load(sys.stdin)), key=lambda e: list(e.absolute_path))
+        for e in errors: print("/".join(str(p) for p in e.absolute_path) or "(root)", ":", e.message)
+        sys.exit(1 if errors else 0)
+        """;
+
+    /// <summary>The problems the schema's definition <paramref name="definition"/> finds in <paramref name="json"/> (none: valid).</summary>
+    private static async Task<(int Exit, string Problems)> Validate(string json, string definition)
+    {
+        var result = await CliWrap.Cli.Wrap(RequiredTool.Path("python3"))
+            .WithArguments(["-c", Validator, Repo.File("schemas/vmnet-output.schema.json"), definition])
+            .WithStandardInputPipe(PipeSource.FromString(json)).WithValidation(CommandResultValidation.None)
+            .ExecuteBufferedAsync(TestContext.Current.CancellationToken);
+        return (result.ExitCode, result.StandardOutput + result.StandardError);
+    }
+
+    private static async Task AssertValid(string json, string definition)
+    {
+        var (exit, problems) = await Validate(json, definition);
+        Assert.True(exit == 0, $"the output does not match the schema's {definition}:\n{problems}\n{json}");
+    }
+
+    private (int Code, string Out, string Err) Vmnet(params string[] args)
+    {
+        var (o, e) = (new StringWriter(), new StringWriter());
+        var code = VmNet.Cli.VmNetCli.Run([.. args, "--state-dir", _dir["state"]], o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    [Theory]
+    [InlineData("plan", new[] { "up", "examples/vm.yaml", "--dry-run", "--json" })]
+    [InlineData("host", new[] { "host", "--json" })]
+    [InlineData("host", new[] { "host", "ls", "--free", "--json" })]
+    [InlineData("hostSummary", new[] { "host", "--summary", "--json" })]
+    [InlineData("doctor", new[] { "doctor", "--json" })]
+    [InlineData("gc", new[] { "gc", "--json" })]
+    [InlineData("vms", new[] { "ls", "--json", "--connect", "test:///default" })]
+    public async Task Each_host_and_plan_output_matches_its_definition(string definition, string[] command)
+    {
+        var args = command.Select(a => a.StartsWith("examples/", StringComparison.Ordinal) ? Repo.File(a) : a).ToArray();
+        var (code, output, error) = Vmnet([.. args, "--host-root", ExampleHost]);
+
+        Assert.True(code == 0, $"vmnet {string.Join(' ', command)} exited {code}: {error}");
+        await AssertValid(output, definition);
+    }
+
+    /// <summary>status and ls of a running VM with an agent report: every field of a VM, its VFs and its bonds.</summary>
+    [Fact]
+    public async Task A_vm_with_its_vfs_and_the_agents_report_matches_vm_and_vms()
+    {
+        var name = $"json-{Guid.NewGuid():N}"[..13];
+        using var vm = new TestVm(name: name);
+        using var connection = LibvirtConnection.Open("test:///default");
+        using var domain = connection.DefineDomain(vm.Artifacts.DomainXml);
+        try
+        {
+            domain.Start();
+            Directory.CreateDirectory(vm.Plan.Paths.VmDir);
+            var report = new GuestStatus(DateTimeOffset.UtcNow, [new VmNet.Contract.NetworkState("storage", null,
+                [new("storage0", "02:00:00:00:40:11", "down"), new("storage1", "02:00:00:00:40:12", "up")], ["192.168.40.11/24"], null)], 1);
+            File.WriteAllText(vm.Plan.Paths.GuestReport, System.Text.Json.JsonSerializer.Serialize(report, VmNet.Backends.GuestJson.Default.GuestStatus));
+            string[] where = ["--connect", "test:///default", "--state-dir", vm.State.Path];
+            var (o, e) = (new StringWriter(), new StringWriter());
+
+            Assert.Equal(0, VmNet.Cli.VmNetCli.Run(["status", name, "--json", .. where], o, e));
+            await AssertValid(o.ToString(), "vm");
+            Assert.Contains("\"receivedAt\"", o.ToString());
+            o.GetStringBuilder().Clear();
+            Assert.Equal(0, VmNet.Cli.VmNetCli.Run(["ls", "--json", .. where], o, e));
+            await AssertValid(o.ToString(), "vms");
+        }
+        finally
+        {
+            if (domain.IsActive) domain.Destroy();
+            domain.Undefine();
+        }
+    }
+
+    /// <summary>The check can fail: the old names (`vm` for the plan's name, `guestName`) and a field the schema does not
+    /// define are refused, naming where.</summary>
+    [Fact]
+    public async Task The_schema_refuses_an_output_that_left_the_vocabulary()
+    {
+        var (_, output, _) = Vmnet("up", Repo.File("examples/vm.yaml"), "--dry-run", "--json", "--host-root", ExampleHost);
+        var renamed = output.Replace("\"name\": \"ceph-osd-1\"", "\"vm\": \"ceph-osd-1\"").Replace("\"member\":", "\"guestName\":");
+        Assert.NotEqual(output, renamed);
+
+        var (exit, problems) = await Validate(renamed, "plan");
+
+        Assert.Equal(1, exit);
+        Assert.Contains("(root) : 'name' is a required property", problems);
+        Assert.Contains("vfs/0 : 'member' is a required property", problems);
+        Assert.Contains("Additional properties are not allowed ('vm' was unexpected)", problems);
+    }
+}
