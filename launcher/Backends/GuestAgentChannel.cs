@@ -17,15 +17,11 @@ public sealed record GuestStatus(DateTimeOffset ReceivedAt, IReadOnlyList<Networ
 [JsonSerializable(typeof(GuestStatus))]
 internal sealed partial class GuestJson : JsonSerializerContext;
 
-/// <summary>No <c>network-ready</c> within the wait: <see cref="Last"/> is the last event the agent sent (null: it was
-/// not heard at all, so the guest did not get as far as starting it).</summary>
+/// <summary>No <c>network-ready</c> within the wait; the message names the last event the agent sent, or says it was
+/// not heard at all (the guest did not get as far as starting it).</summary>
 public sealed class GuestAgentTimeoutException(TimeSpan timeout, AgentEvent? last, string serialLog)
     : VmNetException(FormattableString.Invariant($"the guest agent did not report its network ready within {timeout.TotalSeconds:0.#} s") +
-        (last is null ? " (it was not heard at all)" : $" (last heard: {GuestAgentChannel.Describe(last)})") + $"; see the serial log {serialLog}", ExitCodes.Failure)
-{
-    public TimeSpan Timeout { get; } = timeout;
-    public AgentEvent? Last { get; } = last;
-}
+        (last is null ? " (it was not heard at all)" : $" (last heard: {GuestAgentChannel.Describe(last)})") + $"; see the serial log {serialLog}", ExitCodes.Failure);
 
 /// <summary>
 /// The host end of the guest agent's report port: a virtio-serial channel whose unix socket QEMU listens on
@@ -77,9 +73,9 @@ public static class GuestAgentChannel
                     var report = GuestReports.Accept(line); // null: not a report line, or refused
                     if (report is null) continue;
                     last = report;
-                    if (report is not ErrorEvent) heard?.Invoke(report);
                     if (report is ErrorEvent error)
                         throw new VmNetException($"the guest agent reported an error: {error.Message}; see the serial log {paths.SerialLog}", ExitCodes.Failure);
+                    heard?.Invoke(report);
                     if (report is NetworkReadyEvent ready)
                     {
                         var status = new GuestStatus(DateTimeOffset.UtcNow, ready.Networks);

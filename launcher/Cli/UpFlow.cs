@@ -129,15 +129,16 @@ public sealed class UpProgress : IProgressSink, IDisposable
     public void Heard(AgentEvent e)
     {
         var what = GuestAgentChannel.Describe(e);
-        bool print;
+        string? shown;
         lock (_gate)
         {
             _heard = (_clock(), what);
             if (e is NetworkReadyEvent ready) _ready = ready;
-            print = e is NetworkReadyEvent || _eventLines++ < MaxEventLines;
-            if (_eventLines == MaxEventLines + 1) what = $"{what} (the agent's further events are not shown)";
+            // network-ready always; the others up to the bound, and the first one past it says that more go unshown.
+            var n = e is NetworkReadyEvent ? 0 : ++_eventLines;
+            shown = n <= MaxEventLines ? what : n == MaxEventLines + 1 ? $"{what} (the agent's further events are not shown)" : null;
         }
-        if (print || _eventLines == MaxEventLines + 1) Line($"{Stamp()} {Indent}agent: {what}");
+        if (shown is not null) Line($"{Stamp()} {Indent}agent: {shown}");
         if (e is NetworkReadyEvent) StopWaiting();
     }
 
@@ -241,11 +242,10 @@ public sealed class UpProgress : IProgressSink, IDisposable
     {
         StopWaiting();
         var networks = plan.Vm.Networks.Count;
-        var where = plan.Backend == Backend.Libvirt ? plan.Options.LibvirtUri : "qemu-system-x86_64";
         var lines = new List<string>
         {
             FormattableString.Invariant(
-                $"{plan.Vm.Name} is up ({SpecNames.Of(plan.Backend)}, {where}): {networks} network{(networks == 1 ? "" : "s")} over {plan.Vfs.Count} VFs in {_clock().TotalSeconds:0.0} s; serial log {plan.Paths.SerialLog}"),
+                $"{plan.Vm.Name} is up ({SpecNames.Of(plan.Backend)}, {plan.RunsOn}): {networks} network{(networks == 1 ? "" : "s")} over {plan.Vfs.Count} VFs in {_clock().TotalSeconds:0.0} s; serial log {plan.Paths.SerialLog}"),
         };
         string? reach = null;
         var width = plan.Vm.Networks.Max(n => n.Name.Length);
@@ -260,7 +260,7 @@ public sealed class UpProgress : IProgressSink, IDisposable
             lines.Add($"  {network.Name.PadRight(width)}  {shown}{bond}");
             reach ??= addresses.Select(a => a.Split('/')[0]).FirstOrDefault();
         }
-        var connect = plan.Backend == Backend.Libvirt && plan.Options.LibvirtUri != LibvirtBackend.DefaultUri ? $" --connect {plan.Options.LibvirtUri}" : "";
+        var connect = plan.ConnectArgument;
         lines.Add(reach is not null
             ? $"  reach it: ssh {plan.Vm.Guest.User}@{(reach.Contains(':') ? $"[{reach}]" : reach)} (console: vmnet console {plan.Vm.Name}{connect})"
             : $"  reach it: vmnet console {plan.Vm.Name}{connect}");

@@ -130,7 +130,7 @@ public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLed
     /// <summary>What a VM left running after the wait holds: its backend and every VF.</summary>
     private string StillRuns()
     {
-        var where = plan.Backend == Backend.Libvirt ? $"libvirt, {plan.Options.LibvirtUri}" : "qemu-system-x86_64";
+        var where = plan.Backend == Backend.Libvirt ? $"libvirt, {plan.RunsOn}" : plan.RunsOn;
         return $"{plan.Vm.Name} still runs ({where}) and holds its {plan.Vfs.Count} VFs: " +
             string.Join(", ", plan.Vfs.Select(a => $"{a.Pf.Name} vf {a.Vf.Index} ({a.Vf.Pci})"));
     }
@@ -139,7 +139,7 @@ public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLed
     private string NextCommands()
     {
         var vm = plan.Vm.Name;
-        var connect = plan.Backend == Backend.Libvirt && plan.Options.LibvirtUri != LibvirtBackend.DefaultUri ? $" --connect {plan.Options.LibvirtUri}" : "";
+        var connect = plan.ConnectArgument;
         return $"next: `vmnet status {vm}{connect}` (the agent's report once it comes), `vmnet console {vm}{connect}` (the guest's console; " +
             $"its log is {plan.Paths.SerialLog}), `vmnet rm --force {vm}{connect}` (stop it and give its VFs back)";
     }

@@ -73,4 +73,12 @@ public sealed record LaunchPlan(
 {
     /// <summary>The leases the plan takes.</summary>
     public IEnumerable<Lease> Leases => Vfs.Select(v => v.LeaseFor(Vm.Name));
+
+    /// <summary>Where the VM runs: the libvirt connection's URI, or qemu-system-x86_64 for the QEMU backend.</summary>
+    public string RunsOn => Backend == Backend.Libvirt ? Options.LibvirtUri : "qemu-system-x86_64";
+
+    /// <summary>What a later vmnet command needs to find this VM again: <c> --connect URI</c> for a libvirt connection
+    /// other than the default, else nothing.</summary>
+    public string ConnectArgument =>
+        Backend == Backend.Libvirt && Options.LibvirtUri != LaunchOptions.DefaultLibvirtUri ? $" --connect {Options.LibvirtUri}" : "";
 }

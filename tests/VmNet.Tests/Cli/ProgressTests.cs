@@ -107,6 +107,16 @@ public sealed class ProgressTests : IDisposable
         return (result.ExitCode, result.StandardOutput, result.StandardError);
     }
 
+    /// <summary>`vmnet up` of <paramref name="vm"/> (see <see cref="Setup"/>) while a fake agent sends <paramref name="lines"/>.</summary>
+    private async Task<(int Code, string Out, string Err)> UpWithAgent(string vm, bool terminal, int waitTimeout, params (int DelayMs, AgentEvent Event)[] lines)
+    {
+        var (spec, templates) = await Setup(vm);
+        var agent = FakeAgent(vm, lines);
+        var up = await Vmnet(terminal, "up", spec, "--templates", templates, "--wait-timeout", waitTimeout.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        await agent;
+        return up;
+    }
+
     /// <summary>The lines of up's output after the phases, without their time stamps.</summary>
     private static List<string> Unstamped(string output) =>
         output.Split('\n').Select(l => Regex.Replace(l, @"^ *\d+\.\ds ", "")).ToList();
@@ -114,11 +124,7 @@ public sealed class ProgressTests : IDisposable
     [Fact]
     public async Task Piped_up_prints_each_phase_with_its_time_the_agents_events_and_a_summary_with_addresses()
     {
-        var (spec, templates) = await Setup("p1");
-        var agent = FakeAgent("p1", BringUp);
-
-        var up = await Vmnet(false, "up", spec, "--templates", templates, "--wait-timeout", "60");
-        await agent;
+        var up = await UpWithAgent("p1", terminal: false, waitTimeout: 60, BringUp);
 
         Assert.True(up.Code == 0, up.Out + up.Err);
         Assert.DoesNotContain("\u001b", up.Out);
@@ -152,11 +158,8 @@ public sealed class ProgressTests : IDisposable
     [Fact]
     public async Task On_a_terminal_the_wait_keeps_a_live_line_rewritten_in_place_and_cleared_at_the_end()
     {
-        var (spec, templates) = await Setup("p2");
-        var agent = FakeAgent("p2", BringUp);
         // script(1) gives vmnet a terminal, as a user has; its output is what the terminal received.
-        var result = await Vmnet(true, "up", spec, "--templates", templates, "--wait-timeout", "60");
-        await agent;
+        var result = await UpWithAgent("p2", terminal: true, waitTimeout: 60, BringUp);
         var screen = result.Out.Replace("\r\n", "\n");
 
         Assert.True(result.Code == 0, screen + result.Err);
@@ -179,11 +182,7 @@ public sealed class ProgressTests : IDisposable
     [Fact]
     public async Task On_a_timeout_up_says_what_still_runs_what_it_holds_and_what_to_type_next()
     {
-        var (spec, templates) = await Setup("p1");
-        var agent = FakeAgent("p1", (100, new StartedEvent(8100, "0.1.0", 2)));
-
-        var up = await Vmnet(false, "up", spec, "--templates", templates, "--wait-timeout", "3");
-        await agent;
+        var up = await UpWithAgent("p1", terminal: false, waitTimeout: 3, (100, new StartedEvent(8100, "0.1.0", 2)));
 
         Assert.Equal(1, up.Code);
         Assert.Contains("      agent: agent started (vmnet-agent 0.1.0, 2 networks)\n", up.Out);
@@ -219,5 +218,24 @@ public sealed class ProgressTests : IDisposable
             $"s1 is up (libvirt, qemu:///system): 1 network over 2 VFs in 1.5 s; serial log {plan.Paths.SerialLog}\n" +
             "  storage  dhcp (no lease reported yet)\n" +
             "  reach it: vmnet console s1\n", output.ToString());
+    }
+
+    /// <summary>A guest that sends events without end gets MaxEventLines lines, one more saying the rest are not shown,
+    /// and network-ready still.</summary>
+    [Fact]
+    public void The_agents_events_are_printed_up_to_the_bound_and_network_ready_always()
+    {
+        var output = new StringWriter { NewLine = "\n" };
+        var progress = new VmNet.Cli.UpProgress(output, clock: () => TimeSpan.FromSeconds(2));
+
+        for (var i = 0; i < VmNet.Cli.UpProgress.MaxEventLines + 50; i++)
+            progress.Heard(new LinkChangedEvent(i, "storage", "storage0", i % 2 == 0 ? "up" : "down"));
+        progress.Heard(new NetworkReadyEvent(9000, 2, []));
+
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(VmNet.Cli.UpProgress.MaxEventLines + 2, lines.Length);
+        Assert.Equal("   2.0s       agent: storage: storage0 link up", lines[0]);
+        Assert.Equal("   2.0s       agent: storage: storage0 link up (the agent's further events are not shown)", lines[^2]);
+        Assert.Equal("   2.0s       agent: network ready (0 bonds, 2 changes)", lines[^1]);
     }
 }
