@@ -34,6 +34,10 @@ public sealed class QemuBackend(StateDir state) : IBackend
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(300);
     private static readonly TimeSpan QuitTimeout = TimeSpan.FromSeconds(5);
 
+    /// <summary>How long `status` and `ls` wait for each VM's QMP answer before they call it unreachable: a hung QEMU
+    /// costs each listing this much, not QMP's 20 s.</summary>
+    public static readonly TimeSpan StatusReplyTimeout = TimeSpan.FromSeconds(5);
+
     public string Name => "qemu";
 
     public StateDir State { get; } = state;
@@ -128,15 +132,17 @@ public sealed class QemuBackend(StateDir state) : IBackend
             return StopResult.AlreadyStopped;
         }
         var result = StopResult.Forced;
+        // A QEMU that does not answer must not make `--timeout 1` wait QMP's own 20 s: it gets what the caller gave.
+        var reply = TimeSpan.FromSeconds(Math.Clamp(graceful.TotalSeconds, 1, QmpClient.ReplyTimeout.TotalSeconds));
         try
         {
-            await using (var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, cancel))
+            await using (var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, cancel, reply))
                 await qmp.SystemPowerdownAsync(cancel);
             if (await WaitForExit(p, graceful, cancel))
                 result = StopResult.ShutDown;
             else
             {
-                await using var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, cancel);
+                await using var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, cancel, reply);
                 await qmp.QuitAsync(cancel);
             }
         }
@@ -175,7 +181,7 @@ public sealed class QemuBackend(StateDir state) : IBackend
         {
             try
             {
-                await using var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, cancel);
+                await using var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, cancel, StatusReplyTimeout);
                 state = (await qmp.QueryStatusAsync(cancel)).Status;
             }
             catch (VmNetException)

@@ -30,14 +30,19 @@ public sealed partial class FileLock : IDisposable
         {
             try
             {
+                ReplaceIfOthersCouldHold(path);
                 var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None, BufferSize = 1 };
                 if (!OperatingSystem.IsWindows()) options.UnixCreateMode = AtomicFile.Private;
                 var stream = new FileStream(path, options);
-                // A lock file others can open is a lock others can hold (flock works on a read-only descriptor): only
-                // its owner may open it, also where an older vmnet created it 0644.
-                if (!OperatingSystem.IsWindows() && (File.GetUnixFileMode(stream.SafeFileHandle) & ~AtomicFile.Private) != 0)
-                    File.SetUnixFileMode(stream.SafeFileHandle, AtomicFile.Private);
-                if (!OperatingSystem.IsLinux() || flock(stream.SafeFileHandle, LockEx | LockNb) == 0) return new FileLock(stream);
+                if (!OperatingSystem.IsLinux()) return new FileLock(stream);
+                if (flock(stream.SafeFileHandle, LockEx | LockNb) == 0)
+                {
+                    // The lock is the file the path names now: one replaced (below, by another vmnet) while this one
+                    // waited is a lock nobody else will ever ask for. Take the current one instead.
+                    if (SafePath.Identity(path, stream.SafeFileHandle) == SafePath.Identity(path)) return new FileLock(stream);
+                    stream.Dispose();
+                    continue;
+                }
                 stream.Dispose();
                 throw new IOException($"{path} is locked by another process");
             }
@@ -54,6 +59,24 @@ public sealed partial class FileLock : IDisposable
                 throw new VmNetException($"cannot open the lock {path}: {e.Message}; run vmnet as root or give --state-dir a directory you can write", ExitCodes.Failure, e);
             }
         }
+    }
+
+    /// <summary>
+    /// A lock file others could open is a lock others can hold for as long as they like (flock works on a read-only
+    /// descriptor, and narrowing the mode does not close a descriptor opened before): one that is not a private
+    /// regular file of vmnet's user (an older vmnet's 0644 file, a link, another user's file) is replaced by a new
+    /// inode, renamed over it, so whatever held the old one holds nothing vmnet asks for.
+    /// </summary>
+    private static void ReplaceIfOthersCouldHold(string path)
+    {
+        if (!OperatingSystem.IsLinux() || SafePath.Stat(path) is not { } st) return;
+        if (st.Kind == "file" && st.Uid == SafePath.Euid && (st.Mode & 0x3f) == 0) return;
+        if (st.Kind == "directory")
+            throw new VmNetException($"{path} is a directory, not a lock file; remove it (vmnet recreates it)", ExitCodes.HostCannotServe);
+        var fresh = $"{path}.{Environment.ProcessId}.new";
+        File.Delete(fresh);
+        using (new FileStream(fresh, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = AtomicFile.Private })) { }
+        File.Move(fresh, path, overwrite: true);
     }
 
     public void Dispose() => _stream.Dispose();

@@ -46,6 +46,29 @@ public static unsafe partial class SafePath
 
     public static uint Euid => OperatingSystem.IsLinux() ? GetEuid() : 0;
 
+    private const int AtEmptyPath = 0x1000;
+
+    /// <summary>
+    /// The file an open descriptor refers to (device and inode), or of <paramref name="path"/> itself when
+    /// <paramref name="handle"/> is null (a link is not followed); null when the path does not exist.
+    /// </summary>
+    public static (ulong Device, ulong Inode)? Identity(string path, Microsoft.Win32.SafeHandles.SafeFileHandle? handle = null)
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        // struct statx: stx_ino at byte 32, stx_dev_major and stx_dev_minor (u32 each) at bytes 136 and 140.
+        var buffer = stackalloc byte[256];
+        var result = handle is null
+            ? Statx(AtFdCwd, path, AtSymlinkNoFollow, StatxBasicStats, buffer)
+            : Statx((int)handle.DangerousGetHandle(), "", AtEmptyPath, StatxBasicStats, buffer);
+        if (result != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno is 2 or 20) return null;
+            throw new IOException($"cannot stat {path}: errno {errno}");
+        }
+        return (((ulong)*(uint*)(buffer + 136) << 32) | *(uint*)(buffer + 140), *(ulong*)(buffer + 32));
+    }
+
     /// <summary>
     /// Why <paramref name="path"/> cannot be trusted as a <paramref name="kind"/> of vmnet's ("directory" or "file"),
     /// or null when it is one (or does not exist).

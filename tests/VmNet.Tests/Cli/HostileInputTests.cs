@@ -173,10 +173,42 @@ public sealed class HostileInputTests : IDisposable
         Assert.Equal(StateDirMode, File.GetUnixFileMode(_dir["state/vms/vm1"]));
         Assert.Equal(owner | UnixFileMode.UserExecute, File.GetUnixFileMode(_dir["state/vms/vm1/vfs"]));
 
-        // A lock file an older vmnet left 0644 is narrowed when taken.
-        File.SetUnixFileMode(_dir["state/lock"], owner | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
-        Assert.Equal(0, Vmnet("rm", "vm1").Code);
-        Assert.Equal(owner, File.GetUnixFileMode(_dir["state/lock"]));
+        // A lock file an older vmnet left 0644 in a 0755 state dir, which a local user (nobody) opened read-only and
+        // holds a lock on: vmnet does not wait for them; it takes a fresh private lock file in its place.
+        var lockFile = _dir["state/lock"];
+        File.SetUnixFileMode(lockFile, owner | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        File.SetUnixFileMode(_dir.Path, (UnixFileMode)0b111_001_001);
+        File.SetUnixFileMode(_dir["state"], (UnixFileMode)0b111_101_101);
+        var oldLock = VmNet.Io.SafePath.Identity(lockFile);
+        using var holder = System.Diagnostics.Process.Start(RequiredTool.Path("setpriv"), ["--reuid=65534", "--regid=65534", "--clear-groups", "flock", "-s", lockFile, "sleep", "300"])!;
+        try
+        {
+            var wait = System.Diagnostics.Stopwatch.StartNew();
+            while (!HeldByOthers(lockFile))
+            {
+                Assert.False(holder.HasExited, $"the hostile lock holder exited {(holder.HasExited ? holder.ExitCode : 0)}");
+                Assert.True(wait.Elapsed < TimeSpan.FromSeconds(30), "the hostile lock holder never took its lock");
+                Thread.Sleep(50);
+            }
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            Assert.Equal(0, Vmnet("rm", "vm1").Code);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"rm waited {clock.Elapsed} for a lock a local user held");
+            Assert.Equal(owner, File.GetUnixFileMode(lockFile));
+            Assert.NotEqual(oldLock, VmNet.Io.SafePath.Identity(lockFile));
+            Assert.Equal(["lock"], Directory.GetFiles(_dir["state"]).Select(Path.GetFileName)); // no temporary file left
+        }
+        finally
+        {
+            holder.Kill();
+        }
+    }
+
+    /// <summary>Whether someone holds a lock on <paramref name="path"/>: an exclusive non-blocking flock(1) fails.</summary>
+    private static bool HeldByOthers(string path)
+    {
+        using var p = System.Diagnostics.Process.Start(RequiredTool.Path("flock"), ["-n", "-x", path, "true"])!;
+        p.WaitForExit();
+        return p.ExitCode != 0;
     }
 
     [Fact]

@@ -20,11 +20,17 @@ public sealed class ProgressTests : IDisposable
 {
     private readonly TempDir _dir = new();
 
+    /// <summary>The state dir under the temporary dir; one test moves it to a path with a comma.</summary>
+    private string _state = "state";
+
     public void Dispose()
     {
-        foreach (var name in new[] { "p1", "p2" })
-            if (new VmNet.Backends.QemuBackend(new StateDir(_dir["state"])).Running(name) is { } left)
-                System.Diagnostics.Process.GetProcessById(left.Pid).Kill();
+        foreach (var name in new[] { "p1", "p2", "h1" })
+            if (new VmNet.Backends.QemuBackend(new StateDir(_dir[_state])).Running(name) is { } left)
+            {
+                using var os = System.Diagnostics.Process.GetProcessById(left.Pid);
+                os.Kill();
+            }
         _dir.Dispose();
     }
 
@@ -52,7 +58,7 @@ public sealed class ProgressTests : IDisposable
     /// sends each line after its delay; then holds the connection until vmnet closes it.</summary>
     private Task FakeAgent(string vm, params (int DelayMs, AgentEvent Event)[] lines)
     {
-        var paths = VmPaths.For(new StateDir(_dir["state"]), vm);
+        var paths = VmPaths.For(new StateDir(_dir[_state]), vm);
         return Task.Run(async () =>
         {
             while (!File.Exists(paths.PidFile)) await Task.Delay(50, Cancel);
@@ -97,7 +103,7 @@ public sealed class ProgressTests : IDisposable
     private async Task<(int Code, string Out, string Err)> Vmnet(bool terminal, params string[] args)
     {
         var vmnet = Path.Join(AppContext.BaseDirectory, "vmnet");
-        string[] all = [.. args, "--host-root", _dir["host"], "--state-dir", _dir["state"]];
+        string[] all = [.. args, "--host-root", _dir["host"], "--state-dir", _dir[_state]];
         var command = terminal
             ? CliWrap.Cli.Wrap(RequiredTool.Path("script")).WithArguments(["-qec", string.Join(' ', all.Prepend(vmnet).Select(a => $"'{a}'")), "/dev/null"])
                 .WithEnvironmentVariables(e => e.Set("TERM", "xterm").Set("COLUMNS", "200"))
@@ -108,9 +114,13 @@ public sealed class ProgressTests : IDisposable
     }
 
     /// <summary>`vmnet up` of <paramref name="vm"/> (see <see cref="Setup"/>) while a fake agent sends <paramref name="lines"/>.</summary>
-    private async Task<(int Code, string Out, string Err)> UpWithAgent(string vm, bool terminal, int waitTimeout, params (int DelayMs, AgentEvent Event)[] lines)
+    private async Task<(int Code, string Out, string Err)> UpWithAgent(string vm, bool terminal, int waitTimeout, params (int DelayMs, AgentEvent Event)[] lines) =>
+        await UpWithAgent(vm, terminal, waitTimeout, "", lines);
+
+    private async Task<(int Code, string Out, string Err)> UpWithAgent(string vm, bool terminal, int waitTimeout, string specTail, params (int DelayMs, AgentEvent Event)[] lines)
     {
         var (spec, templates) = await Setup(vm);
+        File.AppendAllText(spec, specTail);
         var agent = FakeAgent(vm, lines);
         var up = await Vmnet(terminal, "up", spec, "--templates", templates, "--wait-timeout", waitTimeout.ToString(System.Globalization.CultureInfo.InvariantCulture));
         await agent;
@@ -237,5 +247,65 @@ public sealed class ProgressTests : IDisposable
         Assert.Equal("   2.0s       agent: storage: storage0 link up", lines[0]);
         Assert.Equal("   2.0s       agent: storage: storage0 link up (the agent's further events are not shown)", lines[^2]);
         Assert.Equal("   2.0s       agent: network ready (0 bonds, 2 changes)", lines[^1]);
+    }
+
+    /// <summary>
+    /// Issue 13, items 7 and 11, on a real QEMU: every path QEMU takes (its state dir, the kernel, the initrd) holds a
+    /// comma, and the kernel's command line too; QEMU must read each literally (it starts, and the guest kernel prints
+    /// the command line it was given). Then QEMU hangs (SIGSTOP: its sockets still accept, nothing answers):
+    /// `status` and `ls` say QMP is unreachable within seconds, and `rm --force --timeout 1` stops it and gives every
+    /// VF back without waiting QMP's 20 s.
+    /// </summary>
+    [Fact]
+    public async Task Paths_with_commas_reach_qemu_literally_and_a_hung_qemu_hangs_neither_status_ls_nor_rm()
+    {
+        var (images, problem) = Boots.Guest.GuestImage.TryGet();
+        if (images is null) { Unavailable.Here(problem!); return; }
+        _state = "st,ate";
+        SimHost.CreateExample(_dir["host"]);
+        var before = Execution.HostSnapshot.Of(_dir["host"]);
+        Directory.CreateDirectory(_dir["boot,1"]);
+        File.Copy(Path.Join(images, "kernel"), _dir["boot,1/vmlinuz,a"]);
+        File.Copy(Path.Join(images, "initrd"), _dir["boot,1/initrd,b"]);
+        var boot = $"boot:\n  kernel: '{_dir["boot,1/vmlinuz,a"]}'\n  initrd: '{_dir["boot,1/initrd,b"]}'\n  cmdline: 'console=ttyS0 panic=-1 vmnet.test=a,b,,c'\n";
+
+        var up = await UpWithAgent("h1", terminal: false, waitTimeout: 60, boot, BringUp);
+        Assert.True(up.Code == 0, up.Out + up.Err);
+        var paths = VmPaths.For(new StateDir(_dir[_state]), "h1");
+        Assert.Contains(",", paths.PidFile);
+        var qemu = new VmNet.Backends.QemuBackend(new StateDir(_dir[_state])).Running("h1");
+        Assert.NotNull(qemu);
+        var argv = qemu.Value.CommandLine;
+        Assert.Equal(_dir["boot,1/vmlinuz,a"], argv[argv.ToList().IndexOf("-kernel") + 1]);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!(File.Exists(paths.SerialLog) && File.ReadAllText(paths.SerialLog).Contains("Command line: console=ttyS0 panic=-1 vmnet.test=a,b,,c", StringComparison.Ordinal)))
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(90), "the guest kernel never printed its command line:\n" + (File.Exists(paths.SerialLog) ? File.ReadAllText(paths.SerialLog) : "(no serial log)"));
+            await Task.Delay(200, Cancel);
+        }
+
+        Assert.Equal(0, Signal("STOP", qemu.Value.Pid));
+        foreach (var args in new[] { new[] { "status", "h1" }, ["ls"] })
+        {
+            clock.Restart();
+            var r = await Vmnet(false, args);
+            Assert.True(r.Code == 0, r.Out + r.Err);
+            Assert.Contains("running (QMP unreachable)", r.Out);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(15), $"vmnet {string.Join(' ', args)} took {clock.Elapsed} on a hung QEMU");
+        }
+        clock.Restart();
+        var rm = await Vmnet(false, "rm", "--force", "h1", "--timeout", "1");
+        Assert.True(rm.Code == 0, rm.Out + rm.Err);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(15), $"rm --timeout 1 took {clock.Elapsed} on a hung QEMU");
+        Assert.Contains("h1: 4 VFs restored and released", rm.Out);
+        Assert.False(qemu.Value.IsAlive);
+        Assert.Equal(before, Execution.HostSnapshot.Of(_dir["host"]));
+    }
+
+    private static int Signal(string signal, int pid)
+    {
+        using var kill = System.Diagnostics.Process.Start("kill", [$"-{signal}", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
+        kill.WaitForExit();
+        return kill.ExitCode;
     }
 }
