@@ -97,9 +97,21 @@ internal static class HostCommands
     public static Command Gc(TextWriter stdout)
     {
         var json = new Option<bool>("--json") { Description = "Print what was released and skipped as JSON" };
-        var cmd = new Command("gc", "Restore and release VFs whose owner is gone (a crashed vmnet, a dead process, an undefined domain)") { json };
+        var reset = new Option<string>("--reset")
+        {
+            Description = "Instead: give one VF (by PCI address) whose lease is corrupt or lost the kernel's defaults and its host driver, and drop its lease",
+            HelpName = "PCI",
+        };
+        var cmd = new Command("gc", "Restore and release VFs whose owner is gone (a crashed vmnet, a dead process, an undefined domain)") { json, reset };
         cmd.SetAction(async (r, ct) =>
         {
+            if (r.GetValue(reset) is { } pci)
+            {
+                var line = await Ops(r).ResetVfAsync(pci, ct);
+                if (r.GetValue(json)) stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new GcDocument([line], []), OutputJson.Default.GcDocument));
+                else stdout.WriteLine(line);
+                return ExitCodes.Ok;
+            }
             var (done, problems) = await Ops(r).GcAsync(ct);
             if (r.GetValue(json))
             {

@@ -151,6 +151,70 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
         return (done, problems); // each release kept the PF index rebuilt above
     }
 
+    /// <summary>
+    /// <c>vmnet gc --reset PCI</c>: the repair for a VF whose lease file is corrupt (or was removed by hand while the
+    /// VF stayed on vfio-pci), where what it was before is lost. The VF is given the settings the kernel creates it
+    /// with (<see cref="VfSettings.Fresh"/>) and its PF's VF driver (that of a sibling VF on a host driver, else the
+    /// driver the PF's driver is known to create), and the lease file goes. Refused for a VF whose lease is readable
+    /// (<c>vmnet rm</c> or <c>gc</c> give it back as it was found) and for one a process holds open through vfio.
+    /// </summary>
+    public async Task<string> ResetVfAsync(string pci, CancellationToken ct)
+    {
+        if (!SpecLoader.IsPciAddress(pci))
+            throw new VmNetException($"--reset must be a VF's PCI address like 0000:03:00.2, got {Spec.MapReader.Quote(pci)}", ExitCodes.InvalidInput);
+        using var _ = Ledger.Lock(ct);
+        var host = new HostScanner(Kernel.Root);
+        var (pf, vf) = host.AllPfs().SelectMany(p => p.Vfs.Select(v => (Pf: p, Vf: v))).FirstOrDefault(x => x.Vf.Pci == pci);
+        if (pf is null || vf is null)
+            throw new VmNetException($"--reset: {pci} is no VF of this host's SR-IOV ports (`vmnet host` lists them)", ExitCodes.HostCannotServe);
+        string? problem = null;
+        try
+        {
+            if (Ledger.Store.Find(pci) is { } lease)
+                throw new VmNetException($"--reset: VF {pci} is leased by {lease.Vm} and its lease is readable: `vmnet rm {lease.Vm}` (or `vmnet gc` once its owner is gone) gives it back as it was found", ExitCodes.InvalidInput);
+        }
+        catch (VmNetException e) when (e.Message.StartsWith("the lease file ", StringComparison.Ordinal))
+        {
+            problem = "corrupt lease";
+        }
+        if (vf.IommuGroup is { } group && OpenedBy(Kernel.Root.Map($"/dev/vfio/{group}")) is { } pid)
+            throw new VmNetException($"--reset: VF {pci} is in use: process {pid} holds its VFIO group /dev/vfio/{group} open (a VM runs on it); stop that VM first", ExitCodes.HostCannotServe);
+        var sibling = pf.Vfs.Select(v => v.Driver).FirstOrDefault(d => d is not null && d != VirtualFunction.VfioDriver);
+        var driver = sibling ?? (pf.Driver is { } d && VfDriverOf.TryGetValue(d, out var known) ? known : null);
+        var original = new VfState(VfSettings.Fresh, driver, null, null);
+        var pfDev = host.NetDevOf(pf.Pci)
+            ?? throw new VmNetException($"--reset: the PF {pf.Pci} of VF {pci} has no network device (is its driver loaded?)", ExitCodes.HostCannotServe);
+        var runner = new HostStepRunner(Kernel);
+        var now = await runner.Vf.ReadStateAsync(pfDev, vf.Index, pci, ct).ConfigureAwait(false);
+        await new Executor([runner]).RunWithoutUndoAsync(VfSteps.Restore(new VfRef(pfDev, pf.Pci, vf.Index, pci), now, original), ct).ConfigureAwait(false);
+        File.Delete(Ledger.State.LeaseFile(pci));
+        Ledger.RebuildPfIndexes();
+        return $"{pci}: reset to the kernel's defaults (VF {vf.Index} of {pfDev}: no MAC, untagged, spoof checking on, trust off, " +
+            $"driver {driver ?? "none: bind it with `echo " + pci + " > /sys/bus/pci/drivers_probe`"})" + (problem is null ? "" : $"; its {problem} removed");
+    }
+
+    /// <summary>The VF driver each PF driver creates its VFs with, for a PF none of whose VFs is on a host driver now.</summary>
+    private static readonly Dictionary<string, string> VfDriverOf = new(StringComparer.Ordinal)
+    {
+        ["mlx5_core"] = "mlx5_core", ["igb"] = "igbvf", ["ixgbe"] = "ixgbevf", ["i40e"] = "iavf", ["ice"] = "iavf", ["bnxt_en"] = "bnxt_en",
+    };
+
+    /// <summary>A live process that has <paramref name="device"/> open (from /proc/PID/fd), or null.</summary>
+    private static int? OpenedBy(string device)
+    {
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
+            try
+            {
+                foreach (var fd in Directory.EnumerateFileSystemEntries(Path.Join(dir, "fd")))
+                    if (new FileInfo(fd).LinkTarget == device) return pid;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // gone, or not ours to see
+        }
+        return null;
+    }
+
     /// <summary>The leases of other VMs on the spec's ports whose owner is gone: O(VFs considered), like planning.</summary>
     private IEnumerable<Lease> OrphansOfPorts(VmSpec spec, HostScanner host)
     {

@@ -181,7 +181,7 @@ public sealed class LeaseStore(StateDir state) : ILeaseView
         {
             throw new VmNetException(
                 $"the lease file {file} is corrupt ({e.Message}); VmNet will not guess who owns VF {pci}. " +
-                "Inspect it, then remove it only if no VM uses that VF", ExitCodes.Failure);
+                $"Inspect it; if no VM uses that VF, `vmnet gc --reset {pci}` gives it the kernel's defaults and drops the lease", ExitCodes.Failure);
         }
     }
 

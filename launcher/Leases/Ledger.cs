@@ -70,9 +70,12 @@ public sealed class LeaseLedger(StateDir state)
         if (new FileInfo(link).LinkTarget is not null || File.Exists(link)) File.Delete(link);
         DeleteIfEmpty(State.VmLeasesDir(lease.Vm));
         DeleteIfEmpty(State.VmDir(lease.Vm));
-        var leased = Store.LeasedVfIndices(lease.PfPci);
-        if (leased.Contains(lease.Vf)) WritePfIndex(lease.PfPci, leased.Where(v => v != lease.Vf));
+        IReadOnlySet<int>? leased;
+        try { leased = Store.LeasedVfIndices(lease.PfPci); }
+        catch (VmNetException) { leased = null; } // a corrupt index must not keep a VF from being given back: rebuilt below
+        if (leased?.Contains(lease.Vf) == true) WritePfIndex(lease.PfPci, leased.Where(v => v != lease.Vf));
         File.Delete(State.LeaseFile(lease.Pci));
+        if (leased is null) RebuildPfIndexes();
     }
 
     /// <summary>

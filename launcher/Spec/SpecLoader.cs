@@ -403,6 +403,9 @@ public static partial class SpecLoader
 
     [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}\\z")] private static partial Regex VmName();
     [GeneratedRegex("^[a-z][a-z0-9-]{0,13}\\z")] private static partial Regex NetworkName();
+    /// <summary>Whether <paramref name="text"/> is a PCI address in sysfs's form (0000:03:00.2).</summary>
+    public static bool IsPciAddress(string text) => PciAddress().IsMatch(text);
+
     /// <summary>Why <paramref name="port"/> names no PF, or null: the spec's ports and host.yaml's port take the same.</summary>
     public static string? PortProblem(string port) => PortName().IsMatch(port) || PciAddress().IsMatch(port) ? null
         : $"must be a network device name or a PCI address like 0000:03:00.0, got {MapReader.Quote(port)}";

@@ -1,4 +1,5 @@
 using VmNet.Cli;
+using VmNet.Contract;
 using VmNet.Execution;
 using VmNet.Sim;
 using VmNet.Tests.Execution;
@@ -93,12 +94,27 @@ public sealed class HostileInputTests : IDisposable
         Directory.CreateDirectory(_dir["state"]);
         Directory.CreateDirectory(_dir["a-directory.qcow2"]);
         _dir.Write("raw.img", new string('\0', 4096));
+        // Item 15: a qcow2 base whose own backing file is a host file (the guest would read it), and one whose backing
+        // format is not named (qemu-img would probe it: a raw file passes as an image). qemu-img itself no longer
+        // writes the latter: its header's backing-format extension is cut off here (its magic zeroed ends the list).
+        Directory.CreateDirectory(_dir["images"]);
+        var qemuImg = RequiredTool.Path("qemu-img");
+        await CliWrap.Cli.Wrap(qemuImg).WithArguments(["create", "-q", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", _dir["images/shadowed.qcow2"], "16M"]).ExecuteAsync(TestContext.Current.CancellationToken);
+        await CliWrap.Cli.Wrap(qemuImg).WithArguments(["create", "-q", "-f", "qcow2", _dir["images/inner.qcow2"], "16M"]).ExecuteAsync(TestContext.Current.CancellationToken);
+        await CliWrap.Cli.Wrap(qemuImg).WithArguments(["create", "-q", "-f", "qcow2", "-b", "inner.qcow2", "-F", "qcow2", _dir["images/probed.qcow2"], "16M"]).ExecuteAsync(TestContext.Current.CancellationToken);
+        var bytes = File.ReadAllBytes(_dir["images/probed.qcow2"]);
+        var magic = bytes.AsSpan(0, 4096).IndexOf(new byte[] { 0xe2, 0x79, 0x2a, 0xca });
+        Assert.True(magic > 0, "no backing-format extension in the qcow2 header");
+        bytes.AsSpan(magic, 4).Clear();
+        File.WriteAllBytes(_dir["images/probed.qcow2"], bytes);
         var before = HostSnapshot.Of(_dir["host"]) + HostSnapshot.Ledger(_dir["state"]);
         foreach (var (image, says) in new[]
         {
             (_dir["missing.qcow2"], "does not exist"),
             (_dir["a-directory.qcow2"], "a-directory.qcow2"),
             (_dir["raw.img"], "qcow2"),
+            (_dir["images/shadowed.qcow2"], $"whose backing file \"/etc/passwd\" lies outside {_dir["images"]}/; flatten it first"),
+            (_dir["images/probed.qcow2"], "whose backing file \"inner.qcow2\" has no format named (qemu-img would probe it)"),
         })
         {
             var bad = _dir.Write("bad.yaml", File.ReadAllText(spec).Replace(_dir["base.qcow2"], image));
@@ -215,6 +231,7 @@ public sealed class HostileInputTests : IDisposable
     public void A_corrupt_lease_is_named_by_host_and_gc_and_the_rest_of_the_host_is_served()
     {
         SimHost.Create(_dir["host"], NicShape.ConnectX5(), pfs: 2, numVfs: 2);
+        var start = HostSnapshot.Of(_dir["host"]);
         var spec = _dir.Write("vm.yaml", "name: vm1\ndisk: {image: /i.qcow2}\nnetworks:\n  - name: s\n    ports: [enp3s0f0np0, enp3s0f1np1]\n    address: dhcp\n");
         Assert.Equal(0, Vmnet("up", spec, "--out", _dir["out"], "--no-start").Code);
         var lease = Directory.GetFiles(_dir["state/leases"]).Order(StringComparer.Ordinal).First();
@@ -229,6 +246,49 @@ public sealed class HostileInputTests : IDisposable
         Assert.Equal((1, "no orphaned leases\n"), (gc.Code, gc.Out));
         Assert.Contains($"vmnet: skipped: the lease file {lease} is corrupt", gc.Err);
         Assert.DoesNotContain("   at ", gc.Err + host.Out);
+
+        // The repair it names: `gc --reset PCI`. Refused for a VF whose lease is readable and for one a VM holds open
+        // through VFIO; then the VF gets the kernel's defaults and its driver back, and the lease goes.
+        var pci = Path.GetFileNameWithoutExtension(lease);
+        Assert.Contains($"`vmnet gc --reset {pci}` gives it the kernel's defaults and drops the lease", gc.Err);
+        var other = Path.GetFileNameWithoutExtension(Directory.GetFiles(_dir["state/leases"]).Order(StringComparer.Ordinal).Last());
+        var readable = Vmnet("gc", "--reset", other);
+        Assert.Equal(2, readable.Code);
+        Assert.Contains($"--reset: VF {other} is leased by vm1 and its lease is readable: `vmnet rm vm1`", readable.Err);
+        Assert.Equal(2, Vmnet("gc", "--reset", "0000:03:00.2\n").Code);
+        var group = new VmNet.Host.HostScanner(new VmNet.Host.HostRoot(_dir["host"])).IommuGroupOf(pci);
+        using (File.OpenRead(_dir[$"host/dev/vfio/{group}"]))
+        {
+            var busy = Vmnet("gc", "--reset", pci);
+            Assert.Equal(3, busy.Code);
+            Assert.Contains($"--reset: VF {pci} is in use: process {Environment.ProcessId} holds its VFIO group /dev/vfio/{group} open", busy.Err);
+        }
+        var reset = Vmnet("gc", "--reset", pci);
+        Assert.True(reset.Code == 0, reset.Out + reset.Err);
+        Assert.StartsWith($"{pci}: reset to the kernel's defaults (VF ", reset.Out);
+        Assert.EndsWith("driver mlx5_core); its corrupt lease removed\n", reset.Out);
+        Assert.False(File.Exists(lease));
+        Assert.DoesNotContain("corrupt", Vmnet("host").Out);
+        Assert.Equal(0, Vmnet("rm", "vm1").Code);
+        Assert.Equal(start, HostSnapshot.Of(_dir["host"]));
+
+        // A corrupt PF index: rm still gives the VFs back (and rebuilds it); up names it and `vmnet gc`, which
+        // rebuilds it; then up works.
+        Assert.Equal(0, Vmnet("up", spec, "--out", _dir["out"], "--no-start").Code);
+        var index = Directory.GetFiles(_dir["state/pfs"]).Order(StringComparer.Ordinal).First();
+        File.WriteAllText(index, "0\nnot a number\n");
+        var rmCorrupt = Vmnet("rm", "vm1");
+        Assert.True(rmCorrupt.Code == 0, rmCorrupt.Out + rmCorrupt.Err);
+        Assert.Equal(start, HostSnapshot.Of(_dir["host"]));
+        Assert.False(File.Exists(index));
+        File.WriteAllText(index, "not a number\n");
+        var blocked = Vmnet("up", spec, "--out", _dir["out"], "--no-start");
+        Assert.Equal(1, blocked.Code);
+        Assert.Contains($"the lease index {index} is corrupt (line \"not a number\"); run `vmnet gc` to rebuild it", blocked.Err);
+        Assert.Equal((0, "no orphaned leases\n"), (Vmnet("gc").Code, Vmnet("gc").Out));
+        Assert.Equal(0, Vmnet("up", spec, "--out", _dir["out"], "--no-start").Code);
+        Assert.Equal(0, Vmnet("rm", "vm1").Code);
+        Assert.Equal(start, HostSnapshot.Of(_dir["host"]));
     }
 
     private const UnixFileMode StateDirMode = VmNet.State.StateDir.VmDirMode;
@@ -294,6 +354,24 @@ public sealed class HostileInputTests : IDisposable
         Assert.Contains($"{_dir["state/vms/vm1"]} is owned by uid 4242, not by uid 0 that vmnet runs as", foreign.Err);
         Assert.Equal(before, HostSnapshot.Of(_dir["host"]));
 
+        // A QEMU record planted as a link in a VM dir of vmnet's own: refused by every command that reads it; rm
+        // removes the link (never what it points at) with the VM dir, and says so.
+        File.SetUnixFileMode(_dir["state/vms/vm1"], StateDirMode);
+        Assert.Equal(0, Chown(_dir["state/vms/vm1"], 0));
+        File.CreateSymbolicLink(_dir["state/vms/vm1/qemu.json"], victim);
+        foreach (var args in new[] { new[] { "status", "vm1" }, ["down", "vm1"], ["ls"] })
+        {
+            var r = Vmnet(args);
+            Assert.True(r.Code == 3, $"vmnet {string.Join(' ', args)} exited {r.Code}:\n{r.Out}{r.Err}");
+            Assert.Contains($"{_dir["state/vms/vm1/qemu.json"]} is a symbolic link, not a file", r.Err);
+        }
+        var rm = Vmnet("rm", "vm1");
+        Assert.True(rm.Code == 0, rm.Out + rm.Err);
+        Assert.Contains($"vmnet: warning: {_dir["state/vms/vm1/qemu.json"]} is a symbolic link, not a file", rm.Err);
+        Assert.Equal("precious", File.ReadAllText(victim));
+        Assert.False(Directory.Exists(_dir["state/vms/vm1"]));
+        Directory.CreateDirectory(_dir["state/vms/vm1"]);
+
         // A regular file where a directory belongs (item 17): named, with the repair.
         Directory.Delete(_dir["state/vms/vm1"]);
         File.WriteAllText(_dir["state/pfs"], "not a directory");
@@ -321,6 +399,94 @@ public sealed class HostileInputTests : IDisposable
         File.Delete(paths.GuestReport);
         File.Copy(target, paths.GuestReport);
         Assert.NotNull(VmNet.Backends.GuestAgentChannel.ReadSaved(paths));
+    }
+
+    /// <summary>
+    /// Items 8 and 9 through the CLI: a guest's report whose strings set the terminal title, clear the screen, forge a
+    /// line and write the clipboard reaches `status` (and `status --json`) escaped; reports with a null member list or
+    /// a null network are refused, counted, never printed and never saved, and status keeps working. The host, the
+    /// ledger and the saved report of the last valid look are as before.
+    /// </summary>
+    [Fact]
+    public async Task A_hostile_guests_report_reaches_status_escaped_and_an_invalid_one_is_neither_printed_nor_kept()
+    {
+        SimHost.CreateExample(_dir["host"]);
+        await CliWrap.Cli.Wrap(RequiredTool.Path("qemu-img")).WithArguments(["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "16M"]).ExecuteAsync(TestContext.Current.CancellationToken);
+        var name = "hg-" + Guid.NewGuid().ToString("n")[..8];
+        var spec = _dir.Write("vm.yaml", File.ReadAllText(Repo.File("examples/vm.yaml"))
+            .Replace("name: ceph-osd-1", "name: " + name).Replace("/var/lib/vmnet/images/debian-13-genericcloud-amd64.qcow2", _dir["base.qcow2"]));
+        using var keepAlive = VmNet.Libvirt.LibvirtConnection.Open("test:///default");
+        var up = Vmnet("up", spec, "--no-wait", "--connect", "test:///default");
+        Assert.True(up.Code == 0, up.Out + up.Err);
+        var paths = VmNet.State.VmPaths.For(new VmNet.State.StateDir(_dir["state"]), name);
+        var hostTree = HostSnapshot.Of(_dir["host"]);
+
+        const string Hostile = "\u001b]0;pwned\u0007\u001b[2J\rFORGED: storage active on nothing\u001b]52;c;ZXZpbA==\u0007\u202e\u0085";
+        var ready = new NetworkReadyEvent(9000, 1, [new NetworkState("storage", "storage0" + Hostile,
+            [new MemberState("storage0", "02:00:00:00:40:11", "up" + Hostile), new MemberState("storage1" + Hostile, "02:00:00:00:40:12", "up")],
+            ["192.168.40.11/24" + Hostile], 9000)]);
+        await using (Agent(paths, ready.ToLine()))
+            foreach (var json in new[] { false, true })
+            {
+                var status = Vmnet(["status", name, "--connect", "test:///default", .. json ? new[] { "--json" } : []]);
+                Assert.True(status.Code == 0, status.Out + status.Err);
+                Assert.Contains("storage0\\x1b]0;pwned\\x07\\x1b[2J\\x0dFORGED", json ? status.Out.Replace("\\\\", "\\") : status.Out);
+                Assert.DoesNotMatch("[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]", status.Out);
+            }
+        var saved = File.ReadAllText(paths.GuestReport);
+        Assert.Contains("pwned", saved);
+        var host = HostSnapshot.Of(_dir["host"]) + HostSnapshot.Ledger(_dir["state"]);
+        Assert.Equal(hostTree, HostSnapshot.Of(_dir["host"]));
+
+        var withNullMembers = System.Text.Json.Nodes.JsonNode.Parse(ready.ToLine())!;
+        withNullMembers["networks"]![0]!["members"] = null;
+        var withNullNetwork = System.Text.Json.Nodes.JsonNode.Parse(ready.ToLine())!;
+        withNullNetwork["networks"] = new System.Text.Json.Nodes.JsonArray((System.Text.Json.Nodes.JsonNode?)null);
+        foreach (var invalid in new[] { withNullMembers.ToJsonString(), withNullNetwork.ToJsonString() })
+        {
+            await using (Agent(paths, invalid))
+            {
+                var status = Vmnet("status", name, "--connect", "test:///default");
+                Assert.True(status.Code == 0, status.Out + status.Err);
+                Assert.Contains("(1 line from the guest refused in this look: not a report VmNet takes, or too long)", status.Out);
+                Assert.DoesNotContain("   at ", status.Err);
+            }
+            Assert.Equal(saved, File.ReadAllText(paths.GuestReport));
+            Assert.Equal(0, Vmnet("status", name, "--connect", "test:///default").Code); // and with no agent at all
+        }
+        Assert.Equal(host, HostSnapshot.Of(_dir["host"]) + HostSnapshot.Ledger(_dir["state"]));
+        Assert.Equal(0, Vmnet("rm", "--force", name, "--connect", "test:///default").Code);
+    }
+
+    /// <summary>The guest's end of the report port for one look: answers status's query with <paramref name="lines"/>.</summary>
+    private static AgentPeer Agent(VmNet.State.VmPaths paths, params string[] lines) => new(paths.AgentSocket, lines);
+
+    private sealed class AgentPeer : IAsyncDisposable
+    {
+        private readonly System.Net.Sockets.Socket _listener = new(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        private readonly Task _serve;
+        private readonly string _path;
+
+        public AgentPeer(string path, string[] lines)
+        {
+            _path = path;
+            File.Delete(path);
+            _listener.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+            _listener.Listen();
+            _serve = Task.Run(async () =>
+            {
+                using var client = await _listener.AcceptAsync();
+                foreach (var line in lines) await client.SendAsync(System.Text.Encoding.UTF8.GetBytes(line + "\n"));
+                client.Shutdown(System.Net.Sockets.SocketShutdown.Send);
+            });
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _serve.WaitAsync(TimeSpan.FromSeconds(30));
+            _listener.Dispose();
+            File.Delete(_path);
+        }
     }
 
     private static int Chown(string path, int uid)

@@ -148,4 +148,57 @@ public sealed class LaunchRollbackTests : IDisposable
             sleeper.Kill();
         }
     }
+
+    /// <summary>
+    /// Issue 13, item 14: the serial log of a VM that failed to come up is kept in the state dir's logs/ as a file of
+    /// its own; a link planted where it goes (to a file the guest's words must not reach) is replaced, not written
+    /// through. The backend here writes what a guest would have said on its console as it starts.
+    /// </summary>
+    [Fact]
+    public async Task A_failed_launch_keeps_the_serial_log_in_a_file_of_its_own_and_never_writes_through_a_planted_link()
+    {
+        Assert.Equal(0, (await RequiredTool.Run("qemu-img", ["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])).ExitCode);
+        var spec = Spec(twoNetworks: false);
+        var state = new StateDir(_dir["state"]);
+        var victim = _dir.Write("victim", "precious");
+        Directory.CreateDirectory(state.LogsDir);
+        File.CreateSymbolicLink(state.KeptSerialLog("tx1"), victim);
+        var host = HostSnapshot.Of(_dir["host"]);
+
+        var e = await Assert.ThrowsAnyAsync<VmNetException>(() =>
+            Ops().UpAsync(spec, _options, new Templates(), new SpeakingBackend(_libvirt), null, _ct));
+
+        var kept = state.KeptSerialLog("tx1");
+        Assert.Contains($"its serial log is kept at {kept}", e.Message);
+        Assert.Equal("precious", File.ReadAllText(victim));
+        Assert.Equal("file", VmNet.Io.SafePath.Stat(kept)?.Kind);
+        Assert.Equal(SpeakingBackend.Said, File.ReadAllText(kept));
+        Assert.Equal(host, HostSnapshot.Of(_dir["host"]));
+        Assert.False(Directory.Exists(state.VmDir("tx1")));
+    }
+
+    /// <summary>The libvirt backend, and a guest that writes to its serial console once started and dies.</summary>
+    private sealed class SpeakingBackend(IBackend inner) : IBackend
+    {
+        public const string Said = "[    0.000000] Linux version 6.1.0 (a guest's console)\n\u001b]0;title\u0007\n";
+
+        public string Name => inner.Name;
+        public Task<bool> IsDefinedAsync(string vm, CancellationToken cancel) => inner.IsDefinedAsync(vm, cancel);
+        public Task<SavedDefinition?> SaveDefinitionAsync(string vm, CancellationToken cancel) => inner.SaveDefinitionAsync(vm, cancel);
+        public Task RestoreDefinitionAsync(string vm, SavedDefinition saved, CancellationToken cancel) => inner.RestoreDefinitionAsync(vm, saved, cancel);
+        public Task DefineAsync(LaunchPlan plan, CancellationToken cancel) => inner.DefineAsync(plan, cancel);
+        public Task UndefineAsync(string vm, CancellationToken cancel) => inner.UndefineAsync(vm, cancel);
+
+        public async Task StartAsync(LaunchPlan plan, CancellationToken cancel)
+        {
+            await inner.StartAsync(plan, cancel);
+            File.WriteAllText(plan.Paths.SerialLog, Said);
+            throw new VmNetException($"{plan.Vm.Name} stopped as it started (the guest panicked)");
+        }
+
+        public Task<StopResult> StopAsync(string vm, TimeSpan graceful, CancellationToken cancel) => inner.StopAsync(vm, graceful, cancel);
+        public Task<StopResult> RemoveAsync(string vm, TimeSpan graceful, CancellationToken cancel) => inner.RemoveAsync(vm, graceful, cancel);
+        public Task<VmStatus?> StatusAsync(string vm, CancellationToken cancel, bool guest = true) => inner.StatusAsync(vm, cancel, guest);
+        public Task<IReadOnlyList<VmStatus>> ListAsync(CancellationToken cancel) => inner.ListAsync(cancel);
+    }
 }
