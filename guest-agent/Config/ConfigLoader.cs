@@ -45,8 +45,12 @@ public static class ConfigLoader
         return null;
     }
 
+    /// <summary>The largest config the agent reads (the launcher writes a few KiB; the seed volume holds at most 1 MiB).</summary>
+    public const int MaxChars = 1 << 20;
+
     public static AgentConfig Parse(string json, string source)
     {
+        if (json.Length > MaxChars) throw new ConfigException($"config `{source}` is larger than 1 MiB; the launcher writes a few KiB");
         AgentConfig? config;
         try
         {

@@ -455,6 +455,18 @@ public sealed class HostileInputTests : IDisposable
             Assert.Equal(0, Vmnet("status", name, "--connect", "test:///default").Code); // and with no agent at all
         }
         Assert.Equal(host, HostSnapshot.Of(_dir["host"]) + HostSnapshot.Ledger(_dir["state"]));
+
+        // Item 10: a line longer than the cap (64 KiB) is skipped unread and counted; the report after it is taken.
+        var later = new NetworkReadyEvent(9900, 2, [new NetworkState("storage", "storage1", [new MemberState("storage0", "02:00:00:00:40:11", "down")], ["192.168.40.11/24"], 9000)]);
+        await using (Agent(paths, "{\"event\":\"state\",\"networks\":[\"" + new string('x', 4 << 20) + "\"]}", later.ToLine()))
+        {
+            var status = Vmnet("status", name, "--connect", "test:///default");
+            Assert.True(status.Code == 0, status.Out + status.Err);
+            Assert.Contains("(1 line from the guest refused in this look", status.Out);
+            Assert.Contains("storage1", status.Out);
+            Assert.DoesNotContain("xxxxxxxx", File.ReadAllText(paths.GuestReport));
+        }
+        Assert.Equal(HostSnapshot.Of(_dir["host"]), hostTree);
         Assert.Equal(0, Vmnet("rm", "--force", name, "--connect", "test:///default").Code);
     }
 

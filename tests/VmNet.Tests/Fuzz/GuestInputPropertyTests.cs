@@ -181,6 +181,52 @@ public sealed class GuestInputPropertyTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// The config as the agent finds it in fw_cfg (QEMU's <c>-fw_cfg name=opt/vmnet/agent.json</c>, read from sysfs's
+    /// <c>raw</c> file under a real host root): the sample config cut, padded with NULs as fw_cfg pads, with bytes
+    /// flipped, invalid UTF-8, or 2 MiB. Every case is a valid config or a ConfigException naming the source.
+    /// </summary>
+    [Fact]
+    public void A_mangled_fw_cfg_config_is_a_config_error_or_a_valid_config_never_a_crash()
+    {
+        var sample = File.ReadAllBytes(Support.Repo.File("guest-agent/agent.sample.json"));
+        using var root = new Support.TempDir();
+        var raw = root["sys/firmware/qemu_fw_cfg/by_name/opt/vmnet/agent.json/raw"];
+        Directory.CreateDirectory(Path.GetDirectoryName(raw)!);
+        var host = new VmNet.GuestAgent.Host.HostFiles(root.Path);
+        int valid = 0, refused = 0;
+        Gen.Frequency(
+            (3, Gen.Int[0, sample.Length].Select(n => sample[..n])),
+            (2, Gen.Int[1, 4096].Select(n => sample.Concat(new byte[n]).ToArray())),
+            (3, Gen.Select(Gen.Int[0, sample.Length - 1].Array[1, 8], Gen.Byte.Array[1, 8], (at, values) =>
+            {
+                var b = (byte[])sample.Clone();
+                for (var i = 0; i < at.Length; i++) b[at[i]] = values[i % values.Length];
+                return b;
+            })),
+            (1, Gen.Byte.Array[0, 600]),
+            (1, Gen.Const(Encoding.UTF8.GetBytes("{\"version\": 1, \"networks\": [], \"x\": \"" + new string('a', 2 << 20) + "\"}"))),
+            (1, Gen.Const(sample))).Sample(bytes =>
+        {
+            File.WriteAllBytes(raw, bytes);
+            try
+            {
+                var loaded = ConfigLoader.Load(host, null);
+                Assert.NotNull(loaded);
+                Assert.Equal("/sys/firmware/qemu_fw_cfg/by_name/opt/vmnet/agent.json/raw", loaded.Value.Source);
+                Assert.NotNull(loaded.Value.Config.Networks);
+                valid++;
+            }
+            catch (ConfigException e)
+            {
+                Assert.Contains("`/sys/firmware/qemu_fw_cfg/by_name/opt/vmnet/agent.json/raw`", e.Message);
+                refused++;
+            }
+        }, iter: 3000, threads: 1);
+        output.WriteLine($"fw_cfg config: {valid + refused} cases, {valid} valid, {refused} refused, none threw otherwise");
+        Assert.True(valid > 0 && refused > 0, "the generator never produced one kind of config");
+    }
+
+    /// <summary>
     /// The seed as the agent reads it from the block device, mangled: sectors of a real seed image (the launcher's
     /// writer, Joliet and primary trees) with bytes flipped, sizes and extents replaced (0xFFFFFFFF once overflowed the
     /// sector count and threw), cut short. Every case reads as the config, as another file's text, or as none.
