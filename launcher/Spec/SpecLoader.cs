@@ -284,9 +284,9 @@ public static partial class SpecLoader
         if (!arp && monitor > 0)
         {
             if (upDelay is { } u && u % monitor != 0)
-                p.Add(b.Child("upDelay"), $"must be a multiple of miimon ({monitor} ms), got {u}", b.Get("upDelay"));
+                p.Add(b.Child("upDelay"), $"must be a multiple of {b.Child("miimon")} ({monitor} ms), got {u}; change one of them", b.Get("upDelay"));
             if (downDelay is { } d && d % monitor != 0)
-                p.Add(b.Child("downDelay"), $"must be a multiple of miimon ({monitor} ms), got {d}", b.Get("downDelay"));
+                p.Add(b.Child("downDelay"), $"must be a multiple of {b.Child("miimon")} ({monitor} ms), got {d}; change one of them", b.Get("downDelay"));
         }
         var grat = b.Int("gratuitousArp", 0, 255, null) ?? Defaults.GratuitousArp;
         b.RejectUnknownKeys();

@@ -63,6 +63,7 @@ public sealed class SpecPropertyTests(ITestOutputHelper output) : IDisposable
     [
         ("networks[0].ports[0]", "networks[0].bond.primary"), ("networks[0].ports[1]", "networks[0].bond.primary"),
         ("networks[0].address", "networks[0].gateway"), ("networks[0].address", "networks[0].dns"), ("networks[0].address", "networks[0].dns[0]"),
+        ("networks[0].bond.miimon", "networks[0].bond.upDelay"), ("networks[0].bond.miimon", "networks[0].bond.downDelay"),
     ];
 
     /// <summary>The spec with every field's value from <paramref name="value"/>, each a YAML double-quoted scalar.</summary>
