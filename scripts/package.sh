@@ -11,6 +11,7 @@
 #   /usr/share/bash-completion/completions/vmnet      `vmnet completion bash`
 #   /usr/share/man/man1/vmnet.1.gz                    `vmnet man`, from the same command tree as --help
 #   /usr/share/vmnet/vm.reference.yaml                every spec field with its default (templates/)
+#   /usr/share/vmnet/vm.schema.json                   the spec's JSON Schema, made from the validation (templates/)
 #   /usr/share/vmnet/vmnet-output.schema.json         the JSON Schema of every --json output (schemas/)
 #   /usr/share/doc/vmnet/{copyright,changelog.gz,examples/vm.yaml}   (a native package: changelog.gz)
 # The package's files, control fields and lintian's verdict (no error, no warning) are tested
@@ -43,6 +44,7 @@ mkdir -p "$root/lib/systemd/system" "$root/usr/share/bash-completion/completions
 "$vmnet" man --date "$day" | gzip -9n > "$root/usr/share/man/man1/vmnet.1.gz"
 install -m 644 "$here/host.yaml" "$root/etc/vmnet/host.yaml"
 install -m 644 "$repo/templates/vm.reference.yaml" "$root/usr/share/vmnet/vm.reference.yaml"
+install -m 644 "$repo/templates/vm.schema.json" "$root/usr/share/vmnet/vm.schema.json"
 install -m 644 "$repo/schemas/vmnet-output.schema.json" "$root/usr/share/vmnet/vmnet-output.schema.json"
 install -m 644 "$repo/examples/vm.yaml" "$root/usr/share/doc/vmnet/examples/vm.yaml"
 install -m 644 "$here/copyright" "$root/usr/share/doc/vmnet/copyright"

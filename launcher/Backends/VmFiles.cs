@@ -1,6 +1,9 @@
+using System.Text.Json;
 using VmNet.Io;
+using VmNet.Planning;
 using VmNet.Rendering;
 using VmNet.Seed;
+using VmNet.Spec;
 using VmNet.State;
 
 namespace VmNet.Backends;
@@ -24,6 +27,28 @@ public static class VmFiles
         // it as its own user (libvirt-qemu), and it holds no secret: addresses and MACs.
         AtomicFile.Write(paths.AgentConfig, artifacts.AgentConfig);
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(paths.AgentConfig, (UnixFileMode)0b110_100_100);
+    }
+
+    /// <summary>Records the spec <paramref name="spec"/> the seed was written for (what a later <c>up</c> compares against).</summary>
+    public static void WriteLaunchRecord(VmPaths paths, VmSpec spec) =>
+        AtomicFile.Write(paths.Launched, JsonSerializer.Serialize(LaunchRecord.Of(spec), LaunchRecordJson.Default.LaunchRecord), mode: AtomicFile.Private);
+
+    /// <summary>
+    /// The spec the VM was last launched with, or null when there is no record, or none vmnet can trust: not its own
+    /// regular file (a planted link reads as none), larger than a spec can be, or not a record of this version.
+    /// </summary>
+    public static LaunchRecord? ReadLaunchRecord(VmPaths paths)
+    {
+        try
+        {
+            if (SafePath.Problem(paths.Launched, "file") is not null || new FileInfo(paths.Launched).Length > 1 << 20) return null;
+            var record = JsonSerializer.Deserialize(File.ReadAllText(paths.Launched), LaunchRecordJson.Default.LaunchRecord);
+            return record is { Version: LaunchRecord.CurrentVersion, Spec: not null } ? record : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or NotSupportedException)
+        {
+            return null;
+        }
     }
 
     /// <summary>Creates <paramref name="overlay"/> over <paramref name="baseImage"/> (and grows it to <paramref name="sizeMiB"/>) unless it exists.</summary>
@@ -123,7 +148,7 @@ public static class VmFiles
     /// <summary>Deletes the seed, the agent's config and what a run left (log, sockets, pid file, report), then the VM directory if empty. The disk stays.</summary>
     public static void DeleteRunFiles(VmPaths paths, IEnumerable<string> extra)
     {
-        foreach (var file in new[] { paths.Seed, paths.SerialLog, paths.QmpSocket, paths.AgentSocket, paths.PidFile, paths.AgentConfig, paths.ConsoleSocket, paths.GuestReport }.Concat(extra))
+        foreach (var file in new[] { paths.Seed, paths.SerialLog, paths.QmpSocket, paths.AgentSocket, paths.PidFile, paths.AgentConfig, paths.ConsoleSocket, paths.GuestReport, paths.Launched }.Concat(extra))
             DeleteFile(file);
         try
         {

@@ -50,6 +50,108 @@ internal static class CliDocs
         return items.Select(i => i.Label).Where(l => l.Length > 0 && l.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '-' or '_' or '.')).ToList();
     }
 
+    // ---- help: groups and examples ----
+
+    /// <summary>The commands of <c>vmnet --help</c>, in groups: the VMs, the host, trials, the shell.</summary>
+    public static readonly IReadOnlyList<(string Group, IReadOnlyList<string> Commands)> Groups =
+    [
+        ("VMs", ["up", "status", "ls", "console", "down", "rm", "validate"]),
+        ("The host", ["host", "doctor", "gc"]),
+        ("Trials", ["sim"]),
+        ("The shell", ["help", "completion"]),
+    ];
+
+    /// <summary>Examples for each command's help and the man page, by command path: what it does, then the line.</summary>
+    public static readonly IReadOnlyDictionary<string, IReadOnlyList<(string What, string Line)>> Examples =
+        new Dictionary<string, IReadOnlyList<(string, string)>>(StringComparer.Ordinal)
+        {
+            [""] =
+            [
+                ("Try it on the simulated host shipped with vmnet, changing nothing", "vmnet up examples/vm.yaml --dry-run --host-root examples/hosts/connectx5"),
+                ("Give each PF of the host config its VFs, then check the host", "vmnet host apply && vmnet doctor"),
+                ("Start a VM and wait for its guest agent's network-ready report", "vmnet up vm.yaml"),
+                ("Its state, its VFs and the bonds as the guest reports them", "vmnet status ceph-osd-1"),
+                ("Stop it, then remove it and give every VF back as it was found", "vmnet down ceph-osd-1 && vmnet rm ceph-osd-1"),
+            ],
+            ["up"] =
+            [
+                ("What up would do, changing nothing", "vmnet up vm.yaml --dry-run"),
+                ("Start it and wait for the guest (up to 10 minutes)", "vmnet up vm.yaml --wait-timeout 600"),
+                ("The result as JSON for a script (the progress goes to stderr)", "vmnet up vm.yaml --json --quiet"),
+                ("Change a running VM's VLAN live: edit vlan in vm.yaml, then", "vmnet up vm.yaml"),
+            ],
+            ["status"] = [("A VM's state, its VFs as the NIC holds them, the bonds as the guest reports them", "vmnet status ceph-osd-1"), ("The same as JSON", "vmnet status ceph-osd-1 --json")],
+            ["ls"] = [("Every VmNet VM with its CPUs, memory and networks", "vmnet ls"), ("The names only", "vmnet ls -q")],
+            ["console"] = [("Attach to the serial console (detach with Ctrl+])", "vmnet console ceph-osd-1")],
+            ["down"] = [("Stop it (its VFs stay leased; `vmnet up` starts it again)", "vmnet down ceph-osd-1"), ("Give the guest 10 s, then stop it hard", "vmnet down ceph-osd-1 --timeout 10")],
+            ["rm"] =
+            [
+                ("Remove a stopped VM: its domain, its files and disk overlay; every VF given back as it was found", "vmnet rm ceph-osd-1"),
+                ("Stop and remove a running one at once", "vmnet rm --force ceph-osd-1"),
+            ],
+            ["validate"] = [("Check a spec, naming each problem with its line", "vmnet validate vm.yaml"), ("For an editor or a script", "vmnet validate vm.yaml --json")],
+            ["host"] = [("Every PF and VF, and who holds it", "vmnet host"), ("One line per PF", "vmnet host --summary"), ("The free VFs only", "vmnet host --free")],
+            ["host apply"] = [("Give each PF of /etc/vmnet/host.yaml its VFs", "vmnet host apply"), ("Another config, the result as JSON", "vmnet host apply --config lab.yaml --json")],
+            ["host prepare"] = [("After a reboot, give every leased VF its settings and vfio-pci again", "vmnet host prepare")],
+            ["host boot-unit"] = [("Install the unit that does both at boot", "vmnet host boot-unit && systemctl daemon-reload && systemctl enable vmnet-host.service")],
+            ["doctor"] = [("Is this host ready for VmNet (IOMMU, vfio-pci, SR-IOV, libvirt)?", "vmnet doctor")],
+            ["gc"] = [("Give back the VFs of VMs that are gone (a crashed vmnet, an undefined domain)", "vmnet gc")],
+            ["sim create"] = [("A simulated dual-port ConnectX-5 host with 8 VFs a port", "vmnet sim create /tmp/host && vmnet host --host-root /tmp/host")],
+            ["completion"] = [("Completion in this shell", "source <(vmnet completion bash)")],
+            ["help"] = [("Help for one command", "vmnet help host apply")],
+        };
+
+    /// <summary>
+    /// <c>--help</c> as System.CommandLine writes it (<paramref name="help"/>), with the top level's "Commands:" section
+    /// split into <see cref="Groups"/> and the command's <see cref="Examples"/> at the end.
+    /// </summary>
+    public static string WithGroupsAndExamples(string help, Command command)
+    {
+        var path = new List<string>();
+        for (var c = command; c is not RootCommand; c = c.Parents.OfType<Command>().First()) path.Insert(0, c.Name);
+        var lines = help.Replace("\r\n", "\n", StringComparison.Ordinal).TrimEnd('\n').Split('\n').ToList();
+        if (command is RootCommand && lines.IndexOf("Commands:") is var at and >= 0)
+        {
+            var end = lines.FindIndex(at + 1, l => l.Length == 0);
+            if (end < 0) end = lines.Count;
+            // Each row starts with two spaces and the command's name; a wrapped description continues deeper.
+            var rows = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+            List<string>? current = null;
+            foreach (var line in lines[(at + 1)..end])
+            {
+                if (line.Length > 2 && line[2] != ' ') rows[line[2..].Split(' ')[0]] = current = [line];
+                else current?.Add(line);
+            }
+            var grouped = new List<string>();
+            foreach (var (group, names) in Groups)
+            {
+                var members = names.Where(rows.ContainsKey).ToList();
+                if (members.Count == 0) continue;
+                if (grouped.Count > 0) grouped.Add("");
+                grouped.Add($"{group}:");
+                foreach (var name in members) { grouped.AddRange(rows[name]); rows.Remove(name); }
+            }
+            if (rows.Count > 0)
+            {
+                grouped.Add("");
+                grouped.Add("Other:");
+                grouped.AddRange(rows.Values.SelectMany(r => r));
+            }
+            lines = [.. lines[..at], .. grouped, .. lines[end..]];
+        }
+        if (Examples.TryGetValue(string.Join(' ', path), out var examples))
+        {
+            lines.Add("");
+            lines.Add("Examples:");
+            foreach (var (what, line) in examples)
+            {
+                lines.Add($"  {what}:");
+                lines.Add($"    {line}");
+            }
+        }
+        return string.Join('\n', lines) + "\n\n";
+    }
+
     // ---- bash completion ----
 
     /// <summary>The bash completion script: `source` it, or install it as /usr/share/bash-completion/completions/vmnet.</summary>
@@ -170,6 +272,8 @@ internal static class CliDocs
             sb.Append(CultureInfo.InvariantCulture, $".SS \"vmnet {Roff(path)}{Roff(args)}\"\n");
             if (command.Description is { Length: > 0 } d) sb.Append(Roff(d)).Append('\n');
             foreach (var o in command.Options.Where(o => !o.Hidden && !o.Recursive && o.Name != "--help" && o.Name != "--version")) Option(sb, o);
+            foreach (var (what, line) in Examples.GetValueOrDefault(path) ?? [])
+                sb.Append(".PP\n").Append(Roff(what + ":")).Append("\n.RS 4\n.EX\n").Append(Roff(line)).Append("\n.EE\n.RE\n");
         }
         sb.Append(".SH ENVIRONMENT\n");
         foreach (var (name, what) in new[]
@@ -189,6 +293,8 @@ internal static class CliDocs
             ("/usr/lib/vmnet/vmnet-agent", "The guest agent vmnet puts on each VM's seed."),
             ("/lib/systemd/system/vmnet-host.service", "Runs vmnet host apply and vmnet host prepare at boot, before libvirtd (enable it with systemctl)."),
             ("/usr/share/vmnet/vm.reference.yaml", "Every field of a VM spec, with its default."),
+            ("/usr/share/vmnet/vm.schema.json", "The JSON Schema of a VM spec, for editors (made from the validation: vmnet spec-schema)."),
+            ("/usr/share/vmnet/vmnet-output.schema.json", "The JSON Schema of every --json output."),
         })
             sb.Append(".TP\n.I ").Append(Roff(name)).Append('\n').Append(Roff(what)).Append('\n');
         sb.Append(".SH EXIT STATUS\n");
@@ -201,15 +307,8 @@ internal static class CliDocs
         })
             sb.Append(".TP\n.B ").Append(code.ToString(CultureInfo.InvariantCulture)).Append('\n').Append(Roff(what)).Append('\n');
         sb.Append(".SH EXAMPLES\n");
-        foreach (var (what, line) in new[]
-        {
-            ("Give each PF of the host config its VFs, then check the host:", "vmnet host apply && vmnet doctor"),
-            ("Show what up would do, changing nothing:", "vmnet up vm.yaml --dry-run"),
-            ("Start the VM and wait for its guest agent's network-ready report:", "vmnet up vm.yaml"),
-            ("Its state, its VFs and the bonds as the guest reports them:", "vmnet status ceph-osd-1"),
-            ("Stop it, then remove it and give every VF back as it was found:", "vmnet down ceph-osd-1 && vmnet rm ceph-osd-1"),
-        })
-            sb.Append(".PP\n").Append(Roff(what)).Append("\n.PP\n.RS 4\n.EX\n").Append(Roff(line)).Append("\n.EE\n.RE\n");
+        foreach (var (what, line) in Examples[""])
+            sb.Append(".PP\n").Append(Roff(what + ":")).Append("\n.PP\n.RS 4\n.EX\n").Append(Roff(line)).Append("\n.EE\n.RE\n");
         sb.Append(".SH SEE ALSO\n");
         sb.Append(".BR virsh (1),\n.BR ip\\-link (8),\n.BR systemctl (1)\n");
         return sb.ToString();

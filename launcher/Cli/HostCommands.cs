@@ -139,13 +139,18 @@ internal static class HostCommands
     /// <summary><c>vmnet host apply | prepare | boot-unit</c>, added to the <c>host</c> command.</summary>
     public static void AddProvisioning(Command host, TextWriter stdout)
     {
-        var apply = new Command("apply", "Give each PF of the host config its number of VFs (idempotent; refuses while VFs are in use)") { ConfigOption };
+        var applyJson = new Option<bool>("--json") { Description = "Print each PF's VF count before and after as JSON" };
+        var apply = new Command("apply", "Give each PF of the host config its number of VFs (idempotent; refuses while VFs are in use)") { ConfigOption, applyJson };
         apply.SetAction(async (r, ct) =>
         {
             var config = HostConfig.LoadFile(r.GetValue(ConfigOption)!);
             var ops = Ops(r);
             var done = await new Provisioner(ops.Kernel, ops.Ledger, ApplyHooks.FromEnvironment()).ApplyAsync(config, ct);
-            foreach (var line in done) stdout.WriteLine(line);
+            if (r.GetValue(applyJson))
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(
+                    new HostApplyDocument(done.Select(c => new HostApplyPf(c.Pf, c.PfPci, c.Before, c.After, c.Changed)).ToList()), OutputJson.Default.HostApplyDocument));
+            else
+                foreach (var line in done) stdout.WriteLine(line);
             return ExitCodes.Ok;
         });
         var prepare = new Command("prepare", "Re-apply every leased VF's settings and vfio-pci binding (at boot, after `vmnet host apply`)");

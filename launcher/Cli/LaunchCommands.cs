@@ -69,13 +69,43 @@ public static class LaunchCommands
             var vm = r.GetValue(name)!;
             var found = await backends.FindAsync(vm, cancel)
                 ?? throw new VmNetException($"no VmNet VM named {vm} (looked in {backends.Libvirt.Uri} and {backends.Qemu.State.Path}); `vmnet ls` lists them", ExitCodes.InvalidInput);
+            var status = await AsTheNicHoldsThem(found.Status, r, cancel);
             if (r.GetValue(json))
-                stdout.WriteLine(JsonSerializer.Serialize(found.Status, StatusJson.Default.VmStatus));
+                stdout.WriteLine(JsonSerializer.Serialize(status, StatusJson.Default.VmStatus));
             else
-                PrintStatus(stdout, found.Status);
+                PrintStatus(stdout, status);
             return ExitCodes.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// The VM's VFs with the VLAN and MAC their PF holds now, read through the kernel (<c>ip -j link show dev PF</c>),
+    /// not as the backend recorded them at the last <c>up</c>: a change made live shows, and so does one made behind
+    /// VmNet's back. A VF that cannot be read (its PF gone, the function at that index another one) keeps the record.
+    /// </summary>
+    internal static async Task<VmStatus> AsTheNicHoldsThem(VmStatus status, ParseResult r, CancellationToken ct)
+    {
+        if (status.Vfs.Count == 0) return status;
+        var kernel = HostCommands.Ops(r).Kernel;
+        var scanner = new Host.HostScanner(kernel.Root);
+        var links = new Dictionary<string, Kernel.PfLink?>(StringComparer.Ordinal);
+        var vfs = new List<VfStatus>();
+        foreach (var v in status.Vfs)
+        {
+            var pf = scanner.NetDevOf(v.PfPci);
+            Kernel.PfLink? link = null;
+            if (pf is not null && scanner.VfPciOf(v.PfPci, v.Vf) == v.Pci && !links.TryGetValue(pf, out link))
+            {
+                try { link = await kernel.ReadLinkAsync(pf, ct); }
+                catch (VmNetException) { link = null; }
+                links[pf] = link;
+            }
+            vfs.Add(link?.Vf(v.Vf)?.Settings is { } held
+                ? v with { Pf = pf!, Vlan = held.Vlan is { IsTagged: true } tag ? tag.Id : held.Vlan is null ? v.Vlan : null, Mac = held.Mac ?? v.Mac }
+                : v);
+        }
+        return status with { Vfs = vfs };
     }
 
     /// <summary><c>vmnet ls [--json]</c>: one line per VmNet VM, libvirt's and QEMU's.</summary>
@@ -83,8 +113,7 @@ public static class LaunchCommands
     {
         var json = JsonOption();
         var connect = ConnectOption();
-        var quiet = new Option<bool>("--quiet", "-q") { Description = "Print the names only, one a line" };
-        var cmd = new Command("ls", "List VmNet's VMs") { json, quiet, connect };
+        var cmd = new Command("ls", "List VmNet's VMs (with --quiet, -q: the names only, one a line)") { json, connect };
         cmd.SetAction(async (r, cancel) =>
         {
             using var backends = Backends(r, connect, stateDir);
@@ -99,12 +128,13 @@ public static class LaunchCommands
                 r.InvocationConfiguration.Error.WriteLine($"vmnet: libvirt's VMs are not listed: {e.Message}");
             }
             all.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
+            for (var i = 0; i < all.Count; i++) all[i] = await AsTheNicHoldsThem(all[i], r, cancel);
             if (r.GetValue(json))
             {
                 stdout.WriteLine(JsonSerializer.Serialize(all, StatusJson.Default.ListVmStatus));
                 return ExitCodes.Ok;
             }
-            if (r.GetValue(quiet))
+            if (r.GetValue(VmNetCli.QuietOption))
             {
                 foreach (var s in all) stdout.WriteLine(s.Name);
                 return ExitCodes.Ok;

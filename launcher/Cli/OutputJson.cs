@@ -11,7 +11,33 @@ public sealed record DoctorCheck(string Name, string Status, string Detail, stri
 /// <summary><c>vmnet gc --json</c> (<c>gc</c>): each VF given back (in words), and what was skipped and why (exit 1 then).</summary>
 public sealed record GcDocument(IReadOnlyList<string> Released, IReadOnlyList<string> Skipped);
 
+/// <summary><c>vmnet validate --json</c> (<c>validate</c>): whether the spec is valid, what it asks for, and every problem with where it is (exit 2 then).</summary>
+public sealed record ValidateDocument(string Spec, bool Valid, string? Name, int? Networks, int? Vfs, IReadOnlyList<SpecProblem> Problems);
+
+/// <summary>One problem of a spec: the field's path (null when the file itself is the problem), what is wrong, and where.</summary>
+public sealed record SpecProblem(string? Field, string Message, int? Line, int? Column);
+
+/// <summary><c>vmnet host apply --json</c> (<c>hostApply</c>): each PF of the host config, its VF count before and after.</summary>
+public sealed record HostApplyDocument(IReadOnlyList<HostApplyPf> Pfs);
+
+public sealed record HostApplyPf(string Pf, string PfPci, int VfsBefore, int Vfs, bool Changed);
+
+/// <summary>
+/// <c>vmnet up --json</c> (<c>up</c>): the VM that runs now (or, with <c>--no-start</c>, whose host side is ready), its
+/// VFs, each network's addresses and active member as the agent reported them (else as the spec gives them), what
+/// changed live on a VM that was running, and how to reach it. Progress goes to stderr.
+/// </summary>
+public sealed record UpDocument(string Name, string Backend, string RunsOn, bool Started, bool WasRunning, double ElapsedSeconds,
+    IReadOnlyList<Backends.VfStatus> Vfs, IReadOnlyList<UpNetwork> Networks, IReadOnlyList<Planning.SpecChange> Changes, string SerialLog,
+    string? Ssh, string Console);
+
+/// <summary>A network of <see cref="UpDocument"/>: the addresses, and the bond's active member (null: not reported, or none yet).</summary>
+public sealed record UpNetwork(string Name, IReadOnlyList<string> Addresses, string? Active, bool Reported);
+
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true)]
 [JsonSerializable(typeof(DoctorDocument))]
 [JsonSerializable(typeof(GcDocument))]
+[JsonSerializable(typeof(ValidateDocument))]
+[JsonSerializable(typeof(HostApplyDocument))]
+[JsonSerializable(typeof(UpDocument))]
 internal sealed partial class OutputJson : JsonSerializerContext;

@@ -6,7 +6,8 @@ namespace VmNet.Cli;
 
 /// <summary>The plan as <c>vmnet up --dry-run --json</c> prints it (schemas/vmnet-output.schema.json, <c>plan</c>).</summary>
 public sealed record PlanDocument(string Name, string Backend, IReadOnlyList<PlanVf> Vfs, IReadOnlyList<string> Reclaims,
-    IReadOnlyList<string> HostChanges, IReadOnlyList<string> Then, IReadOnlyList<string> Problems, PlanPaths Paths)
+    IReadOnlyList<string> HostChanges, IReadOnlyList<string> Then, IReadOnlyList<string> Problems, PlanPaths Paths, bool Running,
+    IReadOnlyList<SpecChange> Changes)
 {
     public static PlanDocument From(DryRun dry) => From(dry.Plan, dry.Problems, dry.Reclaims);
 
@@ -19,7 +20,9 @@ public sealed record PlanDocument(string Name, string Backend, IReadOnlyList<Pla
         plan.Steps.Where(PlanPrinter.IsHostChange).Select(s => s.Describe()).ToList(),
         plan.Steps.Where(s => !PlanPrinter.IsHostChange(s)).Select(s => s.Describe()).ToList(),
         problems.Select(p => p.Message).ToList(),
-        new PlanPaths(plan.Paths.VmDir, plan.Paths.Disk, plan.Paths.Seed, plan.Paths.SerialLog));
+        new PlanPaths(plan.Paths.VmDir, plan.Paths.Disk, plan.Paths.Seed, plan.Paths.SerialLog),
+        plan.Running is not null,
+        plan.Drift);
 }
 
 /// <summary>One VF of the plan: the same fields as a VF of <c>vmnet status</c> (network, member, port, pf, pfPci, vf,

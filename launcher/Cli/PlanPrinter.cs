@@ -28,6 +28,19 @@ internal static class PlanPrinter
             o.WriteLine("First, orphaned VFs reclaimed (restored and released):");
             foreach (var r in dry.Reclaims) o.WriteLine("  " + r);
         }
+        if (plan.Running is { } running)
+        {
+            o.WriteLine();
+            if (running.Record is null)
+                o.WriteLine($"{vm.Name} is running; it was launched without a launch record, so what it was booted with cannot be compared: only its VFs' settings change live.");
+            else if (plan.Drift.Count == 0)
+                o.WriteLine($"{vm.Name} is running as the spec says: nothing to change.");
+            else
+            {
+                o.WriteLine($"{vm.Name} is running; the spec differs from what it was launched with:");
+                TextTable.Print(o, ["FIELD", "RUNS WITH", "SPEC", ""], plan.Drift.Select(c => new[] { c.Field, c.Was, c.Now, c.Live ? "changes live" : "needs a restart" }).ToList());
+            }
+        }
         o.WriteLine();
         o.WriteLine("Host changes, in order:");
         string? current = null;

@@ -16,7 +16,7 @@ namespace VmNet.Cli;
 /// </summary>
 internal static class UpFlow
 {
-    public sealed record Options(LaunchOptions Launch, string? TemplatesDir, string? OutDir, bool DryRun, bool Json);
+    public sealed record Options(LaunchOptions Launch, string? TemplatesDir, string? OutDir, bool DryRun, bool Json, Verbosity Verbosity = Verbosity.Normal);
 
     public static async Task<int> RunAsync(HostOps ops, VmSpec vm, Options options, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
@@ -25,7 +25,8 @@ internal static class UpFlow
         var templates = new Templates(options.TemplatesDir);
         if (options.DryRun)
         {
-            var dry = await ops.PlanAsync(vm, options.Launch, templates, ct);
+            using var dryBackends = new BackendSet(options.Launch.LibvirtUri, ops.Ledger.State);
+            var dry = await ops.PlanAsync(vm, options.Launch, templates, ct, options.Launch.Start ? dryBackends.For(vm, options.Launch.Backend) : null);
             if (options.OutDir is { } outDir) ArtifactWriter.Write(outDir, dry.Plan.Artifacts);
             if (options.Json)
                 stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(PlanDocument.From(dry), PlanJson.Default.PlanDocument));
@@ -38,16 +39,21 @@ internal static class UpFlow
             }
             return ExitCodes.Ok;
         }
-        if (options.Json)
-            throw new VmNetException("--json prints the plan of --dry-run; `vmnet up` itself prints progress (use `vmnet status NAME --json` after it)", ExitCodes.InvalidInput);
-
-        using var progress = new UpProgress(stdout, live: UpProgress.IsTerminal(stdout));
+        // With --json, stdout carries the result alone and the progress goes to stderr.
+        var lines = options.Json ? stderr : stdout;
+        using var progress = new UpProgress(lines, live: UpProgress.IsTerminal(lines)) { Verbosity = options.Verbosity };
         progress.Planning(vm);
         using var backends = new BackendSet(options.Launch.LibvirtUri, ops.Ledger.State);
         var backend = options.Launch.Start ? backends.For(vm, options.Launch.Backend) : null;
         var result = await ops.UpAsync(vm, options.Launch, templates, backend, progress, ct,
             beforeFirstChange: p => { if (options.OutDir is { } outDir) ArtifactWriter.Write(outDir, p.Artifacts); });
         var plan = result.Plan;
+        if (options.Json)
+        {
+            progress.Dispose();
+            stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(progress.Document(plan), OutputJson.Default.UpDocument));
+            return ExitCodes.Ok;
+        }
         if (!options.Launch.Start)
         {
             stdout.WriteLine($"{vm.Name}: the host side is ready ({plan.Vfs.Count} VFs leased, configured and on vfio-pci); not started (--no-start); "
@@ -58,6 +64,9 @@ internal static class UpFlow
         return ExitCodes.Ok;
     }
 }
+
+/// <summary>How much a command says: <c>--quiet</c> only its result and errors, <c>--verbose</c> also every step.</summary>
+public enum Verbosity { Quiet, Normal, Verbose }
 
 /// <summary>
 /// Progress for <c>vmnet up</c>: one line per phase as the executor enters it, led by the seconds since <c>up</c>
@@ -99,26 +108,39 @@ public sealed class UpProgress : IProgressSink, IDisposable
     }
 
     /// <summary>Whether <paramref name="stdout"/> is this process's terminal (and not one that cannot move the cursor).</summary>
-    public static bool IsTerminal(TextWriter stdout) =>
-        ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected && Environment.GetEnvironmentVariable("TERM") is not ("dumb" or "");
+    public static bool IsTerminal(TextWriter output) =>
+        (ReferenceEquals(output, Console.Out) ? !Console.IsOutputRedirected : ReferenceEquals(output, Console.Error) && !Console.IsErrorRedirected)
+        && Environment.GetEnvironmentVariable("TERM") is not ("dumb" or "");
 
     /// <summary>The spec, for the reserve phase's line (printed before the plan exists).</summary>
     public void Planning(VmSpec spec) => _spec = spec;
 
     public void Planned(LaunchPlan plan) => _plan = plan;
 
+    /// <summary><c>--quiet</c>: no progress lines, only the summary; <c>--verbose</c>: also each step as it runs.</summary>
+    public Verbosity Verbosity { get; init; } = Verbosity.Normal;
+
+    public void Running(Step step)
+    {
+        if (Verbosity == Verbosity.Verbose) Line($"{Stamp()} {Indent}step: {step.Describe()}");
+    }
+
     public void Enter(Phase phase)
     {
         for (; _next <= (int)phase; _next++)
         {
             var p = (Phase)_next;
-            Line($"{Stamp()} [{_next + 1}/{Phases.All.Count}] {Phases.Name(p)}: {Detail(p)}");
+            if (Verbosity != Verbosity.Quiet) Line($"{Stamp()} [{_next + 1}/{Phases.All.Count}] {Phases.Name(p)}: {Detail(p)}");
             if (p == Phase.WaitForGuest && _plan?.Steps.OfType<WaitForAgent>().FirstOrDefault() is { Skipped: null } w)
                 StartWaiting(w.Timeout);
         }
     }
 
-    public void Note(string line) => Line($"{Blank} {Indent}{line}");
+    public void Note(string line)
+    {
+        // Warnings are shown even with --quiet; the rest of the notes are progress.
+        if (Verbosity != Verbosity.Quiet || line.StartsWith("warning:", StringComparison.Ordinal)) Line($"{Blank} {Indent}{line}");
+    }
 
     /// <summary>How many of the agent's events are printed as lines (a bring-up takes a few per bond); a guest that sends
     /// more does not get to flood the terminal: the rest only update the live line.</summary>
@@ -138,7 +160,7 @@ public sealed class UpProgress : IProgressSink, IDisposable
             var n = e is NetworkReadyEvent ? 0 : ++_eventLines;
             shown = n <= MaxEventLines ? what : n == MaxEventLines + 1 ? $"{what} (the agent's further events are not shown)" : null;
         }
-        if (shown is not null) Line($"{Stamp()} {Indent}agent: {shown}");
+        if (shown is not null && Verbosity != Verbosity.Quiet) Line($"{Stamp()} {Indent}agent: {shown}");
         if (e is NetworkReadyEvent) StopWaiting();
     }
 
@@ -163,7 +185,7 @@ public sealed class UpProgress : IProgressSink, IDisposable
         lock (_gate)
         {
             _wait = (_clock(), timeout);
-            if (!_live) return;
+            if (!_live || Verbosity == Verbosity.Quiet) return;
             DrawLive();
             _ticker = new Timer(_ => { lock (_gate) if (_ticker is not null) DrawLive(); }, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         }
@@ -247,24 +269,45 @@ public sealed class UpProgress : IProgressSink, IDisposable
             FormattableString.Invariant(
                 $"{plan.Vm.Name} is up ({SpecNames.Of(plan.Backend)}, {plan.RunsOn}): {networks} network{(networks == 1 ? "" : "s")} over {plan.Vfs.Count} VFs in {_clock().TotalSeconds:0.0} s; serial log {plan.Paths.SerialLog}"),
         };
-        string? reach = null;
-        var width = plan.Vm.Networks.Max(n => n.Name.Length);
-        foreach (var network in plan.Vm.Networks)
+        if (plan.Running is { } running)
         {
-            var reported = _ready?.Networks.FirstOrDefault(n => n.Name == network.Name);
-            var addresses = reported is { Addresses.Count: > 0 } ? reported.Addresses
-                : network.Address.Dhcp ? [] : [network.Address.Cidr!];
-            var shown = addresses.Count > 0 ? string.Join(", ", addresses)
-                : network.Address.Dhcp ? "dhcp (no lease reported yet)" : "";
-            var bond = reported is null ? "" : reported.Active is { } active ? $"; bond active on {active}" : "; bond has no active member yet";
-            lines.Add($"  {network.Name.PadRight(width)}  {shown}{bond}");
-            reach ??= addresses.Select(a => a.Split('/')[0]).FirstOrDefault();
+            var live = plan.Drift.Where(c => c.Live).ToList();
+            lines.Add(live.Count > 0 ? $"  it was running; changed live: {string.Join("; ", live)}"
+                : running.Record is null ? "  it was running (launched without a launch record, so what it was booted with could not be compared; restart it to be sure it runs as the spec says)"
+                : "  it was running, as the spec says: nothing to change");
         }
-        var connect = plan.ConnectArgument;
-        lines.Add(reach is not null
-            ? $"  reach it: ssh {plan.Vm.Guest.User}@{(reach.Contains(':') ? $"[{reach}]" : reach)} (console: vmnet console {plan.Vm.Name}{connect})"
-            : $"  reach it: vmnet console {plan.Vm.Name}{connect}");
+        var width = plan.Vm.Networks.Max(n => n.Name.Length);
+        foreach (var (network, reached) in plan.Vm.Networks.Zip(Networks(plan)))
+        {
+            var shown = reached.Addresses.Count > 0 ? string.Join(", ", reached.Addresses)
+                : network.Address.Dhcp ? "dhcp (no lease reported yet)" : "";
+            var bond = !reached.Reported ? "" : reached.Active is { } active ? $"; bond active on {active}" : "; bond has no active member yet";
+            lines.Add($"  {network.Name.PadRight(width)}  {shown}{bond}");
+        }
+        var console = $"vmnet console {plan.Vm.Name}{plan.ConnectArgument}";
+        lines.Add(Ssh(plan) is { } ssh ? $"  reach it: {ssh} (console: {console})" : $"  reach it: {console}");
         lock (_gate)
             foreach (var line in lines) _output.WriteLine(line);
     }
+
+    /// <summary>Each network's addresses (as the agent reported them, else as the spec gives them) and active member.</summary>
+    public IReadOnlyList<UpNetwork> Networks(LaunchPlan plan) => plan.Vm.Networks.Select(network =>
+    {
+        var reported = _ready?.Networks.FirstOrDefault(n => n.Name == network.Name);
+        IReadOnlyList<string> addresses = reported is { Addresses.Count: > 0 } ? reported.Addresses
+            : network.Address.Dhcp ? [] : [network.Address.Cidr!];
+        return new UpNetwork(network.Name, addresses, reported?.Active, reported is not null);
+    }).ToList();
+
+    /// <summary>The ssh command that reaches the guest at its first address, or null when it has none yet.</summary>
+    public string? Ssh(LaunchPlan plan) =>
+        Networks(plan).SelectMany(n => n.Addresses).Select(a => a.Split('/')[0]).FirstOrDefault() is { } reach
+            ? $"ssh {plan.Vm.Guest.User}@{(reach.Contains(':') ? $"[{reach}]" : reach)}"
+            : null;
+
+    /// <summary>The result of <c>up --json</c>.</summary>
+    public UpDocument Document(LaunchPlan plan) => new(
+        plan.Vm.Name, SpecNames.Of(plan.Backend), plan.RunsOn, plan.Options.Start, plan.Running is not null,
+        Math.Round(_clock().TotalSeconds, 1), VfStatus.Of(plan), Networks(plan), plan.Drift, plan.Paths.SerialLog, Ssh(plan),
+        $"vmnet console {plan.Vm.Name}{plan.ConnectArgument}");
 }

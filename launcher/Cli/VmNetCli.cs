@@ -21,6 +21,19 @@ public static class VmNetCli
         }
         var root = Build(stdout, stderr);
         var parsed = root.Parse(args);
+        if (parsed.Errors.Count == 0 && parsed.GetValue(QuietOption) && parsed.GetValue(VerboseOption))
+        {
+            stderr.WriteLine("vmnet: --quiet and --verbose exclude each other; give one of them");
+            return ExitCodes.InvalidInput;
+        }
+        // --quiet: the commands that only report what they did say nothing on success (errors still go to stderr);
+        // what a command is asked for (a listing, JSON, a unit on stdout) is still printed.
+        if (parsed.Errors.Count == 0 && parsed.GetValue(QuietOption) && parsed.CommandResult.Command.Name is "rm" or "down" or "gc" or "apply" or "prepare" or "create"
+            && !parsed.CommandResult.Children.OfType<System.CommandLine.Parsing.OptionResult>().Any(o => o.Option.Name == "--json"))
+        {
+            root = Build(TextWriter.Null, stderr);
+            parsed = root.Parse(args);
+        }
         if (parsed.Errors.Count > 0)
         {
             var hints = Suggestions(parsed, args).ToList();
@@ -35,6 +48,14 @@ public static class VmNetCli
         {
             // VmNet turns SIGINT and SIGTERM into a rollback itself (HostCommands.WithSignals); System.CommandLine's own
             // handling would end the process after a timeout, in the middle of that rollback.
+            if (parsed.Action is System.CommandLine.Help.HelpAction)
+            {
+                // System.CommandLine's help, with the commands grouped and each command's examples.
+                var help = new StringWriter();
+                var code = parsed.Invoke(new InvocationConfiguration { Output = help, Error = stderr, EnableDefaultExceptionHandler = false });
+                stdout.Write(CliDocs.WithGroupsAndExamples(help.ToString(), parsed.CommandResult.Command));
+                return code;
+            }
             return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
         }
         catch (Exception e) when (e is VmNetException || Environment.GetEnvironmentVariable("VMNET_DEBUG") != "1")
@@ -51,6 +72,22 @@ public static class VmNetCli
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VMNET_HOST_ROOT") is { Length: > 0 } v ? v : "/",
         Recursive = true,
     };
+
+    internal static readonly Option<bool> QuietOption = new("--quiet", "-q")
+    {
+        Description = "Say only the result and errors: up prints its summary alone, ls the names, rm, down, gc and host apply nothing on success",
+        Recursive = true,
+    };
+
+    internal static readonly Option<bool> VerboseOption = new("--verbose", "-v")
+    {
+        Description = "Say more: up prints every step as it runs (the command or write it makes)",
+        Recursive = true,
+    };
+
+    /// <summary>How much the command should say, from --quiet and --verbose.</summary>
+    internal static Verbosity VerbosityOf(ParseResult r) =>
+        r.GetValue(QuietOption) ? Verbosity.Quiet : r.GetValue(VerboseOption) ? Verbosity.Verbose : Verbosity.Normal;
 
     internal static readonly Option<string> StateDirOption = new("--state-dir")
     {
@@ -206,12 +243,17 @@ public static class VmNetCli
         return cmd;
     }
 
+    /// <summary>The command tree, writing nowhere (tests of the help and the docs walk it).</summary>
+    internal static RootCommand BuildForDocs() => Build(TextWriter.Null, TextWriter.Null);
+
     private static RootCommand Build(TextWriter stdout, TextWriter stderr)
     {
         var root = new RootCommand("vmnet: VMs with SR-IOV VFs bonded active-backup in the guest, from one YAML spec.");
         root.Subcommands.Add(HelpCommand(stdout, stderr));
         root.Options.Add(HostRootOption);
         root.Options.Add(StateDirOption);
+        root.Options.Add(QuietOption);
+        root.Options.Add(VerboseOption);
         root.Subcommands.Add(UpCommand(stdout));
         root.Subcommands.Add(ValidateCommand(stdout));
         root.Subcommands.Add(SimCommand(stdout));
@@ -225,6 +267,9 @@ public static class VmNetCli
         root.Subcommands.Add(LaunchCommands.ConsoleCommand(StateDirOption));
         root.Subcommands.Add(CompletionCommand(stdout, root));
         root.Subcommands.Add(ManCommand(stdout, root));
+        var schema = new Command("spec-schema", "Print the spec's JSON Schema (templates/vm.schema.json), made from the validation itself") { Hidden = true };
+        schema.SetAction(_ => { stdout.Write(SpecSchema.Generate(new Rendering.Templates().Source("vm.reference.yaml"))); return ExitCodes.Ok; });
+        root.Subcommands.Add(schema);
         return root;
     }
 
@@ -232,7 +277,7 @@ public static class VmNetCli
     {
         var spec = new Argument<string>("SPEC") { Description = "The VM's spec (vm.yaml)" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan and change nothing" };
-        var json = new Option<bool>("--json") { Description = "Print the plan as JSON" };
+        var json = new Option<bool>("--json") { Description = "Print the result as JSON, the progress going to stderr (with --dry-run: the plan)" };
         var outDir = new Option<string?>("--out") { Description = "Also write the artifacts to this directory" };
         var templates = new Option<string?>("--templates") { Description = "Read templates from this directory (files there override the embedded ones)" };
         var backend = new Option<string?>("--backend") { Description = "libvirt or qemu (default: the spec's backend)" };
@@ -257,7 +302,7 @@ public static class VmNetCli
                 // Looked for before any host change: a VMNET_AGENT naming no file is refused here.
                 Agent = Seed.SeedImage.FindAgent(),
             };
-            var options = new UpFlow.Options(launch, r.GetValue(templates), r.GetValue(outDir), dry, r.GetValue(json));
+            var options = new UpFlow.Options(launch, r.GetValue(templates), r.GetValue(outDir), dry, r.GetValue(json), VerbosityOf(r));
             var ops = HostCommands.Ops(r);
             if (dry) return await UpFlow.RunAsync(ops, vm, options, stdout, r.InvocationConfiguration.Error, ct);
             return await HostCommands.WithSignals(ct, c => UpFlow.RunAsync(ops, vm, options, stdout, r.InvocationConfiguration.Error, c), vm.Name);
@@ -268,11 +313,32 @@ public static class VmNetCli
     private static Command ValidateCommand(TextWriter stdout)
     {
         var spec = new Argument<string>("SPEC") { Description = "The VM's spec (vm.yaml)" };
-        var cmd = new Command("validate", "Check a spec without looking at the host") { spec };
+        var json = new Option<bool>("--json") { Description = "Print the result as JSON (on stdout, also when the spec is invalid: exit 2 then)" };
+        var cmd = new Command("validate", "Check a spec without looking at the host") { spec, json };
         cmd.SetAction(r =>
         {
-            var vm = SpecLoader.LoadFile(r.GetValue(spec)!);
-            stdout.WriteLine($"{r.GetValue(spec)}: valid ({vm.Name}: {vm.Networks.Count} network{(vm.Networks.Count == 1 ? "" : "s")}, {vm.Networks.Sum(n => n.Ports.Count)} VFs)");
+            var path = r.GetValue(spec)!;
+            if (r.GetValue(json))
+            {
+                ValidateDocument document;
+                try
+                {
+                    var loaded = SpecLoader.LoadFile(path);
+                    document = new ValidateDocument(path, true, loaded.Name, loaded.Networks.Count, loaded.Networks.Sum(n => n.Ports.Count), []);
+                }
+                catch (SpecException e)
+                {
+                    document = new ValidateDocument(path, false, null, null, null, e.Errors.Select(p => new SpecProblem(p.Path, p.Message, p.Line, p.Column)).ToList());
+                }
+                catch (VmNetException e) when (e.ExitCode == ExitCodes.InvalidInput)
+                {
+                    document = new ValidateDocument(path, false, null, null, null, [new SpecProblem(null, e.Message, null, null)]);
+                }
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(document, OutputJson.Default.ValidateDocument));
+                return document.Valid ? ExitCodes.Ok : ExitCodes.InvalidInput;
+            }
+            var vm = SpecLoader.LoadFile(path);
+            stdout.WriteLine($"{path}: valid ({vm.Name}: {vm.Networks.Count} network{(vm.Networks.Count == 1 ? "" : "s")}, {vm.Networks.Sum(n => n.Ports.Count)} VFs)");
             return ExitCodes.Ok;
         });
         return cmd;

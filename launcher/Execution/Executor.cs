@@ -23,6 +23,9 @@ public interface IProgressSink
 
     /// <summary>An event of the guest agent while the launch waits for it (checked and made safe).</summary>
     void Heard(VmNet.Contract.AgentEvent e) { }
+
+    /// <summary>A step is about to run (<c>--verbose</c> prints it).</summary>
+    void Running(Step step) { }
 }
 
 /// <summary>
@@ -59,6 +62,7 @@ public sealed class Executor(IReadOnlyList<IStepRunner> runners, ApplyHooks? hoo
                     throw new VmNetException($"test hook VMNET_TEST_FAIL_AT_STEP: failing at step {k} ({step.Describe()})");
                 var runner = runners.FirstOrDefault(r => r.Runs(step))
                     ?? throw new InvalidOperationException($"no runner for the step {step.GetType().Name}");
+                progress?.Running(step);
                 await runner.RunAsync(step, reverter, ct).ConfigureAwait(false);
             }
             reverter.Success();

@@ -33,21 +33,30 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
     /// planner and checks as <see cref="UpAsync(VmSpec, LaunchOptions, Templates, IBackend?, IProgressSink?, CancellationToken)"/>,
     /// without the lock, the claim or any change (<c>--dry-run</c>).
     /// </summary>
-    public async Task<DryRun> PlanAsync(VmSpec spec, LaunchOptions options, Templates templates, CancellationToken ct)
+    public async Task<DryRun> PlanAsync(VmSpec spec, LaunchOptions options, Templates templates, CancellationToken ct, IBackend? backend = null)
     {
         var host = new HostScanner(Kernel.Root);
         LaunchPlan plan;
         IReadOnlyList<Lease> orphans = [];
+        RunningVm? running;
         try
         {
-            plan = Planner.Make(spec, host, Ledger.Store, Ledger.State, options, templates);
+            running = await RunningAsync(spec, options, backend, ct).ConfigureAwait(false);
+        }
+        catch (VmNetException)
+        {
+            running = null; // the backend cannot be asked: the dry run plans as for a VM that does not run
+        }
+        try
+        {
+            plan = Planner.Make(spec, host, Ledger.Store, Ledger.State, options, templates, running);
         }
         catch (HostException e) when (e.Message.Contains("no free VF", StringComparison.Ordinal))
         {
             // As `up` would: the orphans of the spec's ports count as free, and the plan says it reclaims them first.
             orphans = OrphansOfPorts(spec, host).ToList();
             if (orphans.Count == 0) throw;
-            plan = Planner.Make(spec, host, new LeasesWithout(Ledger.Store, orphans), Ledger.State, options, templates);
+            plan = Planner.Make(spec, host, new LeasesWithout(Ledger.Store, orphans), Ledger.State, options, templates, running);
         }
         var reclaims = orphans.Select(l => $"VF {l.Vf} of {l.Pf} ({l.Pci}), leased by {l.Vm}, whose owner is gone: {Liveness.Gone(l.Owner)}").ToList();
         return new DryRun(plan, await Preflight.CheckAsync(plan, Kernel.Root, ct).ConfigureAwait(false), reclaims);
@@ -73,15 +82,16 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
         {
             if (Ledger.BusyWith(spec.Name) is { } busy)
                 throw new VmNetException($"{spec.Name} is being changed by vmnet pid {busy.Pid} right now; wait for it to finish (or stop it), then rerun `vmnet up`");
+            var running = await RunningAsync(spec, options, backend, ct).ConfigureAwait(false);
             try
             {
-                plan = Planner.Make(spec, host, Ledger.Store, Ledger.State, options, templates);
+                plan = Planner.Make(spec, host, Ledger.Store, Ledger.State, options, templates, running);
             }
             catch (HostException e) when (e.Message.Contains("no free VF", StringComparison.Ordinal))
             {
                 reclaimed.AddRange(await ReclaimOrphansOfPortsAsync(spec, host, ct).ConfigureAwait(false));
                 if (reclaimed.Count == 0) throw;
-                plan = Planner.Make(spec, host, Ledger.Store, Ledger.State, options, templates);
+                plan = Planner.Make(spec, host, Ledger.Store, Ledger.State, options, templates, running);
             }
             Preflight.ThrowIfAny(await Preflight.CheckAsync(plan, Kernel.Root, ct).ConfigureAwait(false));
             beforeFirstChange?.Invoke(plan);
@@ -113,6 +123,17 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
         if (options.Start) runners.Add(new LaunchStepRunner(plan, backend!, Ledger, progress));
         await new Executor(runners, hooks, stderr, progress).RunAsync(plan.Steps, reverter, ct).ConfigureAwait(false);
         return new UpResult(plan, reclaimed);
+    }
+
+    /// <summary>
+    /// The facts of a VM that runs now, for the planner: only a VM that holds VFs is asked about (a new one costs no
+    /// call to the backend), and only with a start (<c>--no-start</c> changes the host side alone).
+    /// </summary>
+    private async Task<RunningVm?> RunningAsync(VmSpec spec, LaunchOptions options, IBackend? backend, CancellationToken ct)
+    {
+        if (backend is null || !options.Start || Ledger.Store.OfVm(spec.Name).Count == 0) return null;
+        if (await backend.StatusAsync(spec.Name, ct, guest: false).ConfigureAwait(false) is not { Running: true }) return null;
+        return new RunningVm(VmFiles.ReadLaunchRecord(VmPaths.For(Ledger.State, spec.Name)));
     }
 
     /// <summary>Restores and releases every VF of <paramref name="vm"/>; a VM without leases is fine (idempotent).</summary>

@@ -38,16 +38,19 @@ public sealed class LaunchStepRunner(LaunchPlan plan, IBackend backend, LeaseLed
                 else if (reverter is not null)
                 {
                     // A VM that was up before: its seed and fw_cfg config go back as they were if this up is undone.
-                    var backups = new[] { w.Seed, w.AgentConfig }.Where(File.Exists).Select(f => (File: f, Backup: f + ".prev")).ToList();
+                    var backups = new[] { w.Seed, w.AgentConfig, paths.Launched }.Where(File.Exists).Select(f => (File: f, Backup: f + ".prev")).ToList();
                     foreach (var (file, backup) in backups) File.Copy(file, backup, overwrite: true);
+                    var hadRecord = File.Exists(paths.Launched);
                     reverter.Add(w.Describe(), () =>
                     {
                         foreach (var (file, backup) in backups) File.Move(backup, file, overwrite: true);
+                        if (!hadRecord) VmFiles.DeleteFile(paths.Launched);
                         return Task.CompletedTask;
                     });
                     reverter.OnCommit(() => { foreach (var (_, backup) in backups) File.Delete(backup); });
                 }
                 VmFiles.WriteSeed(paths, plan.Artifacts, w.Agent);
+                VmFiles.WriteLaunchRecord(paths, plan.Vm);
                 break;
             case CreateOverlay o:
                 if (!File.Exists(o.Disk))

@@ -17,6 +17,7 @@ public static class Preflight
     {
         var problems = new List<PreflightProblem>();
         void Host(string message) => problems.Add(new PreflightProblem(message, ExitCodes.HostCannotServe));
+        if (RestartNeeded(plan) is { } restart) problems.Add(restart);
         var host = new HostScanner(root);
         foreach (var a in plan.Vfs)
         {
@@ -44,6 +45,23 @@ public static class Preflight
             }
         }
         return problems.DistinctBy(p => p.Message).ToList();
+    }
+
+    /// <summary>
+    /// A VM that runs is changed only live (its VFs' VLAN, QoS, spoof checking, trust, link state and rates): a change
+    /// of what the guest was booted with is refused, naming each, with what would change live, and the commands that
+    /// restart it with the new spec (<c>down</c> keeps its VFs leased; the next <c>up</c> boots it as the spec says).
+    /// </summary>
+    public static PreflightProblem? RestartNeeded(LaunchPlan plan)
+    {
+        var restart = plan.NeedRestart.ToList();
+        if (restart.Count == 0) return null;
+        var vm = plan.Vm.Name;
+        var live = plan.Drift.Where(c => c.Live).ToList();
+        var message = $"{vm} is running, and {restart.Count} change{(restart.Count == 1 ? "" : "s")} of the spec need{(restart.Count == 1 ? "s" : "")} a restart: "
+            + string.Join("; ", restart) + (live.Count > 0 ? $" (and these could change live: {string.Join("; ", live)})" : "")
+            + $"; restart it with the new spec: `vmnet down {vm}{plan.ConnectArgument}`, then this `vmnet up` again (its VFs stay leased in between)";
+        return new PreflightProblem(message, ExitCodes.Failure);
     }
 
     /// <summary>Throws the problems found, all at once: exit 2 when every one is the spec's, else 3 (the host cannot serve).</summary>

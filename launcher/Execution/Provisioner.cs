@@ -7,6 +7,14 @@ using VmNet.Planning;
 
 namespace VmNet.Execution;
 
+/// <summary>What <c>vmnet host apply</c> did to one PF of the host config: its VF count before and after.</summary>
+public sealed record PfVfCount(string Pf, string PfPci, int Before, int After)
+{
+    public bool Changed => Before != After;
+
+    public override string ToString() => Changed ? $"{Pf}: {Before} -> {After} VFs" : $"{Pf}: {After} VFs already";
+}
+
 /// <summary>
 /// Makes the host as the host config says (VF counts per PF), and re-prepares leased VFs after a reboot. Both plan
 /// their steps and run them through the <see cref="Executor"/>, as <c>up</c> does, so a failure rolls back; both are
@@ -17,12 +25,12 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
     /// <summary>
     /// The steps that give each PF its VF count: none when it already matches; otherwise 0 then N, and only while no
     /// VF of that PF is leased, on vfio-pci or up (the kernel answers EBUSY to a change between two nonzero counts anyway).
-    /// Returns the steps and one line per PF saying what changes.
+    /// Returns the steps and, per PF of the config, its VF count before and after.
     /// </summary>
-    public (IReadOnlyList<Step> Steps, IReadOnlyList<string> Report) Plan(HostConfig config)
+    public (IReadOnlyList<Step> Steps, IReadOnlyList<PfVfCount> Report) Plan(HostConfig config)
     {
         var scanner = new HostScanner(kernel.Root);
-        var report = new SortedDictionary<int, string>();
+        var report = new SortedDictionary<int, PfVfCount>();
         var problems = new List<string>();
         var steps = new List<Step>();
         for (var i = 0; i < config.Pfs.Count; i++)
@@ -32,7 +40,7 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
             if (pf is null) { problems.Add($"pfs[{i}].port: no network device or PCI function \"{want.Port}\" on this host"); continue; }
             if (pf.TotalVfs == 0) { problems.Add($"pfs[{i}].port: {pf.Name} ({pf.Pci}) has no SR-IOV capability; enable SR-IOV in the firmware (mlx5: mstconfig set SRIOV_EN=1 NUM_OF_VFS=N, then reboot)"); continue; }
             if (want.Vfs > pf.TotalVfs) { problems.Add($"pfs[{i}].vfs: {want.Vfs} exceeds sriov_totalvfs {pf.TotalVfs} of {pf.Name}; lower it, or raise the firmware's limit (mlx5: mstconfig set NUM_OF_VFS={want.Vfs}, then reboot)"); continue; }
-            if (pf.NumVfs == want.Vfs) { report[i] = $"{pf.Name}: {pf.NumVfs} VFs already"; continue; }
+            if (pf.NumVfs == want.Vfs) { report[i] = new PfVfCount(pf.Name, pf.Pci, pf.NumVfs, want.Vfs); continue; }
             var holders = pf.Vfs.Select(v => (v, lease: ledger.Store.Find(v.Pci)))
                 .Where(x => x.lease is not null || x.v.Driver == VirtualFunction.VfioDriver || x.v.NetDevUp)
                 .Select(x => x.lease is { } l ? $"VF {x.v.Index} ({x.v.Pci}) leased by {l.Vm}"
@@ -46,14 +54,14 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
             }
             if (pf.NumVfs != 0) steps.Add(new SetNumVfs(pf.Name, pf.Pci, 0));
             if (want.Vfs != 0) steps.Add(new SetNumVfs(pf.Name, pf.Pci, want.Vfs));
-            report[i] = $"{pf.Name}: {pf.NumVfs} -> {want.Vfs} VFs";
+            report[i] = new PfVfCount(pf.Name, pf.Pci, pf.NumVfs, want.Vfs);
         }
         if (problems.Count > 0) throw new HostException(string.Join("\n", problems));
         return (steps, report.Values.ToList());
     }
 
     /// <summary>Plans and applies the host config under the ledger lock; a failure puts every PF's VF count back.</summary>
-    public async Task<IReadOnlyList<string>> ApplyAsync(HostConfig config, CancellationToken ct)
+    public async Task<IReadOnlyList<PfVfCount>> ApplyAsync(HostConfig config, CancellationToken ct)
     {
         using var _ = ledger.Lock(ct);
         var (steps, report) = Plan(config);

@@ -71,6 +71,15 @@ public sealed record LaunchPlan(
     Artifacts Artifacts,
     VmPaths Paths)
 {
+    /// <summary>The VM as it ran when the plan was made, or null when it did not run.</summary>
+    public RunningVm? Running { get; init; }
+
+    /// <summary>How the spec differs from what the running VM was launched with (empty for a VM not running).</summary>
+    public IReadOnlyList<SpecChange> Drift { get; init; } = [];
+
+    /// <summary>The changes of <see cref="Drift"/> that take a restart.</summary>
+    public IEnumerable<SpecChange> NeedRestart => Drift.Where(c => !c.Live);
+
     /// <summary>The leases the plan takes.</summary>
     public IEnumerable<Lease> Leases => Vfs.Select(v => v.LeaseFor(Vm.Name));
 

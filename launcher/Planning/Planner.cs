@@ -18,7 +18,8 @@ public static class Planner
     public static LaunchPlan Make(VmSpec spec, IHostFacts host, ILeaseView leases, StateDir state) =>
         Make(spec, host, leases, state, new LaunchOptions(), new Templates());
 
-    public static LaunchPlan Make(VmSpec spec, IHostFacts host, ILeaseView leases, StateDir state, LaunchOptions options, Templates templates)
+    /// <param name="running">The VM as it runs now, when it does (its drift is part of the plan); null for a VM not running.</param>
+    public static LaunchPlan Make(VmSpec spec, IHostFacts host, ILeaseView leases, StateDir state, LaunchOptions options, Templates templates, RunningVm? running = null)
     {
         var problems = new List<string>();
         var inputProblems = new List<string>();
@@ -83,7 +84,7 @@ public static class Planner
         var paths = VmPaths.For(state, spec.Name);
         var backend = options.Backend ?? spec.Backend;
         var steps = new List<Step>(vfs.SelectMany(a => VfSteps.Configure(a.Ref, a.Vf, a.Settings)));
-        steps.AddRange(LaunchSteps(spec, backend, options, paths));
+        steps.AddRange(LaunchSteps(spec, backend, options, paths, running is not null));
         var artifacts = Renderer.Render(RenderInput(spec, vfs, paths), templates);
         // The leases follow the libvirt domain by the UUID planned here: a domain.xml (a --templates override) that
         // names no UUID, or another one, would make libvirt's domain look gone to `vmnet gc` while it runs.
@@ -91,7 +92,11 @@ public static class Planner
         if (backend == Backend.Libvirt && !artifacts.DomainXml.Contains($"<uuid>{uuid}</uuid>", StringComparison.Ordinal))
             throw new VmNetException($"the rendered domain.xml must carry <uuid>{uuid}</uuid> (`<uuid>{{{{ vm.uuid }}}}</uuid>` in domain.xml.sbn): " +
                 "the leases follow the domain by it; restore that line in the template given with --templates", ExitCodes.InvalidInput);
-        return new LaunchPlan(spec, backend, options, vfs, steps, artifacts, paths);
+        return new LaunchPlan(spec, backend, options, vfs, steps, artifacts, paths)
+        {
+            Running = running,
+            Drift = running?.Record is { } record ? Drift.Compare(record, spec) : [],
+        };
     }
 
     /// <summary>
@@ -100,7 +105,7 @@ public static class Planner
     /// itself for the QEMU backend, for <c>--no-start</c>, and on libvirt's test driver, whose domains end with the
     /// process that made them.
     /// </summary>
-    private static IEnumerable<Step> LaunchSteps(VmSpec spec, Backend backend, LaunchOptions options, VmPaths paths)
+    private static IEnumerable<Step> LaunchSteps(VmSpec spec, Backend backend, LaunchOptions options, VmPaths paths, bool running)
     {
         var vm = spec.Name;
         if (!options.Start)
@@ -122,6 +127,7 @@ public static class Planner
         var skipped =
             options.Agent is null ? "no guest agent to ship (put vmnet-agent next to vmnet, or set VMNET_AGENT); the bonds come from cloud-init alone"
             : !options.Wait ? $"--no-wait; `vmnet status {vm}` shows the agent's report when it comes"
+            : running ? $"{vm} was running already (its guest reported when it booted); `vmnet status {vm}` shows the agent's last report"
             : libvirt && options.IsLibvirtTestDriver ? $"libvirt's test driver ({options.LibvirtUri}) runs no guest"
             : null;
         yield return new WaitForAgent(paths.AgentSocket, options.WaitTimeout, skipped);

@@ -26,6 +26,16 @@ public static partial class SpecLoader
         return Load(text, path);
     }
 
+    /// <summary>
+    /// Runs the loader over <paramref name="text"/> with <paramref name="recorder"/> declared to every reader: each
+    /// field it looks at, with its type and bounds, each map whose other keys it refuses, each field it requires.
+    /// </summary>
+    internal static void Declare(string text, SchemaRecorder recorder)
+    {
+        var problems = new Problems { Recorder = recorder };
+        if (YamlInput.Parse(text, "schema").Documents is [{ RootNode: YamlMappingNode root }]) Read(new MapReader(root, "", problems));
+    }
+
     public static VmSpec Load(string text, string source = "vm.yaml")
     {
         var problems = new Problems();
@@ -52,6 +62,7 @@ public static partial class SpecLoader
     {
         var p = r.Problems;
         var name = r.String("name");
+        p.Recorder?.Pattern("name", VmName());
         if (name is null) p.Add("name", "is required: the VM's name, which becomes the libvirt domain name (e.g. name: ceph-osd-1)", r.Node);
         else if (VmNameProblem(name) is { } problem)
             p.Add("name", problem, r.Get("name"));
@@ -83,6 +94,8 @@ public static partial class SpecLoader
 
         var networks = new List<NetworkSpec>();
         var networkReaders = r.MapList("networks");
+        p.Recorder?.Required("networks");
+        p.Recorder?.Items("networks", 1);
         if (networkReaders is null || networkReaders.Count == 0)
         {
             if (r.Get("networks") is null || networkReaders is { Count: 0 })
@@ -137,6 +150,7 @@ public static partial class SpecLoader
         var p = n.Problems;
         var ok = true;
         var name = n.String("name");
+        p.Recorder?.Pattern(n.Child("name"), NetworkName());
         if (name is null) { p.Add(n.Child("name"), "is required: a short name for this network (e.g. storage)", n.Node); ok = false; }
         else if (!NetworkName().IsMatch(name) || name is "lo" or "all" or "default")
         {
@@ -154,6 +168,7 @@ public static partial class SpecLoader
         }
 
         var ports = n.StringList("ports");
+        p.Recorder?.Items(n.Child("ports"), 1, 8);
         if (ports is null || ports.Count == 0)
         {
             p.Add(n.Child("ports"), "is required: the PFs to take one VF from each, by netdev name or PCI address (e.g. [enp3s0f0np0, enp3s0f1np1])", n.Get("ports") ?? n.Node);
@@ -258,6 +273,7 @@ public static partial class SpecLoader
         var miimon = b.Int("miimon", 0, 60_000, "ms");
         var arpInterval = b.Int("arpInterval", 0, 60_000, "ms");
         var targets = b.StringList("arpTargets") ?? [];
+        p.Recorder?.Items(b.Child("arpTargets"), 0, 16);
         for (var i = 0; i < targets.Count; i++)
         {
             if (!StrictIp(targets[i], out var t) || t.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
@@ -321,9 +337,11 @@ public static partial class SpecLoader
     {
         if (g is null) return new GuestSpec(vmName ?? "", Defaults.User, []);
         var hostname = g.String("hostname");
+        p.Recorder?.Pattern(g.Child("hostname"), Hostname());
         if (hostname is not null && !Hostname().IsMatch(hostname))
             p.Add(g.Child("hostname"), $"must be a DNS name (letters, digits, '-' and '.', labels of at most 63, at most 253 in all), got {MapReader.Quote(hostname)}", g.Get("hostname"));
         var user = g.String("user");
+        p.Recorder?.Pattern(g.Child("user"), UserName());
         if (user is not null && !UserName().IsMatch(user))
             p.Add(g.Child("user"), $"must be a Linux user name (lowercase letters, digits, '_' and '-', starting with a letter or '_', at most 32), got {MapReader.Quote(user)}", g.Get("user"));
         if (user is "root")
@@ -342,6 +360,7 @@ public static partial class SpecLoader
     private static int? Size(MapReader r, string key, int minMiB)
     {
         var text = r.String(key);
+        r.Problems.Recorder?.Pattern(r.Child(key), SizeText());
         if (text is null) return null;
         var m = SizeText().Match(text);
         if (!m.Success || !long.TryParse(m.Groups[1].Value, NumberStyles.None, CultureInfo.InvariantCulture, out var n))

@@ -11,9 +11,14 @@ internal sealed class Problems
     public IReadOnlyList<SpecError> Errors => _errors;
     public bool Any => _errors.Count > 0;
 
+    /// <summary>When set, every field the readers look at is declared to it (the spec's JSON Schema is made so).</summary>
+    public SchemaRecorder? Recorder { get; init; }
+
     /// <summary>Records a problem, unless the field's value was already refused as a whole (<see cref="Refuse"/>).</summary>
     public void Add(string path, string message, YamlNode? at = null)
     {
+        if (message.StartsWith("is required", StringComparison.Ordinal) && !message.StartsWith("is required with", StringComparison.Ordinal))
+            Recorder?.Required(path);
         if (_refused.Contains(path)) return;
         _errors.Add(at is null
             ? new SpecError(path, message)
@@ -66,6 +71,7 @@ internal sealed class MapReader
 
     public string? String(string key)
     {
+        Problems.Recorder?.Declare(Child(key), new FieldShape("string"));
         var node = Get(key);
         if (node is null) return null;
         if (node is YamlScalarNode s) return Text(Child(key), s.Value ?? "", s);
@@ -100,6 +106,7 @@ internal sealed class MapReader
 
     public int? Int(string key, int min, int max, string? unit = null)
     {
+        Problems.Recorder?.Declare(Child(key), new FieldShape("integer") { Minimum = min, Maximum = max });
         var node = Get(key);
         if (node is null) return null;
         var text = (node as YamlScalarNode)?.Value;
@@ -118,6 +125,7 @@ internal sealed class MapReader
 
     public bool? Bool(string key)
     {
+        Problems.Recorder?.Declare(Child(key), new FieldShape("boolean"));
         var node = Get(key);
         if (node is null) return null;
         switch ((node as YamlScalarNode)?.Value)
@@ -135,6 +143,7 @@ internal sealed class MapReader
         where T : struct
     {
         var text = String(key);
+        Problems.Recorder?.Declare(Child(key), new FieldShape("string") { Enum = [.. choices.Keys] });
         if (text is null) return null;
         if (choices.TryGetValue(text, out var value)) return value;
         var node = Get(key);
@@ -145,6 +154,7 @@ internal sealed class MapReader
 
     public IReadOnlyList<string>? StringList(string key)
     {
+        Problems.Recorder?.Declare(Child(key), new FieldShape("array") { Items = new FieldShape("string") });
         var node = Get(key);
         if (node is null) return null;
         if (node is not YamlSequenceNode seq)
@@ -174,6 +184,7 @@ internal sealed class MapReader
 
     public MapReader? Map(string key)
     {
+        Problems.Recorder?.Declare(Child(key), new FieldShape("object"));
         var node = Get(key);
         if (node is null) return null;
         if (node is YamlMappingNode m) return new MapReader(m, Child(key), Problems);
@@ -183,6 +194,7 @@ internal sealed class MapReader
 
     public IReadOnlyList<MapReader>? MapList(string key)
     {
+        Problems.Recorder?.Declare(Child(key), new FieldShape("array") { Items = new FieldShape("object") });
         var node = Get(key);
         if (node is null) return null;
         if (node is not YamlSequenceNode seq)
@@ -204,6 +216,7 @@ internal sealed class MapReader
     /// <summary>Reports every key that was never read as unknown, with the closest known key as a suggestion.</summary>
     public void RejectUnknownKeys()
     {
+        Problems.Recorder?.Closed(Path);
         foreach (var (k, _) in _node.Children)
         {
             var name = (k as YamlScalarNode)?.Value ?? "";

@@ -75,6 +75,9 @@ public sealed record VmPaths(string VmDir, string Disk, string Seed, string Seri
     /// <summary>The agent's last report, kept for <c>vmnet status</c>.</summary>
     public string GuestReport => Path.Join(VmDir, "guest.json");
 
+    /// <summary>The spec the VM was last launched with (<see cref="Planning.LaunchRecord"/>), written with its seed.</summary>
+    public string Launched => Path.Join(VmDir, "launched.json");
+
     /// <summary>What the QEMU backend keeps about a VM it runs (libvirt keeps the same in the domain's metadata).</summary>
     public string QemuRecord => Path.Join(VmDir, "qemu.json");
 

@@ -118,4 +118,49 @@ public class ConventionsTests
         Assert.Contains("-f, --force", Run("rm", "--help").Out);
         Assert.Contains("a running one only with --force", Run("rm", "--help").Out);
     }
+
+    /// <summary>The top-level help lists every visible command once, in its group; a command in no group would be missing.</summary>
+    [Fact]
+    public void The_top_level_help_groups_every_command()
+    {
+        var help = Run("--help").Out;
+
+        var groups = Regex.Matches(help, @"(?m)^(VMs|The host|Trials|The shell):$").Select(m => m.Groups[1].Value).ToList();
+        Assert.Equal(["VMs", "The host", "Trials", "The shell"], groups);
+        var listed = Regex.Matches(help, @"(?m)^  ([a-z]+)(?: <[A-Za-z]+>)? {2,}").Select(m => m.Groups[1].Value).ToList();
+        var visible = CliDocs.Walk(RootForDocs()).Where(c => !c.Path.Contains(' ')).Select(c => c.Path).ToList();
+        Assert.Equal(visible.Order(), listed.Intersect(visible).Order());
+        Assert.Equal(visible.Order(), CliDocs.Groups.SelectMany(g => g.Commands).Order());
+        Assert.DoesNotContain("Commands:", help);
+    }
+
+    /// <summary>Every visible command has examples in its help and the man page, and each example line is a command
+    /// line vmnet parses without an error (so an example cannot name an option that is gone).</summary>
+    [Fact]
+    public void Every_command_has_examples_and_every_example_parses()
+    {
+        var root = RootForDocs();
+        foreach (var (path, _) in CliDocs.Walk(root).Where(c => c.Path is not ("sim" or "host ls")))
+        {
+            Assert.True(CliDocs.Examples.ContainsKey(path), $"`vmnet {path}` has no examples");
+            var help = Run([.. path.Split(' '), "--help"]).Out;
+            Assert.Contains("Examples:\n", help);
+            foreach (var (_, line) in CliDocs.Examples[path]) Assert.Contains($"    {line}\n", help);
+        }
+        var man = Run("man", "--date", "2026-01-01").Out;
+        foreach (var (path, examples) in CliDocs.Examples)
+            foreach (var (_, line) in examples)
+            {
+                Assert.Contains(line.Replace("-", "\\-"), man);
+                foreach (var command in line.Split(["&&", "|"], StringSplitOptions.TrimEntries).Where(c => c.StartsWith("vmnet ", StringComparison.Ordinal)))
+                {
+                    var words = command["vmnet ".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                    var parsed = root.Parse(words);
+                    Assert.True(parsed.Errors.Count == 0, $"the example `{command}` of `vmnet {path}` does not parse: {string.Join("; ", parsed.Errors.Select(e => e.Message))}");
+                }
+            }
+    }
+
+    /// <summary>The command tree as `vmnet` builds it (through the completion command's generator, which walks the same tree).</summary>
+    private static System.CommandLine.RootCommand RootForDocs() => VmNetCli.BuildForDocs();
 }

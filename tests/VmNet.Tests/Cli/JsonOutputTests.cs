@@ -60,6 +60,7 @@ public sealed class JsonOutputTests : IDisposable
     [InlineData("doctor", new[] { "doctor", "--json" })]
     [InlineData("gc", new[] { "gc", "--json" })]
     [InlineData("vms", new[] { "ls", "--json", "--connect", "test:///default" })]
+    [InlineData("validate", new[] { "validate", "examples/vm.yaml", "--json" })]
     public async Task Each_host_and_plan_output_matches_its_definition(string definition, string[] command)
     {
         var args = command.Select(a => a.StartsWith("examples/", StringComparison.Ordinal) ? Repo.File(a) : a).ToArray();
@@ -98,6 +99,81 @@ public sealed class JsonOutputTests : IDisposable
         {
             if (domain.IsActive) domain.Destroy();
             domain.Undefine();
+        }
+    }
+
+    /// <summary>An invalid spec: validate --json still prints the document on stdout (every problem with its field and
+    /// place), exits 2, and writes nothing to stderr; a file that is no spec at all is a problem with no field.</summary>
+    [Fact]
+    public async Task Validate_json_of_an_invalid_spec_lists_every_problem_by_field_and_exits_2()
+    {
+        var spec = _dir.Write("bad.yaml", "name: bad\ncpus: 0\ndisk: {image: /x.qcow2}\nnetworks:\n  - name: s\n    ports: [enp3s0f0np0]\n    address: 10.0.0.1\n");
+
+        var (code, output, error) = Vmnet("validate", spec, "--json");
+
+        Assert.Equal(2, code);
+        Assert.Equal("", error);
+        await AssertValid(output, "validate");
+        var problems = System.Text.Json.JsonDocument.Parse(output).RootElement.GetProperty("problems").EnumerateArray()
+            .Select(p => $"{p.GetProperty("field").GetString()}@{p.GetProperty("line")}").ToList();
+        Assert.Equal(["cpus@2", "networks[0].address@7"], problems);
+        var (missing, text, _) = Vmnet("validate", _dir["none.yaml"], "--json");
+        Assert.Equal(2, missing);
+        await AssertValid(text, "validate");
+        Assert.Contains("\"field\": null", text);
+    }
+
+    /// <summary>host apply --json on a simulated host: one PF changed, one already as the config says.</summary>
+    [Fact]
+    public async Task Host_apply_json_matches_hostApply()
+    {
+        VmNet.Sim.SimHost.Create(_dir["host"], VmNet.Sim.NicShape.ConnectX5(), pfs: 2, numVfs: 8);
+        var config = _dir.Write("host.yaml", "pfs:\n  - {port: enp3s0f0np0, vfs: 4}\n  - {port: enp3s0f1np1, vfs: 8}\n");
+
+        var (code, output, error) = Vmnet("host", "apply", "--config", config, "--json", "--host-root", _dir["host"]);
+
+        Assert.True(code == 0, error);
+        await AssertValid(output, "hostApply");
+        var pfs = System.Text.Json.JsonDocument.Parse(output).RootElement.GetProperty("pfs").EnumerateArray()
+            .Select(p => $"{p.GetProperty("pf").GetString()} {p.GetProperty("vfsBefore")}->{p.GetProperty("vfs")} {p.GetProperty("changed")}").ToList();
+        Assert.Equal(["enp3s0f0np0 8->4 True", "enp3s0f1np1 8->8 False"], pfs);
+    }
+
+    /// <summary>up --json: the result alone on stdout (matching `up`), the progress on stderr; again on the running VM,
+    /// wasRunning and no changes.</summary>
+    [Fact]
+    public async Task Up_json_prints_the_result_on_stdout_and_the_progress_on_stderr()
+    {
+        VmNet.Sim.SimHost.CreateExample(_dir["host"]);
+        Assert.Equal(0, (await RequiredTool.Run("qemu-img", ["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])).ExitCode);
+        var name = $"upjson-{Guid.NewGuid():N}"[..15];
+        var spec = _dir.Write("vm.yaml", File.ReadAllText(Repo.File("examples/vm.yaml")).Replace("name: ceph-osd-1", "name: " + name)
+            .Replace("/var/lib/vmnet/images/debian-13-genericcloud-amd64.qcow2", _dir["base.qcow2"]));
+        using var keepAlive = LibvirtConnection.Open("test:///default");
+        string[] where = ["--host-root", _dir["host"], "--connect", "test:///default"];
+        try
+        {
+            var (code, output, error) = Vmnet(["up", spec, "--json", .. where]);
+
+            Assert.True(code == 0, error);
+            Assert.Contains("[6/7] start:", error);
+            Assert.StartsWith("{", output.TrimStart());
+            await AssertValid(output, "up");
+            var up = System.Text.Json.JsonDocument.Parse(output).RootElement;
+            Assert.Equal(name, up.GetProperty("name").GetString());
+            Assert.True(up.GetProperty("started").GetBoolean());
+            Assert.False(up.GetProperty("wasRunning").GetBoolean());
+            Assert.Equal(4, up.GetProperty("vfs").GetArrayLength());
+            Assert.Equal("ssh debian@192.168.40.11", up.GetProperty("ssh").GetString());
+
+            var (again, second, _) = Vmnet(["up", spec, "--json", .. where]);
+            Assert.Equal(0, again);
+            await AssertValid(second, "up");
+            Assert.True(System.Text.Json.JsonDocument.Parse(second).RootElement.GetProperty("wasRunning").GetBoolean());
+        }
+        finally
+        {
+            Vmnet(["rm", name, "--force", "--timeout", "0", .. where]);
         }
     }
 

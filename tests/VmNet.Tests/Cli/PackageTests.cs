@@ -85,6 +85,7 @@ public sealed class PackageTests(PackageFixture fixture, ITestOutputHelper outpu
             ["/usr/share/doc/vmnet/examples/vm.yaml"] = "-rw-r--r--",
             ["/usr/share/man/man1/vmnet.1.gz"] = "-rw-r--r--",
             ["/usr/share/vmnet/vm.reference.yaml"] = "-rw-r--r--",
+            ["/usr/share/vmnet/vm.schema.json"] = "-rw-r--r--",
             ["/usr/share/vmnet/vmnet-output.schema.json"] = "-rw-r--r--",
         }, files);
         Assert.DoesNotContain(" ./usr/local", list);

@@ -230,6 +230,46 @@ public sealed class ProgressTests : IDisposable
             "  reach it: vmnet console s1\n", output.ToString());
     }
 
+    /// <summary>--quiet: no phase, note or event lines, a warning still, then the summary; --verbose: each step as it
+    /// runs, under its phase.</summary>
+    [Fact]
+    public void Quiet_prints_the_summary_and_warnings_alone_and_verbose_adds_every_step()
+    {
+        using var vm = new Backends.TestVm(name: "v1");
+        string Run(VmNet.Cli.Verbosity verbosity)
+        {
+            var output = new StringWriter { NewLine = "\n" };
+            var progress = new VmNet.Cli.UpProgress(output, clock: () => TimeSpan.FromSeconds(1)) { Verbosity = verbosity };
+            progress.Planning(vm.Plan.Vm);
+            progress.Enter(VmNet.Planning.Phase.Reserve);
+            progress.Planned(vm.Plan);
+            var executor = (VmNet.Execution.IProgressSink)progress;
+            foreach (var step in vm.Plan.Steps.Where(s => s.Phase != VmNet.Planning.Phase.WaitForGuest))
+            {
+                progress.Enter(step.Phase);
+                executor.Running(step);
+            }
+            progress.Heard(new LinkChangedEvent(1, "storage", "storage0", "up"));
+            progress.Note("reclaimed an orphan: VF 3");
+            progress.Note("warning: storage has no active member yet");
+            progress.Summary(vm.Plan);
+            return output.ToString();
+        }
+
+        var quiet = Run(VmNet.Cli.Verbosity.Quiet).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("              warning: storage has no active member yet", quiet[0]);
+        Assert.StartsWith("v1 is up (libvirt", quiet[1]);
+        Assert.All(quiet[2..], l => Assert.StartsWith("  ", l));
+        var normal = Run(VmNet.Cli.Verbosity.Normal);
+        Assert.DoesNotContain("step: ", normal);
+        Assert.Contains("agent: storage: storage0 link up", normal);
+        var verbose = Run(VmNet.Cli.Verbosity.Verbose);
+        var steps = vm.Plan.Steps.Where(s => s.Phase != VmNet.Planning.Phase.WaitForGuest).ToList();
+        Assert.Equal(steps.Select(s => "step: " + s.Describe()),
+            verbose.Split('\n').Where(l => l.Contains("step: ", StringComparison.Ordinal)).Select(l => l[l.IndexOf("step: ", StringComparison.Ordinal)..]));
+        Assert.True(verbose.IndexOf("[2/7] configure", StringComparison.Ordinal) < verbose.IndexOf("step: " + steps.First(s => s.Phase == VmNet.Planning.Phase.Configure).Describe(), StringComparison.Ordinal));
+    }
+
     /// <summary>A guest that sends events without end gets MaxEventLines lines, one more saying the rest are not shown,
     /// and network-ready still.</summary>
     [Fact]

@@ -13,8 +13,9 @@ namespace VmNet.Tests.Execution;
 /// <summary>
 /// The whole launch as one transaction: host steps, the hand-over of the leases, seed, overlay, define and start, on a
 /// simulated host and a private libvirt test-driver host (test:///FILE, kept by the backend's connection). A failure
-/// at any step leaves the host, the ledger, the VM's files and libvirt as they were, for a new VM and for a VM that
-/// was up before and is upped again with another network.
+/// at any step leaves the host, the ledger, the VM's files and libvirt as they were, for a new VM, for a running VM
+/// whose VLAN changes live, and for a VM that was up before and is upped again with another network once stopped
+/// (while it runs, that change is refused).
 /// </summary>
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class LaunchRollbackTests : IDisposable
@@ -38,14 +39,14 @@ public sealed class LaunchRollbackTests : IDisposable
         _dir.Dispose();
     }
 
-    private VmSpec Spec(bool twoNetworks) => SpecLoader.Load($$"""
+    private VmSpec Spec(bool twoNetworks, int vlan = 40) => SpecLoader.Load($$"""
         name: tx1
         accel: tcg
         memory: 256MiB
         disk: {image: {{_dir["base.qcow2"]}}}
         networks:
           - name: storage
-            vlan: 40
+            vlan: {{vlan}}
             ports: [enp3s0f0np0, enp3s0f1np1]
             address: 192.168.40.11/24
         {{(twoNetworks ? "  - name: public\n    vlan: 10\n    ports: [enp3s0f0np0, enp3s0f1np1]\n    address: 203.0.113.5/24" : "")}}
@@ -100,8 +101,33 @@ public sealed class LaunchRollbackTests : IDisposable
         Assert.Equal(0, (await RequiredTool.Run("qemu-img", ["create", "-q", "-f", "qcow2", _dir["base.qcow2"], "64M"])).ExitCode);
         var start = Everything();
         await Up(Spec(twoNetworks: false));
-        var upBefore = Everything();
         var more = Spec(twoNetworks: true);
+
+        // While it runs, a network more needs a restart: refused before any change, naming it and the way to restart.
+        var running = Everything();
+        var refused = await Assert.ThrowsAnyAsync<VmNetException>(() => Up(more));
+        Assert.Equal(ExitCodes.Failure, refused.ExitCode);
+        Assert.Contains("tx1 is running, and 1 change of the spec needs a restart: networks[1]: (none) -> network public", refused.Message);
+        Assert.Contains("`vmnet down tx1 --connect test://", refused.Message);
+        Assert.True(running == Everything(), "the refused re-up changed something");
+
+        // A live change (the VLAN) of the running VM that fails at any step leaves it as it was.
+        var live = Spec(twoNetworks: false, vlan: 41);
+        var liveSteps = Planner.Make(live, new HostScanner(new HostRoot(_dir["host"])), new LeaseStore(new StateDir(_dir["state"])),
+            new StateDir(_dir["state"]), _options, new Templates(), new RunningVm(VmFiles.ReadLaunchRecord(VmPaths.For(new StateDir(_dir["state"]), "tx1")))).Steps;
+        for (var k = 1; k <= liveSteps.Count; k++)
+        {
+            if (!liveSteps[k - 1].Transactional) continue;
+            await Assert.ThrowsAnyAsync<VmNetException>(() => Up(live, failAt: k));
+            Assert.True(running == Everything(), $"the running VM differs after a live change failed at step {k} ({liveSteps[k - 1].Describe()})");
+        }
+        Assert.Equal([new SpecChange("networks[0].vlan", "40", "41", Live: true)], (await Up(live)).Plan.Drift);
+        Assert.NotEqual(running, Everything());
+        await Up(Spec(twoNetworks: false));
+
+        // Stopped, it takes the network more; a failure at any step of that re-up gives it back what it had.
+        await _libvirt.StopAsync("tx1", TimeSpan.Zero, _ct);
+        var upBefore = Everything();
         var steps = Planner.Make(more, new HostScanner(new HostRoot(_dir["host"])), new LeaseStore(new StateDir(_dir["state"])),
             new StateDir(_dir["state"]), _options, new Templates()).Steps;
 
