@@ -69,7 +69,7 @@ public static class LaunchCommands
             var vm = r.GetValue(name)!;
             var found = await backends.FindAsync(vm, cancel)
                 ?? throw new VmNetException($"no VmNet VM named {vm} (looked in {backends.Libvirt.Uri} and {backends.Qemu.State.Path}); `vmnet ls` lists them", ExitCodes.InvalidInput);
-            var status = await AsTheNicHoldsThem(found.Status, r, cancel);
+            var status = await new NicView(r).AsTheNicHoldsThem(found.Status, cancel);
             if (r.GetValue(json))
                 stdout.WriteLine(JsonSerializer.Serialize(status, StatusJson.Default.VmStatus));
             else
@@ -80,32 +80,37 @@ public static class LaunchCommands
     }
 
     /// <summary>
-    /// The VM's VFs with the VLAN and MAC their PF holds now, read through the kernel (<c>ip -j link show dev PF</c>),
+    /// The VMs' VFs with the VLAN and MAC their PF holds now, read through the kernel (<c>ip -j link show dev PF</c>),
     /// not as the backend recorded them at the last <c>up</c>: a change made live shows, and so does one made behind
     /// VmNet's back. A VF that cannot be read (its PF gone, the function at that index another one) keeps the record.
+    /// One per command: each PF is read once, however many VMs hold its VFs.
     /// </summary>
-    internal static async Task<VmStatus> AsTheNicHoldsThem(VmStatus status, ParseResult r, CancellationToken ct)
+    internal sealed class NicView(ParseResult r)
     {
-        if (status.Vfs.Count == 0) return status;
-        var kernel = HostCommands.Ops(r).Kernel;
-        var scanner = new Host.HostScanner(kernel.Root);
-        var links = new Dictionary<string, Kernel.PfLink?>(StringComparer.Ordinal);
-        var vfs = new List<VfStatus>();
-        foreach (var v in status.Vfs)
+        private readonly Kernel.IKernel _kernel = HostCommands.KernelFor(new Host.HostRoot(r.GetValue(VmNetCli.HostRootOption)!));
+        private readonly Dictionary<string, Kernel.PfLink?> _links = new(StringComparer.Ordinal);
+
+        public async Task<VmStatus> AsTheNicHoldsThem(VmStatus status, CancellationToken ct)
         {
-            var pf = scanner.NetDevOf(v.PfPci);
-            Kernel.PfLink? link = null;
-            if (pf is not null && scanner.VfPciOf(v.PfPci, v.Vf) == v.Pci && !links.TryGetValue(pf, out link))
+            if (status.Vfs.Count == 0) return status;
+            var scanner = new Host.HostScanner(_kernel.Root);
+            var vfs = new List<VfStatus>();
+            foreach (var v in status.Vfs)
             {
-                try { link = await kernel.ReadLinkAsync(pf, ct); }
-                catch (VmNetException) { link = null; }
-                links[pf] = link;
+                var pf = scanner.NetDevOf(v.PfPci);
+                Kernel.PfLink? link = null;
+                if (pf is not null && scanner.VfPciOf(v.PfPci, v.Vf) == v.Pci && !_links.TryGetValue(pf, out link))
+                {
+                    try { link = await _kernel.ReadLinkAsync(pf, ct); }
+                    catch (VmNetException) { link = null; }
+                    _links[pf] = link;
+                }
+                vfs.Add(link?.Vf(v.Vf)?.Settings is { } held
+                    ? v with { Pf = pf!, Vlan = held.Vlan is { IsTagged: true } tag ? tag.Id : held.Vlan is null ? v.Vlan : null, Mac = held.Mac ?? v.Mac }
+                    : v);
             }
-            vfs.Add(link?.Vf(v.Vf)?.Settings is { } held
-                ? v with { Pf = pf!, Vlan = held.Vlan is { IsTagged: true } tag ? tag.Id : held.Vlan is null ? v.Vlan : null, Mac = held.Mac ?? v.Mac }
-                : v);
+            return status with { Vfs = vfs };
         }
-        return status with { Vfs = vfs };
     }
 
     /// <summary><c>vmnet ls [--json]</c>: one line per VmNet VM, libvirt's and QEMU's.</summary>
@@ -128,7 +133,8 @@ public static class LaunchCommands
                 r.InvocationConfiguration.Error.WriteLine($"vmnet: libvirt's VMs are not listed: {e.Message}");
             }
             all.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
-            for (var i = 0; i < all.Count; i++) all[i] = await AsTheNicHoldsThem(all[i], r, cancel);
+            var nic = new NicView(r);
+            for (var i = 0; i < all.Count; i++) all[i] = await nic.AsTheNicHoldsThem(all[i], cancel);
             if (r.GetValue(json))
             {
                 stdout.WriteLine(JsonSerializer.Serialize(all, StatusJson.Default.ListVmStatus));

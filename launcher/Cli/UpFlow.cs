@@ -277,15 +277,16 @@ public sealed class UpProgress : IProgressSink, IDisposable
                 : "  it was running, as the spec says: nothing to change");
         }
         var width = plan.Vm.Networks.Max(n => n.Name.Length);
-        foreach (var (network, reached) in plan.Vm.Networks.Zip(Networks(plan)))
+        var networksReached = Networks(plan);
+        foreach (var (network, reached) in plan.Vm.Networks.Zip(networksReached))
         {
             var shown = reached.Addresses.Count > 0 ? string.Join(", ", reached.Addresses)
                 : network.Address.Dhcp ? "dhcp (no lease reported yet)" : "";
             var bond = !reached.Reported ? "" : reached.Active is { } active ? $"; bond active on {active}" : "; bond has no active member yet";
             lines.Add($"  {network.Name.PadRight(width)}  {shown}{bond}");
         }
-        var console = $"vmnet console {plan.Vm.Name}{plan.ConnectArgument}";
-        lines.Add(Ssh(plan) is { } ssh ? $"  reach it: {ssh} (console: {console})" : $"  reach it: {console}");
+        var console = ConsoleCommand(plan);
+        lines.Add(Ssh(plan, networksReached) is { } ssh ? $"  reach it: {ssh} (console: {console})" : $"  reach it: {console}");
         lock (_gate)
             foreach (var line in lines) _output.WriteLine(line);
     }
@@ -299,15 +300,19 @@ public sealed class UpProgress : IProgressSink, IDisposable
         return new UpNetwork(network.Name, addresses, reported?.Active, reported is not null);
     }).ToList();
 
-    /// <summary>The ssh command that reaches the guest at its first address, or null when it has none yet.</summary>
-    public string? Ssh(LaunchPlan plan) =>
-        Networks(plan).SelectMany(n => n.Addresses).Select(a => a.Split('/')[0]).FirstOrDefault() is { } reach
+    /// <summary>The ssh command that reaches the guest at the first address of <paramref name="networks"/>, or null when it has none yet.</summary>
+    private static string? Ssh(LaunchPlan plan, IReadOnlyList<UpNetwork> networks) =>
+        networks.SelectMany(n => n.Addresses).Select(a => a.Split('/')[0]).FirstOrDefault() is { } reach
             ? $"ssh {plan.Vm.Guest.User}@{(reach.Contains(':') ? $"[{reach}]" : reach)}"
             : null;
 
+    private static string ConsoleCommand(LaunchPlan plan) => $"vmnet console {plan.Vm.Name}{plan.ConnectArgument}";
+
     /// <summary>The result of <c>up --json</c>.</summary>
-    public UpDocument Document(LaunchPlan plan) => new(
-        plan.Vm.Name, SpecNames.Of(plan.Backend), plan.RunsOn, plan.Options.Start, plan.Running is not null,
-        Math.Round(_clock().TotalSeconds, 1), VfStatus.Of(plan), Networks(plan), plan.Drift, plan.Paths.SerialLog, Ssh(plan),
-        $"vmnet console {plan.Vm.Name}{plan.ConnectArgument}");
+    public UpDocument Document(LaunchPlan plan)
+    {
+        var networks = Networks(plan);
+        return new(plan.Vm.Name, SpecNames.Of(plan.Backend), plan.RunsOn, plan.Options.Start, plan.Running is not null,
+            Math.Round(_clock().TotalSeconds, 1), VfStatus.Of(plan), networks, plan.Drift, plan.Paths.SerialLog, Ssh(plan, networks), ConsoleCommand(plan));
+    }
 }
