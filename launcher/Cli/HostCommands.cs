@@ -45,8 +45,9 @@ internal static class HostCommands
         var connect = LaunchCommands.ConnectOption();
         var timeout = LaunchCommands.TimeoutOption("With --force: seconds to wait for the guest to power off before stopping it hard");
         var force = new Option<bool>("--force", "-f") { Description = "Remove a running VM too: power it off first (stopped hard after --timeout)" };
+        var json = new Option<bool>("--json") { Description = "Print what was stopped, deleted and given back as JSON" };
         var cmd = new Command("rm",
-            "Remove a VM (a running one only with --force): undefine it, delete its files (disk overlay too), give its VFs back as found") { name, force, timeout, connect };
+            "Remove a VM (a running one only with --force): undefine it, delete its files (disk overlay too), give its VFs back as found") { name, force, timeout, connect, json };
         cmd.SetAction(async (r, ct) =>
         {
             var vm = r.GetValue(name)!;
@@ -54,6 +55,8 @@ internal static class HostCommands
             var ops = Ops(r);
             var dir = ops.Ledger.State.VmDir(vm);
             var existed = Directory.Exists(dir);
+            var lines = new List<string>();
+            (string? backendName, string? stop) = (null, null);
             using (var backends = new BackendSet(LibvirtBackend.ResolveUri(r.GetValue(connect)), ops.Ledger.State))
             {
                 (IBackend Backend, VmStatus Status)? found = null;
@@ -72,7 +75,8 @@ internal static class HostCommands
                 if (found is { } f)
                 {
                     var stopped = await f.Backend.RemoveAsync(vm, TimeSpan.FromSeconds(seconds), ct);
-                    stdout.WriteLine(stopped switch
+                    (backendName, stop) = (f.Backend.Name, LaunchCommands.StopWord(stopped));
+                    lines.Add(stopped switch
                     {
                         StopResult.AlreadyStopped => $"{vm}: was not running; removed from {f.Backend.Name}",
                         StopResult.ShutDown => $"{vm}: shut down and removed from {f.Backend.Name}",
@@ -86,9 +90,14 @@ internal static class HostCommands
                 }
             }
             var done = await ops.RemoveAsync(vm, ct);
-            foreach (var line in done) stdout.WriteLine(line);
-            if (existed && !Directory.Exists(dir)) stdout.WriteLine($"{vm}: deleted {dir} (disk overlay, seed, serial log)");
-            stdout.WriteLine(done.Count > 0 ? $"{vm}: {done.Count} VFs restored and released" : existed ? $"{vm}: held no VFs" : $"{vm}: no leases; nothing to do");
+            lines.AddRange(done);
+            var deleted = existed && !Directory.Exists(dir);
+            if (deleted) lines.Add($"{vm}: deleted {dir} (disk overlay, seed, serial log)");
+            lines.Add(done.Count > 0 ? $"{vm}: {done.Count} VFs restored and released" : existed ? $"{vm}: held no VFs" : $"{vm}: no leases; nothing to do");
+            if (r.GetValue(json))
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new RmDocument(vm, backendName, stop, deleted ? dir : null, done), OutputJson.Default.RmDocument));
+            else
+                foreach (var line in lines) stdout.WriteLine(line);
             return ExitCodes.Ok;
         });
         return cmd;
@@ -153,14 +162,19 @@ internal static class HostCommands
                 foreach (var line in done) stdout.WriteLine(line);
             return ExitCodes.Ok;
         });
-        var prepare = new Command("prepare", "Re-apply every leased VF's settings and vfio-pci binding (at boot, after `vmnet host apply`)");
+        var prepareJson = new Option<bool>("--json") { Description = "Print each VF prepared or skipped, and each VM that failed, as JSON (exit 1 when one failed)" };
+        var prepare = new Command("prepare", "Re-apply every leased VF's settings and vfio-pci binding (at boot, after `vmnet host apply`)") { prepareJson };
         prepare.SetAction(async (r, ct) =>
         {
             var ops = Ops(r);
-            var done = await new Provisioner(ops.Kernel, ops.Ledger, ApplyHooks.FromEnvironment()).PrepareLeasesAsync(ct);
-            foreach (var line in done) stdout.WriteLine(line);
-            stdout.WriteLine($"{done.Count} leased VFs looked at");
-            return ExitCodes.Ok;
+            var report = await new Provisioner(ops.Kernel, ops.Ledger, ApplyHooks.FromEnvironment()).PrepareLeasesAsync(ct);
+            if (r.GetValue(prepareJson))
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new HostPrepareDocument(report.Prepared, report.Skipped, report.Failed), OutputJson.Default.HostPrepareDocument));
+            else if (report.Failed.Count > 0)
+                throw new VmNetException(string.Join("\n", report.Lines()), ExitCodes.Failure);
+            else
+                foreach (var line in report.Lines()) stdout.WriteLine(line);
+            return report.Failed.Count == 0 ? ExitCodes.Ok : ExitCodes.Failure;
         });
         var output = new Option<string>("--output", "-o")
         {

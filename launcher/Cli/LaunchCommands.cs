@@ -169,13 +169,22 @@ public static class LaunchCommands
             ? $"{network}({(n.Active is { } a ? a : "no active member")}{(n.Addresses.Count > 0 ? " " + string.Join(",", n.Addresses) : "")})"
             : network));
 
+    /// <summary>How a stop went, in the JSON vocabulary: notRunning, shutDown (within the timeout) or stoppedHard.</summary>
+    public static string StopWord(StopResult result) => result switch
+    {
+        StopResult.AlreadyStopped => "notRunning",
+        StopResult.ShutDown => "shutDown",
+        _ => "stoppedHard",
+    };
+
     /// <summary><c>vmnet down NAME [--timeout S]</c>: graceful shutdown, then a hard stop; the definition and leases stay.</summary>
     public static Command Down(TextWriter stdout, Option<string> stateDir)
     {
         var name = LaunchCommands.NameArgument();
         var timeout = TimeoutOption("Seconds to wait for the guest to power off before stopping it hard");
         var connect = ConnectOption();
-        var cmd = new Command("down", "Stop a VM (its definition, disk and VFs stay; `vmnet up` starts it again)") { name, timeout, connect };
+        var json = JsonOption();
+        var cmd = new Command("down", "Stop a VM (its definition, disk and VFs stay; `vmnet up` starts it again)") { name, timeout, connect, json };
         cmd.SetAction(async (r, cancel) =>
         {
             var seconds = Seconds(r, timeout);
@@ -192,6 +201,11 @@ public static class LaunchCommands
                     foreach (var lease in ledger.Store.OfVm(vm)) ledger.SetOwner(lease.Pci, new Leases.DefinitionOwner());
             }
             var result = await found.Backend.StopAsync(vm, TimeSpan.FromSeconds(seconds), cancel);
+            if (r.GetValue(json))
+            {
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new DownDocument(vm, found.Backend.Name, StopWord(result), seconds), OutputJson.Default.DownDocument));
+                return ExitCodes.Ok;
+            }
             stdout.WriteLine(result switch
             {
                 StopResult.AlreadyStopped => $"{vm} was not running",

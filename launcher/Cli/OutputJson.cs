@@ -22,6 +22,18 @@ public sealed record HostApplyDocument(IReadOnlyList<HostApplyPf> Pfs);
 
 public sealed record HostApplyPf(string Pf, string PfPci, int VfsBefore, int Vfs, bool Changed);
 
+/// <summary><c>vmnet host prepare --json</c> (<c>hostPrepare</c>): each leased VF prepared or skipped, and each VM whose VFs could not be (exit 1 then).</summary>
+public sealed record HostPrepareDocument(IReadOnlyList<Execution.PreparedVf> Prepared, IReadOnlyList<Execution.PrepareSkip> Skipped, IReadOnlyList<Execution.PrepareFailure> Failed);
+
+/// <summary><c>vmnet down --json</c> (<c>down</c>): the VM, the backend that ran it, how it stopped (notRunning, shutDown or stoppedHard) and the timeout.</summary>
+public sealed record DownDocument(string Name, string Backend, string Stop, int TimeoutSeconds);
+
+/// <summary>
+/// <c>vmnet rm --json</c> (<c>rm</c>): the VM, the backend it was removed from and how it stopped (both null when no
+/// backend knew it), the directory deleted (null: there was none), and each VF given back (in words).
+/// </summary>
+public sealed record RmDocument(string Name, string? Backend, string? Stop, string? Deleted, IReadOnlyList<string> Released);
+
 /// <summary>
 /// <c>vmnet up --json</c> (<c>up</c>): the VM that runs now (or, with <c>--no-start</c>, whose host side is ready), its
 /// VFs, each network's addresses and active member as the agent reported them (else as the spec gives them), what
@@ -40,4 +52,7 @@ public sealed record UpNetwork(string Name, IReadOnlyList<string> Addresses, str
 [JsonSerializable(typeof(ValidateDocument))]
 [JsonSerializable(typeof(HostApplyDocument))]
 [JsonSerializable(typeof(UpDocument))]
+[JsonSerializable(typeof(HostPrepareDocument))]
+[JsonSerializable(typeof(DownDocument))]
+[JsonSerializable(typeof(RmDocument))]
 internal sealed partial class OutputJson : JsonSerializerContext;

@@ -76,40 +76,39 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
     /// time: a VM whose VFs cannot be prepared is rolled back and named, and the others are still prepared. Leases of
     /// gone owners are left to <c>vmnet gc</c>.
     /// </summary>
-    public async Task<IReadOnlyList<string>> PrepareLeasesAsync(CancellationToken ct)
+    public async Task<PrepareReport> PrepareLeasesAsync(CancellationToken ct)
     {
         using var _ = ledger.Lock(ct);
-        var report = new List<string>();
-        var failed = new List<string>();
+        var done = new List<PreparedVf>();
+        var skipped = new List<PrepareSkip>();
+        var failed = new List<PrepareFailure>();
         var scanner = new HostScanner(kernel.Root);
         foreach (var vm in ledger.Store.All().GroupBy(l => l.Vm, StringComparer.Ordinal).ToList())
         {
             var steps = new List<Step>();
-            var prepared = new List<string>();
+            var prepared = new List<PreparedVf>();
             foreach (var lease in vm)
             {
-                if (Liveness.Gone(lease.Owner) is { } why) { report.Add($"{lease.Pci}: skipped ({lease.Vm}'s owner is gone: {why}; `vmnet gc` restores it)"); continue; }
-                if (lease.Original is null) { report.Add($"{lease.Pci}: skipped (never configured)"); continue; }
+                if (Liveness.Gone(lease.Owner) is { } why) { skipped.Add(new(lease.Vm, lease.Pci, $"{lease.Vm}'s owner is gone: {why}; `vmnet gc` restores it")); continue; }
+                if (lease.Original is null) { skipped.Add(new(lease.Vm, lease.Pci, "never configured")); continue; }
                 if (scanner.VfPciOf(lease.PfPci, lease.Vf) != lease.Pci)
                     throw new HostException($"VF {lease.Vf} of {lease.Pf} ({lease.Pci}), leased by {lease.Vm}, does not exist: run `vmnet host apply` first (the boot unit does)");
                 var pf = scanner.NetDevOf(lease.PfPci) ?? lease.Pf;
                 steps.AddRange(VfSteps.Configure(new VfRef(pf, lease.PfPci, lease.Vf, lease.Pci), scanner.ReadVf(lease.Vf, lease.Pci), lease.Applied));
-                prepared.Add($"{lease.Pci}: prepared for {lease.Vm} (VF {lease.Vf} of {pf}, MAC {lease.Mac})");
+                prepared.Add(new(lease.Vm, lease.Pci, pf, lease.PfPci, lease.Vf, lease.Mac));
             }
             try
             {
                 await new Executor([new HostStepRunner(kernel, ledger)], hooks, incompleteHint: "their leases stay with the VM; run `vmnet host prepare` again, or `vmnet rm` the VM")
                     .RunAsync(steps, new Reverter(), ct).ConfigureAwait(false);
-                report.AddRange(prepared);
+                done.AddRange(prepared);
             }
             catch (VmNetException e) when (e is not RollbackIncompleteException)
             {
-                failed.Add($"{vm.Key}: {e.Message} (its VFs were put back as they were before this prepare)");
+                failed.Add(new(vm.Key, $"{e.Message} (its VFs were put back as they were before this prepare)"));
             }
         }
-        if (failed.Count > 0)
-            throw new VmNetException(string.Join("\n", report.Concat(failed.Select(f => "FAILED " + f))), ExitCodes.Failure);
-        return report;
+        return new PrepareReport(done, skipped, failed);
     }
 
     /// <summary>
@@ -178,4 +177,24 @@ public sealed class Provisioner(IKernel kernel, LeaseLedger ledger, ApplyHooks? 
         return sb.ToString();
     }
 
+}
+
+/// <summary>A leased VF that <c>vmnet host prepare</c> gave its settings and vfio-pci again.</summary>
+public sealed record PreparedVf(string Vm, string Pci, string Pf, string PfPci, int Vf, string Mac);
+
+/// <summary>A leased VF that <c>vmnet host prepare</c> left alone, and why.</summary>
+public sealed record PrepareSkip(string Vm, string Pci, string Reason);
+
+/// <summary>A VM whose VFs could not be prepared (each put back as it was before the prepare), and why.</summary>
+public sealed record PrepareFailure(string Vm, string Reason);
+
+/// <summary>What <c>vmnet host prepare</c> did: <see cref="Failed"/> non-empty is exit 1.</summary>
+public sealed record PrepareReport(IReadOnlyList<PreparedVf> Prepared, IReadOnlyList<PrepareSkip> Skipped, IReadOnlyList<PrepareFailure> Failed)
+{
+    /// <summary>The report as text, one line per VF (and per failed VM), then a count.</summary>
+    public IEnumerable<string> Lines() =>
+        Skipped.Select(s => $"{s.Pci}: skipped ({s.Reason})")
+            .Concat(Prepared.Select(p => $"{p.Pci}: prepared for {p.Vm} (VF {p.Vf} of {p.Pf}, MAC {p.Mac})"))
+            .Concat(Failed.Select(f => $"FAILED {f.Vm}: {f.Reason}"))
+            .Append($"{Prepared.Count + Skipped.Count} leased VFs looked at, {Prepared.Count} prepared" + (Failed.Count > 0 ? $"; {Failed.Count} VMs failed" : ""));
 }

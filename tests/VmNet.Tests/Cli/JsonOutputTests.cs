@@ -170,11 +170,59 @@ public sealed class JsonOutputTests : IDisposable
             Assert.Equal(0, again);
             await AssertValid(second, "up");
             Assert.True(System.Text.Json.JsonDocument.Parse(second).RootElement.GetProperty("wasRunning").GetBoolean());
+
+            var (downCode, down, downErr) = Vmnet(["down", name, "--json", "--timeout", "5", .. where]);
+            Assert.True(downCode == 0, downErr);
+            await AssertValid(down, "down");
+            var stopped = System.Text.Json.JsonDocument.Parse(down).RootElement;
+            Assert.Equal(("libvirt", "shutDown", 5), (stopped.GetProperty("backend").GetString(), stopped.GetProperty("stop").GetString(), stopped.GetProperty("timeoutSeconds").GetInt32()));
+
+            var (rmCode, rm, rmErr) = Vmnet(["rm", name, "--json", .. where]);
+            Assert.True(rmCode == 0, rmErr);
+            await AssertValid(rm, "rm");
+            var removed = System.Text.Json.JsonDocument.Parse(rm).RootElement;
+            Assert.Equal(("libvirt", "notRunning"), (removed.GetProperty("backend").GetString(), removed.GetProperty("stop").GetString()));
+            Assert.Equal(4, removed.GetProperty("released").GetArrayLength());
+            Assert.EndsWith(name, removed.GetProperty("deleted").GetString());
+
+            var (_, again2, _) = Vmnet(["rm", name, "--json", .. where]);
+            await AssertValid(again2, "rm");
+            Assert.Contains("\"deleted\": null", again2);
+            Assert.Contains("\"backend\": null", again2);
         }
         finally
         {
             Vmnet(["rm", name, "--force", "--timeout", "0", .. where]);
         }
+    }
+
+    /// <summary>host prepare --json after a reboot of a simulated host: each VF prepared; then, with a step failing (the
+    /// test hook, in a vmnet process of its own), the VM named under failed and exit 1, still valid JSON.</summary>
+    [Fact]
+    public async Task Host_prepare_json_matches_hostPrepare_also_when_a_vm_fails()
+    {
+        VmNet.Sim.SimHost.Create(_dir["host"], VmNet.Sim.NicShape.Igb(), pfs: 2, numVfs: 2);
+        var spec = _dir.Write("vm.yaml", "name: vm1\ndisk: {image: /i.qcow2}\nnetworks:\n  - name: s\n    vlan: 40\n    ports: [enp1s0, enp2s0]\n    address: dhcp\n");
+        string[] where = ["--host-root", _dir["host"]];
+        Assert.Equal(0, Vmnet(["up", spec, "--no-start", .. where]).Code);
+
+        var (code, output, error) = Vmnet(["host", "prepare", "--json", .. where]);
+
+        Assert.True(code == 0, error);
+        await AssertValid(output, "hostPrepare");
+        var prepared = System.Text.Json.JsonDocument.Parse(output).RootElement.GetProperty("prepared").EnumerateArray()
+            .Select(p => $"{p.GetProperty("vm").GetString()} {p.GetProperty("pf").GetString()} vf {p.GetProperty("vf")}").ToList();
+        Assert.Equal(["vm1 enp1s0 vf 0", "vm1 enp2s0 vf 0"], prepared);
+
+        var failing = await CliWrap.Cli.Wrap(RequiredTool.Path("dotnet"))
+            .WithArguments([Path.Join(AppContext.BaseDirectory, "vmnet.dll"), "host", "prepare", "--json", .. where, "--state-dir", _dir["state"]])
+            .WithEnvironmentVariables(new Dictionary<string, string?> { ["VMNET_TEST_FAIL_AT_STEP"] = "1" })
+            .WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(TestContext.Current.CancellationToken);
+
+        Assert.True(failing.ExitCode == 1, failing.StandardError);
+        await AssertValid(failing.StandardOutput, "hostPrepare");
+        var failed = System.Text.Json.JsonDocument.Parse(failing.StandardOutput).RootElement.GetProperty("failed");
+        Assert.Equal("vm1", failed[0].GetProperty("vm").GetString());
     }
 
     /// <summary>The check can fail: the old names (`vm` for the plan's name, `guestName`) and a field the schema does not

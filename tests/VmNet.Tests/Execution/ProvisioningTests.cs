@@ -74,14 +74,40 @@ public sealed class ProvisioningTests : IDisposable
 
         var done = await _prov.PrepareLeasesAsync(_ct);
 
-        Assert.Equal(2, done.Count);
+        Assert.Equal((2, 0, 0), (done.Prepared.Count, done.Skipped.Count, done.Failed.Count));
         foreach (var a in up.Plan.Vfs)
         {
             Assert.Equal("vfio-pci", _scan.ReadVf(a.Vf.Index, a.Vf.Pci).Driver);
             var link = (await _ops.Kernel.ReadLinkAsync(a.Pf.Name, _ct)).Vf(a.Vf.Index)!;
             Assert.Equal((a.Mac, new VlanTag(40)), (link.Settings.Mac, link.Settings.Vlan));
         }
-        Assert.Equal(done, await _prov.PrepareLeasesAsync(_ct));
+        Assert.Equal(done.Lines(), (await _prov.PrepareLeasesAsync(_ct)).Lines());
+        Assert.Equal("2 leased VFs looked at, 2 prepared", done.Lines().Last());
+    }
+
+    /// <summary>A VM whose VFs cannot be prepared is named, its VFs put back as they were before the prepare (still on
+    /// the host driver, without the lease's settings), and the other VMs are still prepared.</summary>
+    [Fact]
+    public async Task Prepare_names_a_vm_it_could_not_prepare_and_puts_its_vfs_back()
+    {
+        SimHost.Create(_dir["host2"], NicShape.Igb(), pfs: 2, numVfs: 2);
+        var ops = new HostOps(new SimulatedKernel(new HostRoot(_dir["host2"])), new StateDir(_dir["state2"]));
+        await ops.UpAsync(Vm, _ct);
+        await ops.UpAsync(SpecLoader.Load("name: vm2\ndisk: {image: /i}\nnetworks:\n  - name: s\n    vlan: 41\n    ports: [enp1s0, enp2s0]\n    address: dhcp\n"), _ct);
+        foreach (var pf in new[] { "0000:01:00.0", "0000:02:00.0" })
+            await ops.Kernel.WriteSysfsAsync($"/sys/bus/pci/devices/{pf}/sriov_numvfs", "0", _ct);
+        await new Provisioner(ops.Kernel, ops.Ledger).ApplyAsync(Config(2, 2), _ct);
+        var before = HostSnapshot.Of(_dir["host2"]);
+
+        // Each VM's prepare is its own run of the executor: the hook fails the second step of each.
+        var report = await new Provisioner(ops.Kernel, ops.Ledger, new ApplyHooks(FailAtStep: 2)).PrepareLeasesAsync(_ct);
+
+        Assert.Equal(["vm1", "vm2"], report.Failed.Select(f => f.Vm).Order(StringComparer.Ordinal));
+        Assert.All(report.Failed, f => Assert.Contains("its VFs were put back as they were before this prepare", f.Reason));
+        Assert.Empty(report.Prepared);
+        Assert.Equal(before, HostSnapshot.Of(_dir["host2"]));
+        Assert.StartsWith("FAILED vm", report.Lines().First());
+        Assert.Equal(4, (await new Provisioner(ops.Kernel, ops.Ledger).PrepareLeasesAsync(_ct)).Prepared.Count);
     }
 
     [Fact]
