@@ -96,7 +96,11 @@ internal static class CliDocs
             ["host boot-unit"] = [("Install the unit that does both at boot", "vmnet host boot-unit && systemctl daemon-reload && systemctl enable vmnet-host.service")],
             ["doctor"] = [("Is this host ready for VmNet (IOMMU, vfio-pci, SR-IOV, libvirt)?", "vmnet doctor")],
             ["gc"] = [("Give back the VFs of VMs that are gone (a crashed vmnet, an undefined domain)", "vmnet gc")],
-            ["sim create"] = [("A simulated dual-port ConnectX-5 host with 8 VFs a port", "vmnet sim create /tmp/host && vmnet host --host-root /tmp/host")],
+            ["sim create"] =
+            [
+                ("A simulated dual-port ConnectX-5 host with 8 VFs a port", "vmnet sim create /tmp/host && vmnet host --host-root /tmp/host"),
+                ("Two NUMA nodes, the NIC on node 1 in a x8 slot, 4 GiB of 1 GiB hugepages a node", "vmnet sim create /tmp/numa --numa-nodes 2 --nic-node 1 --link-width 8 --hugepages-1g 4"),
+            ],
             ["completion"] = [("Completion in this shell", "source <(vmnet completion bash)")],
             ["help"] = [("Help for one command", "vmnet help host apply")],
         };

@@ -5,13 +5,14 @@ using VmNet.Leases;
 namespace VmNet.Cli;
 
 /// <summary>What <c>vmnet host</c> shows: every SR-IOV PF and its VFs, with who holds each.</summary>
-public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
+public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaNodeFacts> Nodes)
 {
     /// <summary>
     /// Reads every SR-IOV PF and its VFs; <paramref name="adminState"/> gives the VF settings the PF holds (MAC and
     /// VLAN from netlink) where available, else the lease's and the netdev's are shown.
     /// </summary>
-    public static HostInventory Read(IReadOnlyList<PhysicalFunction> all, LeaseStore leases, Func<PhysicalFunction, IReadOnlyDictionary<int, VfAdmin>>? adminState = null)
+    public static HostInventory Read(IReadOnlyList<PhysicalFunction> all, LeaseStore leases, Func<PhysicalFunction, IReadOnlyDictionary<int, VfAdmin>>? adminState = null,
+        NumaTopology? numa = null)
     {
         var pfs = new List<PfRow>();
         foreach (var pf in all)
@@ -38,15 +39,15 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
                     Unusable = vf.GroupPeer is not null ? vf.BusyReason : null,
                 };
             }).ToList();
-            pfs.Add(new PfRow(pf.Name, pf.Pci, pf.Driver, pf.TotalVfs, pf.NumVfs, pf.Mtu, pf.Up ? "up" : "down", vfs));
+            pfs.Add(new PfRow(pf.Name, pf.Pci, pf.Driver, pf.TotalVfs, pf.NumVfs, pf.Mtu, pf.Up ? "up" : "down", vfs) { NumaNode = pf.NumaNode, Link = pf.Link });
         }
-        return new HostInventory(pfs);
+        return new HostInventory(pfs, numa?.Nodes ?? []);
     }
 
     private const string NoPf = "no SR-IOV PF on this host (no PCI function has sriov_totalvfs)";
 
     /// <summary>The same host with only the VFs a VM could be given now (<c>--free</c>).</summary>
-    public HostInventory FreeOnly() => new(Pfs.Select(p => p with { Vfs = p.Vfs.Where(v => v.Free).ToList() }).ToList());
+    public HostInventory FreeOnly() => this with { Pfs = Pfs.Select(p => p with { Vfs = p.Vfs.Where(v => v.Free).ToList() }).ToList() };
 
     /// <summary>One row per PF (<c>--summary</c>): how many VFs are free, vmnet's, another user's, unusable, unreadable.</summary>
     public IReadOnlyList<PfSummary> Summary() => Pfs.Select(p => new PfSummary(
@@ -56,7 +57,8 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
         Other: p.Vfs.Count(v => InUseElsewhere(v)),
         Unusable: p.Vfs.Count(v => v.Vm is null && v.LeaseProblem is null && v.Unusable is not null),
         CorruptLeases: p.Vfs.Count(v => v.LeaseProblem is not null),
-        Vms: p.Vfs.Select(v => v.Vm).OfType<string>().Distinct().Order(StringComparer.Ordinal).ToList())).ToList();
+        Vms: p.Vfs.Select(v => v.Vm).OfType<string>().Distinct().Order(StringComparer.Ordinal).ToList())
+    { NumaNode = p.NumaNode }).ToList();
 
     /// <summary>Held by something that is not vmnet (a host netdev's user, another tool's vfio-pci).</summary>
     private static bool InUseElsewhere(VfRow v) => !v.Free && v.Vm is null && v.LeaseProblem is null && v.Unusable is null;
@@ -70,14 +72,34 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
         }
         var summary = Summary();
         string N(int n) => n.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        TextTable.Print(o, ["PF", "PCI", "DRIVER", "STATE", "MTU", "VFS", "FREE", "VMNET", "OTHER", "UNUSABLE", "VMS"], summary.Select(p => new[]
+        TextTable.Print(o, ["PF", "PCI", "DRIVER", "STATE", "NODE", "MTU", "VFS", "FREE", "VMNET", "OTHER", "UNUSABLE", "VMS"], summary.Select(p => new[]
         {
-            p.Name, p.Pci, p.Driver ?? "-", p.State, N(p.Mtu), $"{N(p.NumVfs)}/{N(p.TotalVfs)}", N(p.Free), N(p.Vmnet), N(p.Other),
+            p.Name, p.Pci, p.Driver ?? "-", p.State, Node(p.NumaNode), N(p.Mtu), $"{N(p.NumVfs)}/{N(p.TotalVfs)}", N(p.Free), N(p.Vmnet), N(p.Other),
             N(p.Unusable + p.CorruptLeases), p.Vms.Count == 0 ? "-" : string.Join(",", p.Vms),
         }).ToList());
         var vfs = summary.Sum(p => p.NumVfs);
         o.WriteLine($"{summary.Count} PF{(summary.Count == 1 ? "" : "s")}, {vfs} VF{(vfs == 1 ? "" : "s")}, {summary.Sum(p => p.Free)} free" +
             (summary.Sum(p => p.CorruptLeases) is > 0 and var c ? $", {c} with a corrupt lease file (`vmnet host` names them)" : ""));
+        PrintNodes(o);
+    }
+
+    private static string Node(int node) => node < 0 ? "-" : node.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>One row per NUMA node: its CPUs, memory and hugepages (free/total per size), and the PFs on it.</summary>
+    public void PrintNodes(TextWriter o)
+    {
+        if (Nodes.Count == 0) return;
+        static string GiB(long kib) => (kib / 1048576.0).ToString("0.0", System.Globalization.CultureInfo.InvariantCulture) + " GiB";
+        o.WriteLine();
+        TextTable.Print(o, ["NODE", "CPUS", "MEMORY", "FREE", "HUGEPAGES (FREE/TOTAL)", "PFS"], Nodes.Select(n => new[]
+        {
+            Node(n.Id), n.Cpus.Count == 0 ? "-" : CpuList.Format(n.Cpus), GiB(n.MemTotalKiB), GiB(n.MemFreeKiB),
+            n.Hugepages.Count == 0 ? "-" : string.Join(", ", n.Hugepages.Select(h => $"{h.Size} {h.Free}/{h.Total}")),
+            Pfs.Where(p => p.NumaNode == n.Id).Select(p => p.Name).DefaultIfEmpty("-").Aggregate((a, b) => a + "," + b),
+        }).ToList());
+        // A PF without a node (numa_node -1: a one-node host, or firmware that does not say) is local to every node.
+        if (Nodes.Count > 1 && Pfs.FirstOrDefault(p => p.NumaNode < 0) is { } unknown)
+            o.WriteLine($"{unknown.Name}: the kernel does not say which node it sits on (numa_node is -1); its VMs are not placed by node");
     }
 
     public void PrintTable(TextWriter o)
@@ -89,7 +111,10 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
         }
         foreach (var pf in Pfs)
         {
-            o.WriteLine($"{pf.Name}  {pf.Pci}  {pf.Driver ?? "-"}  {pf.State}  mtu {pf.Mtu}  VFs {pf.NumVfs}/{pf.TotalVfs}  free {pf.Vfs.Count(v => v.Free)}");
+            o.WriteLine($"{pf.Name}  {pf.Pci}  {pf.Driver ?? "-"}  {pf.State}  mtu {pf.Mtu}  VFs {pf.NumVfs}/{pf.TotalVfs}  free {pf.Vfs.Count(v => v.Free)}  node {Node(pf.NumaNode)}"
+                + (pf.Link is { Speed: not null } l ? $"  PCIe {PcieLink.Rate(l.Speed)?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? l.Speed} GT/s x{l.Width}" : ""));
+            if (pf.Link is { Degraded: true } d)
+                o.WriteLine($"  PCIe link trained below the card's: {d} (a slower or narrower slot caps both ports; `vmnet doctor` says more)");
             var rows = pf.Vfs.Select(v => new[]
             {
                 v.Vf.ToString(System.Globalization.CultureInfo.InvariantCulture), v.Pci, v.Driver ?? "-", v.NetDev ?? "-", v.State,
@@ -105,10 +130,18 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs)
             foreach (var v in pf.Vfs.Where(v => v.LeaseProblem is not null)) o.WriteLine($"  VF {v.Vf}: {v.LeaseProblem}");
             foreach (var v in pf.Vfs.Where(v => v.Unusable is not null && v.Vm is null)) o.WriteLine($"  VF {v.Vf}: {v.Unusable}: vfio cannot take it alone (vmnet doctor says what to do)");
         }
+        PrintNodes(o);
     }
 }
 
-public sealed record PfRow(string Name, string Pci, string? Driver, int TotalVfs, int NumVfs, int Mtu, string State, IReadOnlyList<VfRow> Vfs);
+public sealed record PfRow(string Name, string Pci, string? Driver, int TotalVfs, int NumVfs, int Mtu, string State, IReadOnlyList<VfRow> Vfs)
+{
+    /// <summary>The NUMA node the PF sits on (its <c>numa_node</c>); -1 when the kernel does not say.</summary>
+    public int NumaNode { get; init; } = -1;
+
+    /// <summary>Its PCIe link as trained and as the card can; null when sysfs does not show one.</summary>
+    public PcieLink? Link { get; init; }
+}
 
 /// <summary>One VF of <c>vmnet host</c>: <see cref="Vm"/> and <see cref="Network"/> are the VmNet VM holding it and
 /// the network it serves there; <see cref="LeaseProblem"/>: its lease file cannot be read (what to do about it).</summary>
@@ -121,7 +154,10 @@ public sealed record VfRow(int Vf, string Pci, string? Driver, string? NetDev, s
 
 /// <summary>One PF of <c>vmnet host --summary</c>: its VFs counted by who can have them; <see cref="Vms"/> the VMs holding some.</summary>
 public sealed record PfSummary(string Name, string Pci, string? Driver, string State, int Mtu, int NumVfs, int TotalVfs,
-    int Free, int Vmnet, int Other, int Unusable, int CorruptLeases, IReadOnlyList<string> Vms);
+    int Free, int Vmnet, int Other, int Unusable, int CorruptLeases, IReadOnlyList<string> Vms)
+{
+    public int NumaNode { get; init; } = -1;
+}
 
 /// <summary>A VF's settings as the PF holds them (netlink).</summary>
 public sealed record VfAdmin(string Mac, int? Vlan);

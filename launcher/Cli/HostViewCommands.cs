@@ -17,10 +17,11 @@ internal static class HostViewCommands
             throw new VmNetException("--free and --summary do not go together: --summary counts every VF; --free lists the free ones", ExitCodes.InvalidInput);
         var root = new HostRoot(r.GetValue(VmNetCli.HostRootOption)!);
         var kernel = HostCommands.KernelFor(root);
-        var pfs = new HostScanner(root).AllPfs();
+        var scanner = new HostScanner(root);
+        var pfs = scanner.AllPfs();
         var admin = new Dictionary<string, IReadOnlyDictionary<int, VfAdmin>>(StringComparer.Ordinal);
         foreach (var pf in pfs) admin[pf.Pci] = await AdminState(kernel, pf, ct);
-        var inventory = HostInventory.Read(pfs, new LeaseStore(new StateDir(r.GetValue(VmNetCli.StateDirOption)!)), pf => admin[pf.Pci]);
+        var inventory = HostInventory.Read(pfs, new LeaseStore(new StateDir(r.GetValue(VmNetCli.StateDirOption)!)), pf => admin[pf.Pci], scanner.Numa());
         if (free) inventory = inventory.FreeOnly();
         if (summary && json) stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(inventory.Summary(), HostInventoryJson.Default.IReadOnlyListPfSummary));
         else if (summary) inventory.PrintSummary(stdout);

@@ -364,7 +364,17 @@ public static class VmNetCli
         var total = new Option<int?>("--total-vfs") { Description = "sriov_totalvfs (connectx5: the firmware's NUM_OF_VFS; default 16)" };
         var mtu = new Option<int>("--mtu") { Description = "The PFs' MTU", DefaultValueFactory = _ => 1500 };
         var example = new Option<bool>("--example") { Description = "Write the host shipped in examples/hosts/connectx5 (other options ignored)" };
-        var create = new Command("create", "Write a simulated host laid out like the kernel's sysfs") { dir, shape, pfs, vfs, total, mtu, example };
+        var nodes = new Option<int>("--numa-nodes") { Description = "NUMA nodes (1..8)", DefaultValueFactory = _ => 1 };
+        var nicNode = new Option<int>("--nic-node") { Description = "The node the NIC sits on (its numa_node)", DefaultValueFactory = _ => 0 };
+        var cpus = new Option<int>("--cpus-per-node") { Description = "Host CPUs on each node, numbered node by node", DefaultValueFactory = _ => 8 };
+        var memory = new Option<int>("--memory-per-node") { Description = "Memory of each node in GiB", DefaultValueFactory = _ => 32 };
+        var huge2m = new Option<int>("--hugepages-2m") { Description = "2 MiB hugepages reserved on each node (nr_hugepages)" };
+        var huge1g = new Option<int>("--hugepages-1g") { Description = "1 GiB hugepages reserved on each node (nr_hugepages)" };
+        var width = new Option<int?>("--link-width") { Description = "The PCIe width the NIC's slot trained at (default: the card's own, x16 for connectx5)" };
+        var create = new Command("create", "Write a simulated host laid out like the kernel's sysfs")
+        {
+            dir, shape, pfs, vfs, total, mtu, nodes, nicNode, cpus, memory, huge2m, huge1g, width, example,
+        };
         create.SetAction(r =>
         {
             if (r.GetValue(example))
@@ -378,10 +388,13 @@ public static class VmNetCli
             var n = r.GetValue(vfs);
             if (n < 0 || n > nic.TotalVfs)
                 throw new VmNetException($"--vfs must be 0..{nic.TotalVfs} for {nic.Model}, got {n}", ExitCodes.InvalidInput);
+            var topology = new SimTopology(r.GetValue(nodes), r.GetValue(nicNode), r.GetValue(cpus), r.GetValue(memory), r.GetValue(huge2m), r.GetValue(huge1g), r.GetValue(width));
+            if (topology.Problem is { } problem) throw new VmNetException(problem, ExitCodes.InvalidInput);
             var target = r.GetValue(dir)!;
             EnsureEmpty(target);
-            SimHost.Create(target, nic, r.GetValue(pfs), n, r.GetValue(mtu));
-            stdout.WriteLine($"wrote a simulated host to {target}: {r.GetValue(pfs)} x {nic.Model} ({nic.PfDriver}), {n} VFs each");
+            SimHost.Create(target, nic, r.GetValue(pfs), n, r.GetValue(mtu), topology: topology);
+            stdout.WriteLine($"wrote a simulated host to {target}: {r.GetValue(pfs)} x {nic.Model} ({nic.PfDriver}), {n} VFs each"
+                + (topology.Nodes > 1 ? $", on node {topology.NicNode} of {topology.Nodes}" : ""));
             return ExitCodes.Ok;
         });
         return new Command("sim", "Simulated hosts for trials and tests") { create };

@@ -30,8 +30,10 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
         foreach (var pf in pfs)
         {
             checks.AddRange(PfChecks(pf));
+            if (pf.Link is { } link) checks.Add(PcieCheck(pf, link));
             if (pf.Driver == "mlx5_core") checks.AddRange(await Mlx5Checks(pf, ct));
         }
+        checks.AddRange(NumaChecks(pfs, NumaTopology.Read(root)));
         checks.Add(Memlock());
         return checks;
     }
@@ -79,6 +81,63 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
             ? new Check(name, CheckStatus.Ok, $"link {pf.OperState}, MTU {pf.Mtu}")
             : new Check(name, CheckStatus.Fail, $"the PF is down (operstate {pf.OperState}): VF settings are refused and VFs have no link",
                 $"ip link set dev {pf.Name} up (and make it persistent in the host's network configuration)");
+    }
+
+    /// <summary>
+    /// Usable bandwidth of a PCIe link in Gbit/s: GT/s x lanes x line coding (8b/10b up to 5 GT/s, 128b/130b from 8 GT/s).
+    /// </summary>
+    public static double? PcieGbps(string? speed, int? width) =>
+        PcieLink.Rate(speed) is { } rate && width is { } w ? Math.Round(rate * w * (rate <= 5 ? 0.8 : 128.0 / 130.0), 1) : null;
+
+    private static Check PcieCheck(PhysicalFunction pf, PcieLink link)
+    {
+        var name = $"{pf.Name} ({pf.Pci}, PCIe)";
+        string G(double? g) => g?.ToString("0.#", CultureInfo.InvariantCulture) ?? "?";
+        var now = PcieGbps(link.Speed, link.Width);
+        var max = PcieGbps(link.MaxSpeed, link.MaxWidth);
+        return link.Degraded
+            ? new Check(name, CheckStatus.Warn,
+                $"the link trained at {link.Speed ?? "?"} x{link.Width} below the card's {link.MaxSpeed ?? "?"} x{link.MaxWidth}: about {G(now)} of {G(max)} Gbit/s, shared by every port and VF of the card",
+                "put the card in a slot wired for its full width and generation (lspci -vv: LnkSta against LnkCap), and check the firmware setup's PCIe speed for that slot")
+            : new Check(name, CheckStatus.Ok, $"link {link.Speed ?? "?"} x{link.Width} (the card's maximum): about {G(now)} Gbit/s");
+    }
+
+    /// <summary>
+    /// The NUMA side of line rate: each PF's node known on a host of several nodes, and hugepages reserved on the nodes
+    /// the NICs sit on (guest memory from hugepages of the NIC's node is what <c>placement.hugepages</c> asks for).
+    /// </summary>
+    private static IEnumerable<Check> NumaChecks(IReadOnlyList<PhysicalFunction> pfs, NumaTopology numa)
+    {
+        if (numa.Nodes.Count == 0) yield break;
+        var multi = numa.Nodes.Count > 1;
+        foreach (var pf in pfs.Where(p => multi && p.NumaNode < 0))
+            yield return new Check($"{pf.Name} ({pf.Pci}, NUMA)", CheckStatus.Warn,
+                $"the kernel does not say which of the {numa.Nodes.Count} NUMA nodes the PF sits on (numa_node is -1), so its VMs cannot be placed beside it",
+                "enable the ACPI SRAT/proximity domains in the firmware setup (often \"NUMA\" or \"Sub-NUMA clustering\") so that PCI devices report their node");
+        // On a one-node host a PF without a node (numa_node -1, as most one-socket machines report) is on that node.
+        int NodeOf(PhysicalFunction p) => p.NumaNode >= 0 || multi ? p.NumaNode : numa.Nodes[0].Id;
+        foreach (var node in pfs.Select(NodeOf).Where(n => n >= 0).Distinct().Order())
+        {
+            var facts = numa.Node(node);
+            var on = string.Join(", ", pfs.Where(p => NodeOf(p) == node).Select(p => p.Name));
+            var name = $"NUMA node {node} ({on})";
+            if (facts is null)
+            {
+                yield return new Check(name, CheckStatus.Warn, $"the PFs say node {node} but {Sysfs.NodeDir}/node{node} does not exist");
+                continue;
+            }
+            var cpus = facts.Cpus.Count == 0 ? "no CPUs" : $"CPUs {CpuList.Format(facts.Cpus)}";
+            var isolated = numa.IsolatedCpus.Intersect(facts.Cpus).ToList();
+            var iso = isolated.Count > 0 ? $", isolcpus {CpuList.Format(isolated)}" : "";
+            var reserved = facts.Hugepages.Where(h => h.Total > 0).ToList();
+            // Hugepages are opt-in, so a node without them is ready for ordinary guests: the check says how to reserve them.
+            var how = facts.Hugepages.Any(h => h.SizeKiB == 1048576)
+                ? $"echo N > {Sysfs.NodeHugepages(node)}/hugepages-1048576kB/nr_hugepages, or hugepagesz=1G hugepages=N on the kernel command line"
+                : $"echo N > {Sysfs.NodeHugepages(node)}/hugepages-2048kB/nr_hugepages";
+            yield return new Check(name, CheckStatus.Ok, reserved.Count > 0
+                ? $"{cpus}{iso}; hugepages {string.Join(", ", reserved.Select(h => $"{h.Size} {h.Free} free of {h.Total}"))}"
+                : $"{cpus}{iso}; no hugepages reserved beside the NICs, so guest memory comes from ordinary pages (to reserve them: {how})");
+        }
     }
 
     private async Task<IEnumerable<Check>> Mlx5Checks(PhysicalFunction pf, CancellationToken ct)

@@ -11,7 +11,11 @@ public sealed record PhysicalFunction(
     int TotalVfs,
     int NumVfs,
     int NumaNode,
-    IReadOnlyList<VirtualFunction> Vfs);
+    IReadOnlyList<VirtualFunction> Vfs)
+{
+    /// <summary>The PF's PCIe link, when sysfs shows it (not for devices on a virtual bus).</summary>
+    public PcieLink? Link { get; init; }
+}
 
 /// <summary>One VF as sysfs shows it.</summary>
 public sealed record VirtualFunction(

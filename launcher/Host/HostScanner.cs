@@ -53,7 +53,10 @@ public sealed class HostScanner(HostRoot root) : IHostFacts
             TotalVfs: total,
             NumVfs: num,
             NumaNode: Root.ReadInt(Sysfs.NumaNode(pci)) ?? -1,
-            Vfs: vfs);
+            Vfs: vfs)
+        {
+            Link = PcieLink.Read(Root, pci),
+        };
     }
 
     public VirtualFunction ReadVf(int index, string pci)
@@ -91,6 +94,9 @@ public sealed class HostScanner(HostRoot root) : IHostFacts
             yield return (other, driver);
         }
     }
+
+    /// <summary>The host's NUMA nodes with their CPUs, memory and hugepages, and the CPUs its command line isolates.</summary>
+    public NumaTopology Numa() => NumaTopology.Read(Root);
 
     /// <summary>Every PF with SR-IOV capability on the host, by PCI address.</summary>
     public IReadOnlyList<PhysicalFunction> AllPfs()

@@ -37,6 +37,25 @@ public static class Sysfs
 
     public static string NumaNode(string pci) => $"{Device(pci)}/numa_node";
 
+    /// <summary>A PCIe link attribute of a function (current_link_speed, current_link_width, max_link_speed, max_link_width).</summary>
+    public static string PciLink(string pci, string attribute) => $"{Device(pci)}/{attribute}";
+
+    /// <summary>The NUMA nodes (Documentation/ABI/stable/sysfs-devices-node): nodeN/{cpulist,meminfo,hugepages}.</summary>
+    public const string NodeDir = "/sys/devices/system/node";
+
+    public static string NodeCpuList(int node) => $"{NodeDir}/node{node}/cpulist";
+
+    public static string NodeMeminfo(int node) => $"{NodeDir}/node{node}/meminfo";
+
+    /// <summary>A node's hugepage pools: hugepages-SIZEkB/{nr,free,surplus}_hugepages.</summary>
+    public static string NodeHugepages(int node) => $"{NodeDir}/node{node}/hugepages";
+
+    /// <summary>The host-wide pools, on a kernel without NUMA nodes.</summary>
+    public const string Hugepages = "/sys/kernel/mm/hugepages";
+
+    public const string CpuOnline = "/sys/devices/system/cpu/online";
+    public const string ProcMeminfo = "/proc/meminfo";
+
     public static string PciClass(string pci) => $"{Device(pci)}/class";
 
     public static string SriovTotalVfs(string pfPci) => $"{Device(pfPci)}/sriov_totalvfs";

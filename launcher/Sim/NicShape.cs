@@ -20,6 +20,11 @@ public sealed record NicShape(
     int VfStride,
     Func<int, int, string> VfName)
 {
+    /// <summary>The link the card is built for ("8.0 GT/s PCIe", 16): what sysfs shows as max_link_speed/width.</summary>
+    public string PcieSpeed { get; init; } = "8.0 GT/s PCIe";
+
+    public int PcieWidth { get; init; } = 16;
+
     /// <summary>
     /// A dual-port ConnectX-5 (mlx5_core) on bus 03 as in seed 000: PF0 0000:03:00.0 (enp3s0f0np0), PF1 0000:03:00.1
     /// (enp3s0f1np1). With ARI the VFs follow the PFs: PF0's from 03:00.2, PF1's after PF0's last possible VF
@@ -55,7 +60,11 @@ public sealed record NicShape(
         PfName: pf => $"enp{pf + 1}s0",
         VfOffset: (_, _) => 0x80,
         VfStride: 2,
-        VfName: (pf, vf) => vf * 2 % 8 == 0 ? $"enp{pf + 1}s{16 + vf / 4}" : $"enp{pf + 1}s{16 + vf / 4}f{vf * 2 % 8}");
+        VfName: (pf, vf) => vf * 2 % 8 == 0 ? $"enp{pf + 1}s{16 + vf / 4}" : $"enp{pf + 1}s{16 + vf / 4}f{vf * 2 % 8}")
+    {
+        PcieSpeed = "2.5 GT/s PCIe",
+        PcieWidth = 4,
+    };
 
     /// <summary>The PCI address of VF <paramref name="vf"/> of PF <paramref name="pf"/>: PF routing ID + offset + stride * vf.</summary>
     public string VfPci(int pf, int vf) => SimHost.VfPci(PfPci(pf), VfOffset(pf, TotalVfs), VfStride, vf);

@@ -11,15 +11,18 @@ public static class SimHost
     /// Writes a host with <paramref name="pfs"/> ports of <paramref name="shape"/>, each with <paramref name="numVfs"/>
     /// VFs bound to the VF driver with their netdevs down. PFs are up with <paramref name="mtu"/>.
     /// </summary>
-    public static SysfsTree Create(string dir, NicShape shape, int pfs, int numVfs, int mtu = 1500, bool iommu = true)
+    public static SysfsTree Create(string dir, NicShape shape, int pfs, int numVfs, int mtu = 1500, bool iommu = true, SimTopology? topology = null)
     {
+        var t = topology ?? new SimTopology();
         var tree = new SysfsTree(dir);
         tree.WriteBase(iommu: iommu);
+        tree.Nodes(t.Nodes, t.CpusPerNode, t.MemGiBPerNode * 1024L * 1024L, t.Hugepages2M, t.Hugepages1G);
         var group = 20;
         for (var pf = 0; pf < pfs; pf++)
         {
             var pci = shape.PfPci(pf);
-            tree.Device(pci, shape.Vendor, shape.PfDevice, group++);
+            tree.Device(pci, shape.Vendor, shape.PfDevice, group++, t.NicNode);
+            tree.PcieLink(pci, shape.PcieSpeed, t.LinkWidth ?? shape.PcieWidth, shape.PcieSpeed, shape.PcieWidth);
             var dev = SysfsTree.DevicePath(pci);
             tree.Write($"{dev}/sriov_totalvfs", Num(shape.TotalVfs));
             tree.Write($"{dev}/sriov_offset", Num(shape.VfOffset(pf, shape.TotalVfs)));
@@ -90,4 +93,22 @@ public static class SimHost
     public static string PfMac(int pf) => $"b8:ce:f6:0a:{0x10 + pf:x2}:00";
 
     private static string Num(int n) => n.ToString(CultureInfo.InvariantCulture) + "\n";
+}
+
+/// <summary>
+/// The shape of a simulated host around its NIC: NUMA nodes with their CPUs, memory and hugepages, the node the NIC
+/// sits on, and the width its slot trained at (null: the card's own).
+/// </summary>
+public sealed record SimTopology(int Nodes = 1, int NicNode = 0, int CpusPerNode = 8, int MemGiBPerNode = 32, int Hugepages2M = 0, int Hugepages1G = 0, int? LinkWidth = null)
+{
+    /// <summary>Why this topology cannot be built, naming the option, or null.</summary>
+    public string? Problem =>
+        Nodes is < 1 or > 8 ? $"--numa-nodes must be 1..8, got {Nodes}"
+        : NicNode < 0 || NicNode >= Nodes ? $"--nic-node must be 0..{Nodes - 1} on a host of {Nodes} node{(Nodes == 1 ? "" : "s")}, got {NicNode}"
+        : CpusPerNode is < 1 or > 256 ? $"--cpus-per-node must be 1..256, got {CpusPerNode}"
+        : MemGiBPerNode is < 1 or > 4096 ? $"--memory-per-node must be 1..4096 (GiB), got {MemGiBPerNode}"
+        : Hugepages2M < 0 || Hugepages1G < 0 || Hugepages2M * 2L + Hugepages1G * 1024L > MemGiBPerNode * 1024L
+            ? $"--hugepages-2m and --hugepages-1g must be >= 0 and fit in the node's {MemGiBPerNode} GiB, got {Hugepages2M} and {Hugepages1G}"
+        : LinkWidth is < 1 or > 32 ? $"--link-width must be 1..32, got {LinkWidth}"
+        : null;
 }

@@ -86,6 +86,46 @@ public sealed class SysfsTree(string root)
         }
     }
 
+    /// <summary>
+    /// The NUMA nodes as the kernel lays them out: <c>/sys/devices/system/node/{online,possible,has_cpu,has_memory}</c>,
+    /// per node <c>cpulist</c>, <c>meminfo</c> ("Node N MemTotal: ... kB") and the 2 MiB and 1 GiB hugepage pools, CPUs
+    /// numbered node by node; and <c>/sys/devices/system/cpu/online</c>.
+    /// </summary>
+    public void Nodes(int nodes, int cpusPerNode, long memKiBPerNode, int hugepages2M = 0, int hugepages1G = 0)
+    {
+        var all = CpuList.Format(Enumerable.Range(0, nodes));
+        foreach (var f in new[] { "online", "possible", "has_cpu", "has_memory", "has_normal_memory" }) Write($"{Sysfs.NodeDir}/{f}", all + "\n");
+        Write(Sysfs.CpuOnline, CpuList.Format(Enumerable.Range(0, nodes * cpusPerNode)) + "\n");
+        for (var n = 0; n < nodes; n++)
+        {
+            var cpus = Enumerable.Range(n * cpusPerNode, cpusPerNode).ToList();
+            Write(Sysfs.NodeCpuList(n), CpuList.Format(cpus) + "\n");
+            foreach (var cpu in cpus) Link($"{Sysfs.NodeDir}/node{n}/cpu{cpu}", $"../../cpu/cpu{cpu}");
+            var huge = hugepages2M * 2048L + hugepages1G * 1048576L;
+            var used = Math.Min(memKiBPerNode, 512 * 1024 + huge);
+            string L(string key, long kib) => $"Node {n} {key + ":",-15} {kib,8} kB";
+            Write(Sysfs.NodeMeminfo(n), string.Join("\n", L("MemTotal", memKiBPerNode), L("MemFree", memKiBPerNode - used), L("MemUsed", used),
+                $"Node {n} HugePages_Total: {hugepages2M,5}", $"Node {n} HugePages_Free: {hugepages2M,6}", $"Node {n} HugePages_Surp: {0,6}") + "\n");
+            foreach (var (size, count) in new[] { (2048, hugepages2M), (1048576, hugepages1G) })
+            {
+                var pool = $"{Sysfs.NodeHugepages(n)}/hugepages-{size}kB";
+                Write($"{pool}/nr_hugepages", count.ToString(CultureInfo.InvariantCulture) + "\n");
+                Write($"{pool}/free_hugepages", count.ToString(CultureInfo.InvariantCulture) + "\n");
+                Write($"{pool}/surplus_hugepages", "0\n");
+            }
+        }
+    }
+
+    /// <summary>A function's PCIe link attributes, trained at <paramref name="speed"/> x<paramref name="width"/>.</summary>
+    public void PcieLink(string pci, string speed, int width, string maxSpeed, int maxWidth)
+    {
+        var dev = Dir(pci);
+        Write($"{dev}/current_link_speed", speed + "\n");
+        Write($"{dev}/current_link_width", width.ToString(CultureInfo.InvariantCulture) + "\n");
+        Write($"{dev}/max_link_speed", maxSpeed + "\n");
+        Write($"{dev}/max_link_width", maxWidth.ToString(CultureInfo.InvariantCulture) + "\n");
+    }
+
     public void Driver(string name)
     {
         foreach (var f in new[] { "bind", "unbind", "new_id", "remove_id", "uevent" })

@@ -70,6 +70,22 @@ public sealed class JsonOutputTests : IDisposable
         await AssertValid(output, definition);
     }
 
+    /// <summary>A host of two NUMA nodes with hugepages and a NIC in a narrow slot: the nodes and each PF's node and link.</summary>
+    [Theory]
+    [InlineData("host", new[] { "host", "--json" })]
+    [InlineData("hostSummary", new[] { "host", "--summary", "--json" })]
+    [InlineData("doctor", new[] { "doctor", "--json" })]
+    public async Task A_numa_host_matches_the_definitions(string definition, string[] command)
+    {
+        var host = _dir["numa"];
+        Assert.Equal(0, Vmnet("sim", "create", host, "--numa-nodes", "2", "--nic-node", "1", "--link-width", "8", "--hugepages-2m", "64", "--hugepages-1g", "2").Code);
+        var (code, output, error) = Vmnet([.. command, "--host-root", host]);
+
+        Assert.True(code == 0, $"vmnet {string.Join(' ', command)} exited {code}: {error}");
+        Assert.Contains(definition == "doctor" ? "NUMA node 1" : "\"numaNode\": 1", output);
+        await AssertValid(output, definition);
+    }
+
     /// <summary>status and ls of a running VM with an agent report: every field of a VM, its VFs and its bonds.</summary>
     [Fact]
     public async Task A_vm_with_its_vfs_and_the_agents_report_matches_vm_and_vms()

@@ -182,6 +182,9 @@ public sealed class LabVmNetTests(LabVmNetFixture fixture, ITestOutputHelper out
         Assert.Contains("0 -> 3 VFs", fixture.HostApply);
         Assert.True(fixture.Doctor.Exit == 0, $"vmnet doctor failed in the lab host:\n{fixture.Doctor.Output}");
         Assert.Contains("IOMMU: enabled", fixture.Doctor.Output);
+        // The PCIe link and NUMA checks read the lab kernel's own attributes (igb behind QEMU's PCIe root ports, one node).
+        Assert.Matches(@"(?m)^(ok|warn) +\S+ \(0000:0[12]:00\.0, PCIe\): (link|the link trained at) \d+(\.\d)? GT/s PCIe x\d+", fixture.Doctor.Output);
+        Assert.Matches(@"(?m)^ok +NUMA node 0 \(\S+, \S+\): CPUs 0(-\d+)?; ", fixture.Doctor.Output);
         foreach (var vm in new[] { "lab-a", "lab-b" })
         {
             Assert.True(fixture.Up.TryGetValue(vm, out var up), $"no result of vmnet up {vm}");

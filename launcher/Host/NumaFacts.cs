@@ -1,0 +1,108 @@
+using System.Globalization;
+
+namespace VmNet.Host;
+
+/// <summary>A pool of hugepages of one size on one NUMA node (<c>nodeN/hugepages/hugepages-SIZEkB</c>).</summary>
+public sealed record HugepagePool(long SizeKiB, int Total, int Free)
+{
+    /// <summary>"2MiB", "1GiB": how the spec and the output name the size.</summary>
+    public string Size => SizeKiB switch
+    {
+        >= 1048576 when SizeKiB % 1048576 == 0 => $"{SizeKiB / 1048576}GiB",
+        >= 1024 when SizeKiB % 1024 == 0 => $"{SizeKiB / 1024}MiB",
+        _ => $"{SizeKiB}KiB",
+    };
+}
+
+/// <summary>One NUMA node as <c>/sys/devices/system/node/nodeN</c> shows it.</summary>
+public sealed record NumaNodeFacts(int Id, IReadOnlyList<int> Cpus, long MemTotalKiB, long MemFreeKiB, IReadOnlyList<HugepagePool> Hugepages);
+
+/// <summary>The host's NUMA layout and the CPUs its command line keeps from the scheduler.</summary>
+public sealed record NumaTopology(IReadOnlyList<NumaNodeFacts> Nodes, IReadOnlyList<int> IsolatedCpus, IReadOnlyList<int> NohzFullCpus)
+{
+    public NumaNodeFacts? Node(int id) => Nodes.FirstOrDefault(n => n.Id == id);
+
+    /// <summary>
+    /// Reads the nodes under <paramref name="root"/>. A kernel without CONFIG_NUMA has no node directory: the host is
+    /// then one node 0 with every online CPU and /proc/meminfo's memory, as libvirt's capabilities show it.
+    /// </summary>
+    public static NumaTopology Read(HostRoot root)
+    {
+        var nodes = new List<NumaNodeFacts>();
+        foreach (var entry in root.List(Sysfs.NodeDir))
+        {
+            if (!entry.StartsWith("node", StringComparison.Ordinal)
+                || !int.TryParse(entry.AsSpan(4), NumberStyles.None, CultureInfo.InvariantCulture, out var id)) continue;
+            var meminfo = Meminfo(root.Read(Sysfs.NodeMeminfo(id)), $"Node {id} ");
+            nodes.Add(new NumaNodeFacts(id, CpuList.Parse(root.Read(Sysfs.NodeCpuList(id))) ?? [],
+                meminfo.GetValueOrDefault("MemTotal"), meminfo.GetValueOrDefault("MemFree"), Hugepages(root, Sysfs.NodeHugepages(id))));
+        }
+        if (nodes.Count == 0 && root.Exists(Sysfs.CpuOnline))
+        {
+            var meminfo = Meminfo(root.Read(Sysfs.ProcMeminfo), "");
+            nodes.Add(new NumaNodeFacts(0, CpuList.Parse(root.Read(Sysfs.CpuOnline)) ?? [], meminfo.GetValueOrDefault("MemTotal"),
+                meminfo.GetValueOrDefault("MemFree"), Hugepages(root, Sysfs.Hugepages)));
+        }
+        nodes.Sort((a, b) => a.Id.CompareTo(b.Id));
+        var cmdline = root.Read(Sysfs.ProcCmdline);
+        return new NumaTopology(nodes, CpuList.FromCmdline(cmdline, "isolcpus"), CpuList.FromCmdline(cmdline, "nohz_full"));
+    }
+
+    private static List<HugepagePool> Hugepages(HostRoot root, string dir)
+    {
+        var pools = new List<HugepagePool>();
+        foreach (var entry in root.List(dir))
+        {
+            // hugepages-2048kB, hugepages-1048576kB
+            if (!entry.StartsWith("hugepages-", StringComparison.Ordinal) || !entry.EndsWith("kB", StringComparison.Ordinal)
+                || !long.TryParse(entry.AsSpan(10, entry.Length - 12), NumberStyles.None, CultureInfo.InvariantCulture, out var size)) continue;
+            pools.Add(new HugepagePool(size, root.ReadInt($"{dir}/{entry}/nr_hugepages") ?? 0, root.ReadInt($"{dir}/{entry}/free_hugepages") ?? 0));
+        }
+        pools.Sort((a, b) => a.SizeKiB.CompareTo(b.SizeKiB));
+        return pools;
+    }
+
+    /// <summary>The "Key: N kB" lines of a meminfo file, the node's ("Node 0 MemTotal: ...") or /proc's.</summary>
+    private static Dictionary<string, long> Meminfo(string? text, string prefix)
+    {
+        var result = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var line in (text ?? "").Split('\n'))
+        {
+            var l = line.StartsWith(prefix, StringComparison.Ordinal) ? line[prefix.Length..] : line;
+            var colon = l.IndexOf(':');
+            if (colon <= 0) continue;
+            var value = l[(colon + 1)..].Trim();
+            if (value.EndsWith(" kB", StringComparison.Ordinal)) value = value[..^3].TrimEnd();
+            if (long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)) result[l[..colon].Trim()] = n;
+        }
+        return result;
+    }
+}
+
+/// <summary>
+/// A PCIe function's link as trained and as capable (<c>current_link_speed/width</c>, <c>max_link_speed/width</c>):
+/// a dual-port 100G card in a x8 slot, or on a Gen3 link when it is Gen4, cannot reach line rate on both ports.
+/// </summary>
+public sealed record PcieLink(string? Speed, int? Width, string? MaxSpeed, int? MaxWidth)
+{
+    /// <summary>Transfer rate in GT/s from "8.0 GT/s PCIe" (the kernel's format since 4.18), or null.</summary>
+    public static double? Rate(string? speed) =>
+        speed is not null && speed.IndexOf(" GT/s", StringComparison.Ordinal) is var i and > 0
+        && double.TryParse(speed[..i], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var r) ? r : null;
+
+    /// <summary>Whether the link trained below what the device can do (narrower or slower); false when unknown.</summary>
+    public bool Degraded =>
+        (Width is { } w && MaxWidth is { } mw && w < mw) || (Rate(Speed) is { } s && Rate(MaxSpeed) is { } ms && s < ms);
+
+    public static PcieLink? Read(HostRoot root, string pci)
+    {
+        var speed = root.Read(Sysfs.PciLink(pci, "current_link_speed"));
+        var maxSpeed = root.Read(Sysfs.PciLink(pci, "max_link_speed"));
+        var width = root.ReadInt(Sysfs.PciLink(pci, "current_link_width"));
+        var maxWidth = root.ReadInt(Sysfs.PciLink(pci, "max_link_width"));
+        return speed is null && maxSpeed is null && width is null && maxWidth is null ? null : new PcieLink(speed, width, maxSpeed, maxWidth);
+    }
+
+    public override string ToString() =>
+        $"{Speed ?? "?"} x{Width?.ToString(CultureInfo.InvariantCulture) ?? "?"} (max {MaxSpeed ?? "?"} x{MaxWidth?.ToString(CultureInfo.InvariantCulture) ?? "?"})";
+}
