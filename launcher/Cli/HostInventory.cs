@@ -39,7 +39,7 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaN
                     Unusable = vf.GroupPeer is not null ? vf.BusyReason : null,
                 };
             }).ToList();
-            pfs.Add(new PfRow(pf.Name, pf.Pci, pf.Driver, pf.TotalVfs, pf.NumVfs, pf.Mtu, pf.Up ? "up" : "down", vfs) { NumaNode = pf.NumaNode, Link = pf.Link });
+            pfs.Add(new PfRow(pf.Name, pf.Pci, pf.Driver, pf.TotalVfs, pf.NumVfs, pf.Mtu, pf.Up ? "up" : "down", vfs) { NumaNode = numa?.NodeOf(pf.NumaNode) ?? pf.NumaNode, Link = pf.Link });
         }
         return new HostInventory(pfs, numa?.Nodes ?? []);
     }
@@ -97,7 +97,7 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaN
             n.Hugepages.Count == 0 ? "-" : string.Join(", ", n.Hugepages.Select(h => $"{h.Size} {h.Free}/{h.Total}")),
             Pfs.Where(p => p.NumaNode == n.Id).Select(p => p.Name).DefaultIfEmpty("-").Aggregate((a, b) => a + "," + b),
         }).ToList());
-        // A PF without a node (numa_node -1: a one-node host, or firmware that does not say) is local to every node.
+        // A PF without a node on a host of several (firmware that does not say; on a one-node host it is on that node).
         if (Nodes.Count > 1 && Pfs.FirstOrDefault(p => p.NumaNode < 0) is { } unknown)
             o.WriteLine($"{unknown.Name}: the kernel does not say which node it sits on (numa_node is -1); its VMs are not placed by node");
     }

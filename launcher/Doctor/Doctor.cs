@@ -23,7 +23,8 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
     public async Task<IReadOnlyList<Check>> Run(CancellationToken ct)
     {
         var checks = new List<Check> { Iommu(), Vfio() };
-        var pfs = new HostScanner(root).AllPfs();
+        var scanner = new HostScanner(root);
+        var pfs = scanner.AllPfs();
         if (pfs.Count == 0)
             checks.Add(new Check("SR-IOV ports", CheckStatus.Fail, "no PCI function with SR-IOV capability (sriov_totalvfs) was found",
                 "enable SR-IOV in the firmware setup and on the NIC (mlx5: mstconfig -d PCI set SRIOV_EN=1 NUM_OF_VFS=16, then reboot)"));
@@ -33,7 +34,7 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
             if (pf.Link is { } link) checks.Add(PcieCheck(pf, link));
             if (pf.Driver == "mlx5_core") checks.AddRange(await Mlx5Checks(pf, ct));
         }
-        checks.AddRange(NumaChecks(pfs, NumaTopology.Read(root)));
+        checks.AddRange(NumaChecks(pfs, scanner.Numa()));
         checks.Add(Memlock());
         return checks;
     }
@@ -114,8 +115,7 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
             yield return new Check($"{pf.Name} ({pf.Pci}, NUMA)", CheckStatus.Warn,
                 $"the kernel does not say which of the {numa.Nodes.Count} NUMA nodes the PF sits on (numa_node is -1), so its VMs cannot be placed beside it",
                 "enable the ACPI SRAT/proximity domains in the firmware setup (often \"NUMA\" or \"Sub-NUMA clustering\") so that PCI devices report their node");
-        // On a one-node host a PF without a node (numa_node -1, as most one-socket machines report) is on that node.
-        int NodeOf(PhysicalFunction p) => p.NumaNode >= 0 || multi ? p.NumaNode : numa.Nodes[0].Id;
+        int NodeOf(PhysicalFunction p) => numa.NodeOf(p.NumaNode);
         foreach (var node in pfs.Select(NodeOf).Where(n => n >= 0).Distinct().Order())
         {
             var facts = numa.Node(node);

@@ -22,6 +22,16 @@ public sealed record NumaTopology(IReadOnlyList<NumaNodeFacts> Nodes, IReadOnlyL
 {
     public NumaNodeFacts? Node(int id) => Nodes.FirstOrDefault(n => n.Id == id);
 
+    /// <summary>The node of a device whose <c>numa_node</c> reads <paramref name="deviceNode"/>; -1 when unknown.</summary>
+    public int NodeOf(int deviceNode) => NodeOf(Nodes, deviceNode);
+
+    /// <summary>
+    /// On a one-node host a device without a node (numa_node -1, as most one-socket machines report) is on that node;
+    /// on a host of several nodes -1 stays unknown.
+    /// </summary>
+    public static int NodeOf(IReadOnlyList<NumaNodeFacts> nodes, int deviceNode) =>
+        deviceNode >= 0 || nodes.Count != 1 ? deviceNode : nodes[0].Id;
+
     /// <summary>
     /// Reads the nodes under <paramref name="root"/>. A kernel without CONFIG_NUMA has no node directory: the host is
     /// then one node 0 with every online CPU and /proc/meminfo's memory, as libvirt's capabilities show it.

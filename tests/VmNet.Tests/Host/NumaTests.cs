@@ -156,6 +156,24 @@ public class NumaCliTests
     }
 
     [Fact]
+    public void On_a_one_node_host_a_pf_without_a_node_is_on_node_0_for_host_and_doctor_alike()
+    {
+        using var dir = new TempDir();
+        var host = dir["host"];
+        Assert.Equal(0, Run("sim", "create", host).Code);
+        // Most one-socket machines report numa_node -1 for their PCI devices.
+        foreach (var pf in new[] { "0000:03:00.0", "0000:03:00.1" })
+            File.WriteAllText(Path.Join(host, "sys/bus/pci/devices", pf, "numa_node"), "-1\n");
+
+        var lines = Run("host", "--host-root", host, "--state-dir", dir["state"]).Out.Split('\n');
+        Assert.StartsWith("enp3s0f0np0  0000:03:00.0  mlx5_core  up  mtu 1500  VFs 8/16  free 8  node 0  ", lines[0]);
+        Assert.Contains(lines, l => l.StartsWith("  0     0-7", StringComparison.Ordinal) && l.EndsWith("enp3s0f0np0,enp3s0f1np1", StringComparison.Ordinal));
+        var doctor = Run("doctor", "--host-root", host).Out;
+        Assert.Contains("ok    NUMA node 0 (enp3s0f0np0, enp3s0f1np1): CPUs 0-7;", doctor);
+        Assert.DoesNotContain("numa_node is -1", doctor);
+    }
+
+    [Fact]
     public void Doctor_says_how_to_reserve_hugepages_on_the_nics_node()
     {
         using var dir = new TempDir();
