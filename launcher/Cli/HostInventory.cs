@@ -7,6 +7,9 @@ namespace VmNet.Cli;
 /// <summary>What <c>vmnet host</c> shows: every SR-IOV PF and its VFs, with who holds each.</summary>
 public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaNodeFacts> Nodes)
 {
+    /// <summary>The host CPUs leased to VMs for dedicated pinning (<c>placement.cpuPinning: dedicated</c>).</summary>
+    public IReadOnlyList<DedicatedCpu> DedicatedCpus { get; init; } = [];
+
     /// <summary>
     /// Reads every SR-IOV PF and its VFs; <paramref name="adminState"/> gives the VF settings the PF holds (MAC and
     /// VLAN from netlink) where available, else the lease's and the netdev's are shown.
@@ -41,8 +44,14 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaN
             }).ToList();
             pfs.Add(new PfRow(pf.Name, pf.Pci, pf.Driver, pf.TotalVfs, pf.NumVfs, pf.Mtu, pf.Up ? "up" : "down", vfs) { NumaNode = numa?.NodeOf(pf.NumaNode) ?? pf.NumaNode, Link = pf.Link });
         }
-        return new HostInventory(pfs, numa?.Nodes ?? []);
+        return new HostInventory(pfs, numa?.Nodes ?? [])
+        {
+            DedicatedCpus = CpuLedger.HeldOf(leases.CpuLeases(), leases).Select(c => new DedicatedCpu(c.Cpu, c.Node, c.Vm, c.Vcpu)).ToList(),
+        };
     }
+
+    /// <summary>One CPU dedicated to a VM: its vCPU (null: the emulator threads).</summary>
+    public sealed record DedicatedCpu(int Cpu, int Node, string Vm, int? Vcpu);
 
     private const string NoPf = "no SR-IOV PF on this host (no PCI function has sriov_totalvfs)";
 
@@ -91,9 +100,11 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaN
         if (Nodes.Count == 0) return;
         static string GiB(long kib) => (kib / 1048576.0).ToString("0.0", System.Globalization.CultureInfo.InvariantCulture) + " GiB";
         o.WriteLine();
-        TextTable.Print(o, ["NODE", "CPUS", "MEMORY", "FREE", "HUGEPAGES (FREE/TOTAL)", "PFS"], Nodes.Select(n => new[]
+        TextTable.Print(o, ["NODE", "CPUS", "DEDICATED", "MEMORY", "FREE", "HUGEPAGES (FREE/TOTAL)", "PFS"], Nodes.Select(n => new[]
         {
-            Node(n.Id), n.Cpus.Count == 0 ? "-" : CpuList.Format(n.Cpus), GiB(n.MemTotalKiB), GiB(n.MemFreeKiB),
+            Node(n.Id), n.Cpus.Count == 0 ? "-" : CpuList.Format(n.Cpus),
+            DedicatedCpus.Where(c => n.Cpus.Contains(c.Cpu)).Select(c => c.Cpu).ToList() is { Count: > 0 } d ? CpuList.Format(d) : "-",
+            GiB(n.MemTotalKiB), GiB(n.MemFreeKiB),
             n.Hugepages.Count == 0 ? "-" : string.Join(", ", n.Hugepages.Select(h => $"{h.Size} {h.Free}/{h.Total}")),
             Pfs.Where(p => p.NumaNode == n.Id).Select(p => p.Name).DefaultIfEmpty("-").Aggregate((a, b) => a + "," + b),
         }).ToList());

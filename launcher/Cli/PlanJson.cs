@@ -5,7 +5,7 @@ using VmNet.Planning;
 namespace VmNet.Cli;
 
 /// <summary>The plan as <c>vmnet up --dry-run --json</c> prints it (schemas/vmnet-output.schema.json, <c>plan</c>).</summary>
-public sealed record PlanDocument(string Name, string Backend, IReadOnlyList<PlanVf> Vfs, IReadOnlyList<string> Reclaims,
+public sealed record PlanDocument(string Name, string Backend, IReadOnlyList<PlanVf> Vfs, PlanPlacement Placement, IReadOnlyList<string> Reclaims,
     IReadOnlyList<string> HostChanges, IReadOnlyList<string> Then, IReadOnlyList<string> Problems, PlanPaths Paths, bool Running,
     IReadOnlyList<SpecChange> Changes)
 {
@@ -16,6 +16,7 @@ public sealed record PlanDocument(string Name, string Backend, IReadOnlyList<Pla
         Spec.SpecNames.Of(plan.Backend),
         plan.Vfs.Select(a => new PlanVf(a.Network.Name, a.GuestName, a.PortName, a.Port, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci,
             a.Mac, a.MacGenerated, a.Network.Vlan?.Id, a.Vf.IommuGroup, a.AlreadyLeased)).ToList(),
+        PlanPlacement.Of(plan.Placement),
         reclaims,
         plan.Steps.Where(PlanPrinter.IsHostChange).Select(s => s.Describe()).ToList(),
         plan.Steps.Where(s => !PlanPrinter.IsHostChange(s)).Select(s => s.Describe()).ToList(),
@@ -30,6 +31,14 @@ public sealed record PlanDocument(string Name, string Backend, IReadOnlyList<Pla
 /// generated, the IOMMU group, whether the VM holds the VF already.</summary>
 public sealed record PlanVf(string Network, string Member, string Port, int PortIndex, string Pf, string PfPci, int Vf, string Pci,
     string Mac, bool MacGenerated, int? Vlan, int? IommuGroup, bool AlreadyLeased);
+
+/// <summary>The plan's placement (<c>placement</c> in the schema).</summary>
+public sealed record PlanPlacement(int? Node, IReadOnlyList<int> VcpuCpus, int? EmulatorCpu, IReadOnlyList<int> SharedCpus, string Hugepages,
+    string? Hugetlbfs, IReadOnlyList<string> Warnings)
+{
+    public static PlanPlacement Of(Placement p) => new(p.Node, p.VcpuCpus, p.EmulatorCpu, p.SharedCpus,
+        p.HugepageKiB switch { 0 => "none", 2048 => "2MiB", _ => "1GiB" }, p.HugetlbfsMount, p.Warnings);
+}
 
 public sealed record PlanPaths(string VmDir, string Disk, string Seed, string SerialLog);
 

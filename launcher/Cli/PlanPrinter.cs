@@ -22,6 +22,12 @@ internal static class PlanPrinter
             (a.Network.Vlan ?? Spec.VlanTag.Untagged).ToString(), a.AlreadyLeased ? "already leased" : "",
         }).ToList();
         TextTable.Print(o, ["NETWORK", "GUEST NIC", "PF", "VF", "PCI", "MAC", "VLAN", ""], rows);
+        if (plan.Placement.Describe() is { } placement)
+        {
+            o.WriteLine();
+            o.WriteLine($"Placement: {placement}");
+        }
+        foreach (var w in plan.Placement.Warnings) o.WriteLine($"warning: {w}");
         if (dry.Reclaims.Count > 0)
         {
             o.WriteLine();

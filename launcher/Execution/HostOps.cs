@@ -76,6 +76,7 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
         var host = new HostScanner(Kernel.Root);
         LaunchPlan plan;
         IReadOnlyList<(Lease Now, Lease? Before)> claimed;
+        IReadOnlyList<CpuLease> cpusBefore;
         var reverter = new Reverter();
         var reclaimed = new List<string>();
         using (Ledger.Lock(ct))
@@ -97,8 +98,11 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
             beforeFirstChange?.Invoke(plan);
             progress?.Planned(plan);
             foreach (var line in reclaimed) progress?.Note($"reclaimed an orphan: {line}");
+            foreach (var w in plan.Placement.Warnings) progress?.Note($"warning: {w}");
             // The claim is the first change; its undo, registered at once, is the last to run.
             claimed = Ledger.Claim(spec.Name, plan.Leases, Liveness.StartingSelf());
+            // The CPU leases are held by the VM's VF leases, so they come after them, under the same lock.
+            cpusBefore = Ledger.Cpus.Claim(spec.Name, plan.CpuLeases);
         }
 
         var isNew = claimed.All(c => c.Before is null);
@@ -109,6 +113,8 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
                 // After a rollback that left changes, the VFs the VM held before go back to it as they were, and the new
                 // ones stay with this vmnet, so that `vmnet gc` restores them once it has exited.
                 var clean = reverter.Failures.Count == 0;
+                // A new VM whose rollback left changes keeps its CPUs with the VFs that stay leased (`vmnet gc` frees both).
+                if (clean || !isNew) Ledger.Cpus.Restore(spec.Name, cpusBefore);
                 Ledger.Unclaim(claimed, releaseNew: clean);
                 if (clean && isNew && options.Start) reverter.Note($"{spec.Name}'s VFs were given back as they were found");
             }
@@ -148,6 +154,11 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
                 throw new VmNetException($"VM {vm} is being started by vmnet pid {o.Pid} right now; wait for it to finish (or stop it), then rerun `vmnet rm {vm}`");
             done.Add(await restorer.RestoreAndReleaseAsync(lease, ct).ConfigureAwait(false));
         }
+        if (Ledger.Cpus.OfVm(vm) is { Count: > 0 } cpus)
+        {
+            Ledger.Cpus.Release(vm);
+            done.Add($"CPUs {Host.CpuList.Format(cpus.Select(c => c.Cpu))}: released (dedicated to {vm})");
+        }
         return done;
     }
 
@@ -168,6 +179,15 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
             if (lease is null || Liveness.Gone(lease.Owner) is not { } why) continue;
             var what = await restorer.RestoreAndReleaseAsync(lease, ct).ConfigureAwait(false);
             done.Add($"{what}; released from {lease.Vm} ({why})");
+        }
+        try
+        {
+            foreach (var vm in Ledger.Cpus.DropStale().GroupBy(c => c.Vm))
+                done.Add($"CPUs {Host.CpuList.Format(vm.Select(c => c.Cpu))}: released from {vm.Key} (it holds no VF any more)");
+        }
+        catch (VmNetException e)
+        {
+            problems.Add(e.Message);
         }
         return (done, problems); // each release kept the PF index rebuilt above
     }

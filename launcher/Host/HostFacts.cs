@@ -61,4 +61,7 @@ public interface IHostFacts
     string? VfPci(PhysicalFunction pf, int index);
 
     VirtualFunction ReadVf(int index, string pci);
+
+    /// <summary>The host's NUMA nodes, isolated CPUs and hugetlbfs mounts.</summary>
+    NumaTopology Numa();
 }

@@ -14,12 +14,60 @@ public sealed record HugepagePool(long SizeKiB, int Total, int Free)
     };
 }
 
+/// <summary>A hugetlbfs mount and the size of its pages.</summary>
+public sealed record HugetlbfsMount(string Path, long PageKiB)
+{
+    /// <summary>The hugetlbfs lines of /proc/mounts ("hugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0").</summary>
+    public static IReadOnlyList<HugetlbfsMount> Parse(string? mounts, long defaultKiB)
+    {
+        var result = new List<HugetlbfsMount>();
+        foreach (var line in (mounts ?? "").Split('\n'))
+        {
+            var f = line.Split(' ');
+            if (f.Length < 4 || f[2] != "hugetlbfs") continue;
+            var size = defaultKiB;
+            foreach (var option in f[3].Split(','))
+                if (option.StartsWith("pagesize=", StringComparison.Ordinal) && Size(option[9..]) is { } s) size = s;
+            result.Add(new HugetlbfsMount(Unescape(f[1]), size));
+        }
+        return result;
+    }
+
+    /// <summary>"2M", "1024M", "1G" in KiB.</summary>
+    private static long? Size(string text)
+    {
+        if (text.Length < 2) return null;
+        var unit = char.ToUpperInvariant(text[^1]) switch { 'K' => 1L, 'M' => 1024L, 'G' => 1048576L, _ => 0L };
+        return unit > 0 && long.TryParse(text.AsSpan(0, text.Length - 1), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n * unit : null;
+    }
+
+    /// <summary>/proc/mounts writes a space, tab, newline and backslash in a path as octal escapes (\040).</summary>
+    private static string Unescape(string path)
+    {
+        var sb = new System.Text.StringBuilder();
+        for (var i = 0; i < path.Length; i++)
+        {
+            if (path[i] == '\\' && i + 3 < path.Length && path.AsSpan(i + 1, 3).ToString() is var oct
+                && oct.All(c => c is >= '0' and <= '7'))
+            {
+                sb.Append((char)Convert.ToInt32(oct, 8));
+                i += 3;
+            }
+            else sb.Append(path[i]);
+        }
+        return sb.ToString();
+    }
+}
+
 /// <summary>One NUMA node as <c>/sys/devices/system/node/nodeN</c> shows it.</summary>
 public sealed record NumaNodeFacts(int Id, IReadOnlyList<int> Cpus, long MemTotalKiB, long MemFreeKiB, IReadOnlyList<HugepagePool> Hugepages);
 
 /// <summary>The host's NUMA layout and the CPUs its command line keeps from the scheduler.</summary>
 public sealed record NumaTopology(IReadOnlyList<NumaNodeFacts> Nodes, IReadOnlyList<int> IsolatedCpus, IReadOnlyList<int> NohzFullCpus)
 {
+    /// <summary>The hugetlbfs mounts of /proc/mounts, each with its page size: where QEMU maps hugepage memory from.</summary>
+    public IReadOnlyList<HugetlbfsMount> Hugetlbfs { get; init; } = [];
+
     public NumaNodeFacts? Node(int id) => Nodes.FirstOrDefault(n => n.Id == id);
 
     /// <summary>The node of a device whose <c>numa_node</c> reads <paramref name="deviceNode"/>; -1 when unknown.</summary>
@@ -55,8 +103,14 @@ public sealed record NumaTopology(IReadOnlyList<NumaNodeFacts> Nodes, IReadOnlyL
         }
         nodes.Sort((a, b) => a.Id.CompareTo(b.Id));
         var cmdline = root.Read(Sysfs.ProcCmdline);
-        return new NumaTopology(nodes, CpuList.FromCmdline(cmdline, "isolcpus"), CpuList.FromCmdline(cmdline, "nohz_full"));
+        return new NumaTopology(nodes, CpuList.FromCmdline(cmdline, "isolcpus"), CpuList.FromCmdline(cmdline, "nohz_full"))
+        {
+            Hugetlbfs = HugetlbfsMount.Parse(root.Read(Sysfs.ProcMounts), DefaultHugepageKiB(root)),
+        };
     }
+
+    /// <summary>The kernel's default hugepage size (/proc/meminfo Hugepagesize): the page size of a mount without pagesize=.</summary>
+    private static long DefaultHugepageKiB(HostRoot root) => Meminfo(root.Read(Sysfs.ProcMeminfo), "").GetValueOrDefault("Hugepagesize", 2048);
 
     private static List<HugepagePool> Hugepages(HostRoot root, string dir)
     {

@@ -16,6 +16,7 @@ public static class Sysfs
     public const string NetClass = "/sys/class/net";
     public const string IommuClass = "/sys/class/iommu";
     public const string ProcCmdline = "/proc/cmdline";
+    public const string ProcMounts = "/proc/mounts";
     public const string ProcSelfLimits = "/proc/self/limits";
     public const string VfioContainer = "/dev/vfio/vfio";
 

@@ -97,6 +97,9 @@ public interface ILeaseView
     /// VFs costs no I/O, however many there are.
     /// </summary>
     IReadOnlySet<int> LeasedVfIndices(string pfPci);
+
+    /// <summary>Every CPU lease of dedicated pinning (held or stale: <see cref="CpuLedger.HeldOf"/> tells).</summary>
+    IReadOnlyList<CpuLease> CpuLeases();
 }
 
 /// <summary>Leases read from the state directory, one file per VF; a corrupt file is reported, never ignored.</summary>
@@ -105,6 +108,8 @@ public sealed class LeaseStore(StateDir state) : ILeaseView
     public StateDir State { get; } = state;
 
     public bool IsLeased(string pci) => File.Exists(State.LeaseFile(pci));
+
+    public IReadOnlyList<CpuLease> CpuLeases() => new CpuLedger(State, this).All();
 
     public IReadOnlyList<Lease> OfVm(string vm)
     {

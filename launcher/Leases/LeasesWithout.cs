@@ -12,6 +12,8 @@ public sealed class LeasesWithout(ILeaseView inner, IEnumerable<Lease> hidden) :
     public string? MacOwner(string mac) =>
         _hidden.Values.Any(l => string.Equals(l.Mac, mac, StringComparison.OrdinalIgnoreCase)) ? null : inner.MacOwner(mac);
 
+    public IReadOnlyList<CpuLease> CpuLeases() => inner.CpuLeases();
+
     public IReadOnlySet<int> LeasedVfIndices(string pfPci)
     {
         var set = new HashSet<int>(inner.LeasedVfIndices(pfPci));

@@ -22,6 +22,10 @@ public sealed class LeaseLedger(StateDir state)
     public StateDir State { get; } = state;
     public LeaseStore Store { get; } = new(state);
 
+    /// <summary>The dedicated CPUs, held while their VM holds a VF lease.</summary>
+    public CpuLedger Cpus => _cpus ??= new CpuLedger(State, Store);
+    private CpuLedger? _cpus;
+
     public FileLock Lock(CancellationToken ct) => FileLock.Acquire(State.LockFile, LockTimeout, ct);
 
     public void Write(Lease lease)

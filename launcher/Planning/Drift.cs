@@ -81,7 +81,16 @@ public static class Drift
         return keys;
     }
 
-    private static string Get(IReadOnlyDictionary<string, string> fields, string key) => fields.TryGetValue(key, out var v) ? v : "(none)";
+    private static string Get(IReadOnlyDictionary<string, string> fields, string key) =>
+        fields.TryGetValue(key, out var v) ? v : AddedLater.GetValueOrDefault(key, "(none)");
+
+    /// <summary>Fields added after launch records were first written: a record without one was launched with its default.</summary>
+    private static readonly Dictionary<string, string> AddedLater = new(StringComparer.Ordinal)
+    {
+        ["placement.numa"] = SpecNames.Of(PlacementSpec.Default.Numa),
+        ["placement.cpuPinning"] = SpecNames.Of(PlacementSpec.Default.CpuPinning),
+        ["placement.hugepages"] = PlacementSpec.Default.Hugepages,
+    };
 
     private static int Count(IReadOnlyDictionary<string, string> fields) =>
         fields.Keys.Select(k => Split(k).Network).Where(n => n is not null).Select(n => n!.Value + 1).DefaultIfEmpty(0).Max();
@@ -116,6 +125,9 @@ public static class SpecFields
         f.Add("boot.kernel", spec.Boot?.Kernel);
         f.Add("boot.initrd", spec.Boot?.Initrd);
         f.Add("boot.cmdline", spec.Boot?.Cmdline);
+        f.Add("placement.numa", SpecNames.Of(spec.Placement.Numa));
+        f.Add("placement.cpuPinning", SpecNames.Of(spec.Placement.CpuPinning));
+        f.Add("placement.hugepages", spec.Placement.Hugepages);
         for (var i = 0; i < spec.Networks.Count; i++)
         {
             var n = spec.Networks[i];

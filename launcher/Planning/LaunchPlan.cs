@@ -71,6 +71,12 @@ public sealed record LaunchPlan(
     Artifacts Artifacts,
     VmPaths Paths)
 {
+    /// <summary>Where the VM runs on the host: NUMA node, pinned CPUs, hugepages.</summary>
+    public Placement Placement { get; init; } = Placement.None;
+
+    /// <summary>The CPU leases the plan takes (dedicated pinning).</summary>
+    public IReadOnlyList<CpuLease> CpuLeases => Placement.Leases(Vm.Name);
+
     /// <summary>The VM as it ran when the plan was made, or null when it did not run.</summary>
     public RunningVm? Running { get; init; }
 

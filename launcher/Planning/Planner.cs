@@ -81,11 +81,15 @@ public static class Planner
         if (problems.Count > 0)
             throw new HostException(string.Join("\n", problems));
 
+        // A VM running on hugepages of the size asked for holds its pages: they are not free, and need not be.
+        var hugepagesInUse = spec.Placement.HugepageKiB > 0 && running?.Record?.Spec.GetValueOrDefault("placement.hugepages") == spec.Placement.Hugepages;
+        var placement = PlacementPlanner.Plan(spec, vfs, host.Numa(), leases, hugepagesInUse);
+
         var paths = VmPaths.For(state, spec.Name);
         var backend = options.Backend ?? spec.Backend;
         var steps = new List<Step>(vfs.SelectMany(a => VfSteps.Configure(a.Ref, a.Vf, a.Settings)));
         steps.AddRange(LaunchSteps(spec, backend, options, paths, running is not null));
-        var artifacts = Renderer.Render(RenderInput(spec, vfs, paths), templates);
+        var artifacts = Renderer.Render(RenderInput(spec, vfs, paths, placement), templates);
         // The leases follow the libvirt domain by the UUID planned here: a domain.xml (a --templates override) that
         // names no UUID, or another one, would make libvirt's domain look gone to `vmnet gc` while it runs.
         var uuid = Renderer.Uuid(spec.Name);
@@ -94,6 +98,7 @@ public static class Planner
                 "the leases follow the domain by it; restore that line in the template given with --templates", ExitCodes.InvalidInput);
         return new LaunchPlan(spec, backend, options, vfs, steps, artifacts, paths)
         {
+            Placement = placement,
             Running = running,
             Drift = running?.Record is { } record ? Drift.Compare(record, spec) : [],
         };
@@ -134,8 +139,11 @@ public static class Planner
     }
 
     /// <summary>The flat model the templates are rendered from.</summary>
-    public static RenderInput RenderInput(VmSpec spec, IReadOnlyList<VfClaim> vfs, VmPaths paths) =>
-        new(spec, vfs.Select(a => new RenderedVf(a.NetworkIndex, a.GuestName, a.Mac, a.Vf.Pci, a.PortName, a.Pf.Name, a.Pf.Pci, a.Vf.Index)).ToList(), paths);
+    public static RenderInput RenderInput(VmSpec spec, IReadOnlyList<VfClaim> vfs, VmPaths paths, Placement? placement = null) =>
+        new(spec, vfs.Select(a => new RenderedVf(a.NetworkIndex, a.GuestName, a.Mac, a.Vf.Pci, a.PortName, a.Pf.Name, a.Pf.Pci, a.Vf.Index)).ToList(), paths)
+        {
+            Placement = placement ?? Placement.None,
+        };
 
     private static VfClaim? Choose(VmSpec spec, int ni, NetworkSpec network, int port, string portName,
         PhysicalFunction pf, IHostFacts host, ILeaseView leases, Dictionary<(string, int), Lease> own,

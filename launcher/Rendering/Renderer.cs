@@ -25,7 +25,11 @@ public sealed record Artifacts(
 public sealed record RenderedVf(int NetworkIndex, string Name, string Mac, string Pci, string Port, string Pf, string PfPci, int Vf);
 
 /// <summary>What the templates are rendered from: the spec's values, the VFs the plan chose, the VM's files.</summary>
-public sealed record RenderInput(VmSpec Vm, IReadOnlyList<RenderedVf> Vfs, VmPaths Paths);
+public sealed record RenderInput(VmSpec Vm, IReadOnlyList<RenderedVf> Vfs, VmPaths Paths)
+{
+    /// <summary>Where the VM runs on the host (none: nothing is rendered for it).</summary>
+    public Planning.Placement Placement { get; init; } = Planning.Placement.None;
+}
 
 /// <summary>Renders the templates from a flat model (snake_case names) made of a <see cref="RenderInput"/>; the agent's
 /// config is no template: <see cref="AgentConfigBuilder"/> makes it as the contract's record.</summary>
@@ -159,9 +163,25 @@ public static class Renderer
                 ("agent_config", paths.AgentConfig), ("console_socket", paths.ConsoleSocket))),
             ("boot", vm.Boot is { } boot ? Obj(("kernel", boot.Kernel), ("initrd", boot.Initrd), ("cmdline", boot.Cmdline)) : null),
             ("agent", Obj(("port", AgentPort), ("fw_cfg", AgentFwCfg))),
+            ("placement", PlacementModel(input.Placement, vm.Cpus)),
             ("networks", networks),
             ("vfs", vfs),
             ("agent_json", ""));
+    }
+
+    /// <summary>
+    /// The placement as the templates see it: <c>numa</c> (a node is bound), <c>node</c>, <c>vcpu_pins</c> (vcpu, cpu),
+    /// <c>emulator_cpu</c>, <c>cpuset</c> (the CPUs shared vCPUs float over, "" for any), <c>guest_cpus</c> (0-N),
+    /// <c>hugepage_kib</c> and <c>mem_path</c>.
+    /// </summary>
+    private static ScriptObject PlacementModel(Planning.Placement p, int cpus)
+    {
+        var pins = new ScriptArray();
+        for (var i = 0; i < p.VcpuCpus.Count; i++) pins.Add(Obj(("vcpu", i), ("cpu", p.VcpuCpus[i])));
+        return Obj(
+            ("numa", p.Node is not null), ("node", p.Node ?? 0), ("pinned", p.Dedicated), ("vcpu_pins", pins),
+            ("emulator_cpu", p.EmulatorCpu ?? 0), ("cpuset", p.SharedCpus.Count > 0 ? Host.CpuList.Format(p.SharedCpus) : ""),
+            ("guest_cpus", cpus == 1 ? "0" : $"0-{cpus - 1}"), ("hugepage_kib", p.HugepageKiB), ("mem_path", p.HugetlbfsMount ?? ""));
     }
 
     /// <summary>

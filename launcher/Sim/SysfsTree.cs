@@ -114,6 +114,11 @@ public sealed class SysfsTree(string root)
                 Write($"{pool}/surplus_hugepages", "0\n");
             }
         }
+        // systemd mounts /dev/hugepages (the default 2 MiB pages) on every boot; 1 GiB pages need a mount of their own,
+        // which an operator who reserves them adds.
+        Write(Sysfs.ProcMounts, "sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0\n"
+            + "hugetlbfs /dev/hugepages hugetlbfs rw,nosuid,nodev,relatime,pagesize=2M 0 0\n"
+            + (hugepages1G > 0 ? "hugetlbfs /dev/hugepages1G hugetlbfs rw,relatime,pagesize=1024M 0 0\n" : ""));
     }
 
     /// <summary>A function's PCIe link attributes, trained at <paramref name="speed"/> x<paramref name="width"/>.</summary>

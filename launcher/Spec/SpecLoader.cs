@@ -91,6 +91,7 @@ public static partial class SpecLoader
         }
 
         var boot = ReadBoot(r.Map("boot"), p);
+        var placement = ReadPlacement(r.Map("placement"), memory, p);
 
         var networks = new List<NetworkSpec>();
         var networkReaders = r.MapList("networks");
@@ -115,7 +116,24 @@ public static partial class SpecLoader
         r.RejectUnknownKeys();
 
         if (p.Any || name is null || disk is null) return null;
-        return new VmSpec(name, cpus, memory, disk, networks, guest, backend, accel, autostart, boot);
+        return new VmSpec(name, cpus, memory, disk, networks, guest, backend, accel, autostart, boot) { Placement = placement };
+    }
+
+    private static PlacementSpec ReadPlacement(MapReader? m, int memoryMiB, Problems p)
+    {
+        if (m is null) return PlacementSpec.Default;
+        var numa = m.Choice("numa", NumaChoices) ?? PlacementSpec.Default.Numa;
+        var pinning = m.Choice("cpuPinning", PinningChoices) ?? PlacementSpec.Default.CpuPinning;
+        var huge = m.Choice("hugepages", HugepageChoices) ?? 0;
+        m.RejectUnknownKeys();
+        if (huge > 0 && memoryMiB * 1024L % huge != 0)
+            p.Add("memory", $"must be a whole number of {(huge == 2048 ? "2MiB" : "1GiB")} pages with placement.hugepages: {(huge == 2048 ? "2MiB" : "1GiB")}, got {memoryMiB}MiB; "
+                + $"round it to {(memoryMiB * 1024L + huge - 1) / huge * huge / 1024}MiB", m.Node);
+        if (numa == NumaPolicy.Any && huge > 0)
+            p.Add(m.Child("hugepages"), "needs a NUMA node to take the pages from: use numa: nic or preferred with hugepages", m.Get("hugepages"));
+        if (numa == NumaPolicy.Any && pinning == CpuPinning.Dedicated)
+            p.Add(m.Child("cpuPinning"), "dedicated pins each vCPU to a CPU of the NIC's node: use numa: nic or preferred with it", m.Get("cpuPinning"));
+        return new PlacementSpec(numa, pinning, huge);
     }
 
     private static BootSpec? ReadBoot(MapReader? b, Problems p)
@@ -383,6 +401,9 @@ public static partial class SpecLoader
     private static bool HasControl(string s) => s.Any(char.IsControl);
 
     private static readonly Dictionary<string, Backend> BackendChoices = new() { ["libvirt"] = Backend.Libvirt, ["qemu"] = Backend.Qemu };
+    private static readonly Dictionary<string, NumaPolicy> NumaChoices = new() { ["nic"] = NumaPolicy.Nic, ["preferred"] = NumaPolicy.Preferred, ["any"] = NumaPolicy.Any };
+    private static readonly Dictionary<string, CpuPinning> PinningChoices = new() { ["shared"] = CpuPinning.Shared, ["dedicated"] = CpuPinning.Dedicated };
+    private static readonly Dictionary<string, long> HugepageChoices = new() { ["none"] = 0, ["2MiB"] = 2048, ["1GiB"] = 1048576 };
     private static readonly Dictionary<string, Accel> AccelChoices = new() { ["kvm"] = Accel.Kvm, ["tcg"] = Accel.Tcg };
     private static readonly Dictionary<string, VlanProtocol> ProtocolChoices = new() { ["802.1Q"] = VlanProtocol.Dot1Q, ["802.1ad"] = VlanProtocol.Dot1Ad };
     private static readonly Dictionary<string, LinkState> LinkStateChoices = new() { ["auto"] = LinkState.Auto, ["enable"] = LinkState.Enable, ["disable"] = LinkState.Disable };

@@ -15,7 +15,26 @@ public sealed record VmSpec(
     Backend Backend,
     Accel Accel,
     bool Autostart,
-    BootSpec? Boot = null);
+    BootSpec? Boot = null)
+{
+    /// <summary>Where the VM runs on the host: NUMA node, CPU pinning, hugepages (<c>placement:</c>).</summary>
+    public PlacementSpec Placement { get; init; } = PlacementSpec.Default;
+}
+
+/// <summary>
+/// <c>placement:</c> the VM's shape for line rate. <see cref="Numa"/>: vCPUs and memory on the node of the VM's VFs;
+/// <see cref="CpuPinning"/>: dedicated host CPUs, leased like VFs; <see cref="HugepageKiB"/>: guest memory from that
+/// node's hugepages of this size (0: ordinary pages).
+/// </summary>
+public sealed record PlacementSpec(NumaPolicy Numa, CpuPinning CpuPinning, long HugepageKiB)
+{
+    public static readonly PlacementSpec Default = new(NumaPolicy.Nic, CpuPinning.Shared, 0);
+
+    public bool Dedicated => CpuPinning == CpuPinning.Dedicated;
+
+    /// <summary>"none", "2MiB", "1GiB": as the spec writes it.</summary>
+    public string Hugepages => HugepageKiB switch { 0 => "none", 2048 => "2MiB", _ => "1GiB" };
+}
 
 public sealed record DiskSpec(string Image, long? SizeMiB);
 
@@ -107,6 +126,20 @@ public enum LinkState
 
 public enum PrimaryReselect { Always, Better, Failure }
 
+/// <summary>Nova's PCI NUMA policies: required (nic), preferred, legacy (any).</summary>
+public enum NumaPolicy
+{
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("nic")] Nic,
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("preferred")] Preferred,
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("any")] Any,
+}
+
+public enum CpuPinning
+{
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("shared")] Shared,
+    [System.Text.Json.Serialization.JsonStringEnumMemberName("dedicated")] Dedicated,
+}
+
 public static class SpecNames
 {
     public static string Of(VlanProtocol p) => p == VlanProtocol.Dot1Q ? "802.1Q" : "802.1ad";
@@ -114,6 +147,8 @@ public static class SpecNames
     public static string Of(PrimaryReselect p) => p switch { PrimaryReselect.Always => "always", PrimaryReselect.Better => "better", _ => "failure" };
     public static string Of(Backend b) => b == Backend.Libvirt ? "libvirt" : "qemu";
     public static string Of(Accel a) => a == Accel.Kvm ? "kvm" : "tcg";
+    public static string Of(NumaPolicy n) => n switch { NumaPolicy.Nic => "nic", NumaPolicy.Preferred => "preferred", _ => "any" };
+    public static string Of(CpuPinning c) => c == CpuPinning.Shared ? "shared" : "dedicated";
 }
 
 /// <summary>The built-in defaults, named once.</summary>

@@ -26,7 +26,7 @@ public sealed class StateDir
     public void Guard()
     {
         SafePath.Check(Path, "directory");
-        foreach (var dir in new[] { LeasesDir, VmsDir, PfIndexDir, MacsDir, LogsDir })
+        foreach (var dir in new[] { LeasesDir, VmsDir, PfIndexDir, MacsDir, LogsDir, CpusDir })
             SafePath.Check(dir, "directory");
         if (!Directory.Exists(VmsDir)) return;
         foreach (var vm in Directory.EnumerateFileSystemEntries(VmsDir).Select(System.IO.Path.GetFileName))
@@ -36,6 +36,9 @@ public sealed class StateDir
         }
     }
     public string LeasesDir => System.IO.Path.Join(Path, "leases");
+    /// <summary>The CPU leases of dedicated pinning: one file per host CPU leased.</summary>
+    public string CpusDir => System.IO.Path.Join(Path, "cpus");
+    public string CpuLeaseFile(int cpu) => System.IO.Path.Join(CpusDir, cpu.ToString(System.Globalization.CultureInfo.InvariantCulture) + ".json");
     public string LeaseFile(string pci) => System.IO.Path.Join(LeasesDir, pci + ".json");
     public string VmDir(string vm) => System.IO.Path.Join(VmsDir, vm);
     /// <summary>The VM's own index of its leases: one link per leased VF into <see cref="LeasesDir"/>.</summary>

@@ -83,8 +83,8 @@ public sealed class HostCliTests : IDisposable
         Assert.Matches(@"^  enp3s0f0np0 +\S+ +mlx5_core +up +0 +\d+ +3/16 +2 +1 +0 +0 +vm1$", lines[1]);
         Assert.Matches(@"^  enp3s0f1np1 +\S+ +mlx5_core +up +0 +\d+ +3/16 +2 +1 +0 +0 +vm1$", lines[2]);
         Assert.Equal("2 PFs, 6 VFs, 4 free", lines[3]);
-        Assert.Matches(@"^  NODE +CPUS +MEMORY +FREE +HUGEPAGES \(FREE/TOTAL\) +PFS$", lines[4]);
-        Assert.Matches(@"^  0 +0-7 +32\.0 GiB +\S+ GiB +2MiB 0/0, 1GiB 0/0 +enp3s0f0np0,enp3s0f1np1$", lines[5]);
+        Assert.Matches(@"^  NODE +CPUS +DEDICATED +MEMORY +FREE +HUGEPAGES \(FREE/TOTAL\) +PFS$", lines[4]);
+        Assert.Matches(@"^  0 +0-7 +- +32\.0 GiB +\S+ GiB +2MiB 0/0, 1GiB 0/0 +enp3s0f0np0,enp3s0f1np1$", lines[5]);
         Assert.Equal(summary.Out, Vmnet("host", "ls", "--summary").Out);
 
         var json = System.Text.Json.JsonDocument.Parse(Vmnet("host", "--summary", "--json").Out).RootElement;

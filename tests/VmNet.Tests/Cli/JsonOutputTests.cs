@@ -86,6 +86,29 @@ public sealed class JsonOutputTests : IDisposable
         await AssertValid(output, definition);
     }
 
+    /// <summary>A VM with dedicated CPUs and hugepages on that host: the plan's placement and the host's dedicated CPUs.</summary>
+    [Fact]
+    public async Task A_placed_vm_matches_the_plan_and_host_definitions()
+    {
+        var host = _dir["numa"];
+        Assert.Equal(0, Vmnet("sim", "create", host, "--numa-nodes", "2", "--nic-node", "1", "--hugepages-2m", "1024", "--mtu", "9000").Code);
+        var spec = _dir["placed.yaml"];
+        File.WriteAllText(spec, File.ReadAllText(Repo.File("examples/vm.yaml")).Replace("memory: 16GiB", "memory: 2GiB").Replace("cpus: 8", "cpus: 4")
+            + "placement: {cpuPinning: dedicated, hugepages: 2MiB}\n");
+
+        var (code, plan, error) = Vmnet("up", spec, "--dry-run", "--json", "--host-root", host);
+        Assert.True(code == 0, error);
+        Assert.Contains("\"hugetlbfs\": \"/dev/hugepages\"", plan);
+        await AssertValid(plan, "plan");
+
+        Assert.Equal(0, Vmnet("up", spec, "--no-start", "--host-root", host).Code);
+        var (hcode, inventory, _) = Vmnet("host", "--json", "--host-root", host);
+        Assert.Equal(0, hcode);
+        using (var doc = System.Text.Json.JsonDocument.Parse(inventory))
+            Assert.Equal(5, doc.RootElement.GetProperty("dedicatedCpus").GetArrayLength()); // 4 vCPUs and the emulator
+        await AssertValid(inventory, "host");
+    }
+
     /// <summary>status and ls of a running VM with an agent report: every field of a VM, its VFs and its bonds.</summary>
     [Fact]
     public async Task A_vm_with_its_vfs_and_the_agents_report_matches_vm_and_vms()

@@ -30,11 +30,15 @@ public sealed class ConcurrencyTests : IDisposable
         return Process.Start(psi)!;
     }
 
-    private static string Spec(string dir, string vm, NicShape nic)
+    /// <param name="dedicated">One vCPU pinned to a dedicated CPU of the NIC's node (and one more CPU for the emulator
+    /// threads); else shared vCPUs, on the NIC's node while it has CPUs no VM holds dedicated, else on the other.</param>
+    private static string Spec(string dir, string vm, NicShape nic, bool dedicated = false)
     {
         var path = Path.Join(dir, vm + ".yaml");
         File.WriteAllText(path, $"""
             name: {vm}
+            cpus: 1
+            placement: {"{"}{(dedicated ? "cpuPinning: dedicated" : "numa: preferred")}{"}"}
             disk: {"{"}image: /img.qcow2{"}"}
             networks:
               - name: storage
@@ -46,13 +50,20 @@ public sealed class ConcurrencyTests : IDisposable
         return path;
     }
 
+    /// <summary>
+    /// Two kinds of scarcity race at once on a two-node host: 10 free VF pairs for 16 VMs, and node 1's 8 CPUs (8-15)
+    /// for the 8 VMs that ask for dedicated pinning (2 CPUs each: at most 4 fit). At most 8 shared and 4 dedicated VMs
+    /// can start, 12 in all, so the VFs always run out: whatever the order, exactly 10 VMs start (2 to 4 of them
+    /// dedicated), no VF and no CPU is granted twice, every refusal is exit 3 naming what ran out, and `rm` gives
+    /// everything back.
+    /// </summary>
     [Fact]
-    public async Task Sixteen_parallel_ups_on_eight_free_vf_pairs_lease_each_vf_once()
+    public async Task Sixteen_parallel_ups_on_ten_free_vf_pairs_and_eight_free_cpus_lease_each_vf_and_cpu_once()
     {
         var nic = NicShape.ConnectX5();
-        SimHost.Create(_dir["host"], nic, pfs: 2, numVfs: 8);
+        SimHost.Create(_dir["host"], nic, pfs: 2, numVfs: 10, topology: TwoNodes);
         var start = HostSnapshot.Of(_dir["host"]);
-        var specs = Enumerable.Range(1, 16).Select(i => Spec(_dir.Path, $"vm{i:00}", nic)).ToList();
+        var specs = Enumerable.Range(1, 16).Select(i => Spec(_dir.Path, $"vm{i:00}", nic, dedicated: i <= 8)).ToList();
 
         // The whole `up`: host side, then seed, overlay, define and start through libvirt's test driver.
         var image = _dir["base.qcow2"];
@@ -67,17 +78,25 @@ public sealed class ConcurrencyTests : IDisposable
             return (p.ExitCode, Out: await output, Err: await err);
         }));
 
-        Assert.True(results.Count(r => r.ExitCode == 0) == 8, string.Join("\n", results.Select(r => $"{r.ExitCode}: {r.Out}{r.Err}")));
+        Assert.True(results.Count(r => r.ExitCode == 0) == 10, string.Join("\n", results.Select(r => $"{r.ExitCode}: {r.Out}{r.Err}")));
         Assert.All(results.Where(r => r.ExitCode != 0), r =>
         {
             Assert.Equal(ExitCodes.HostCannotServe, r.ExitCode);
-            Assert.Contains("no free VF", r.Err);
+            Assert.True(r.Err.Contains("no free VF", StringComparison.Ordinal)
+                || r.Err.Contains("placement.cpuPinning: dedicated needs 2 CPUs of NUMA node 1 (1 for the vCPUs, 1 for the emulator threads); 0 of its 8 CPUs 8-15 are free", StringComparison.Ordinal), r.Err);
         });
         var store = new LeaseStore(new StateDir(_dir["state"]));
+        var cpus = new CpuLedger(store.State, store).All();
+        var dedicatedUp = results.Take(8).Count(r => r.ExitCode == 0);
+        Assert.InRange(dedicatedUp, 2, 4);
+        Assert.Equal(2 * dedicatedUp, cpus.Count);
+        Assert.Equal(cpus.Count, cpus.Select(c => c.Cpu).Distinct().Count());
+        Assert.All(cpus, c => Assert.InRange(c.Cpu, 8, 15));
+        Assert.All(cpus.GroupBy(c => c.Vm), g => Assert.Equal([0, null], g.Select(c => c.Vcpu).OrderBy(v => v ?? int.MaxValue)));
         var leases = store.All().ToList();
-        Assert.Equal(16, leases.Count);
-        Assert.Equal(16, leases.Select(l => l.Pci).Distinct().Count());
-        Assert.Equal(16, leases.Select(l => l.Mac).Distinct().Count());
+        Assert.Equal(20, leases.Count);
+        Assert.Equal(20, leases.Select(l => l.Pci).Distinct().Count());
+        Assert.Equal(20, leases.Select(l => l.Mac).Distinct().Count());
         Assert.All(leases.GroupBy(l => l.Vm), g => Assert.Equal(2, g.Count()));
 
         foreach (var vm in leases.Select(l => l.Vm).Distinct())
@@ -90,14 +109,15 @@ public sealed class ConcurrencyTests : IDisposable
     public async Task A_vmnet_killed_at_any_apply_step_is_converged_by_gc_and_by_the_next_up()
     {
         var nic = NicShape.Igb();
-        var steps = Planner.Make(SpecLoader.LoadFile(Spec(_dir.Path, "probe", nic)),
+        var steps = Planner.Make(SpecLoader.LoadFile(Spec(_dir.Path, "probe", nic, dedicated: true)),
             new HostScanner(new HostRoot(CreateHost("probe-host", nic))), new LeaseStore(new StateDir(_dir["probe-state"])),
             new StateDir(_dir["probe-state"]), new LaunchOptions { Start = false }, new VmNet.Rendering.Templates()).Steps.Count;
         Assert.True(steps >= 16, $"only {steps} steps");
 
         // One host per (step, way to converge); the paused processes are started a few at a time.
-        var crashed = Spec(_dir.Path, "crashed", nic);
-        var next = SpecLoader.LoadFile(Spec(_dir.Path, "next", nic));
+        // Both VMs take dedicated CPUs: the crashed one's must come back with its VFs, whichever step it died at.
+        var crashed = Spec(_dir.Path, "crashed", nic, dedicated: true);
+        var next = SpecLoader.LoadFile(Spec(_dir.Path, "next", nic, dedicated: true));
         var cases = Enumerable.Range(1, steps).SelectMany(k => new[] { (k, gc: true), (k, gc: false) }).ToList();
         foreach (var batch in cases.Chunk(8))
         {
@@ -122,14 +142,16 @@ public sealed class ConcurrencyTests : IDisposable
                 Assert.Equal(2, ops.Ledger.Store.All().Count());
                 if (r.gc)
                 {
+                    Assert.Equal(2, ops.Ledger.Cpus.All().Count);
                     var (done, problems) = await ops.GcAsync(_ct);
-                    Assert.Equal((2, 0), (done.Count, problems.Count));
+                    Assert.Equal((3, 0), (done.Count, problems.Count)); // two VFs, then the CPUs
                 }
                 else
                 {
                     var up = await ops.UpAsync(next, _ct);
                     Assert.Equal(2, up.Reclaimed.Count);
                     Assert.All(ops.Ledger.Store.All(), l => Assert.Equal("next", l.Vm));
+                    Assert.All(ops.Ledger.Cpus.All(), c => Assert.Equal("next", c.Vm));
                     await ops.RemoveAsync("next", _ct);
                 }
                 Assert.True(_starts[r.name] == HostSnapshot.Of(r.host), $"{r.name}: the host differs from the start");
@@ -143,7 +165,7 @@ public sealed class ConcurrencyTests : IDisposable
     {
         var nic = NicShape.ConnectX5();
         var host = CreateHost("term", nic);
-        var p = Start(host, _dir["term-state"], ["up", Spec(_dir.Path, "vm1", nic), "--no-start"], new Dictionary<string, string> { ["VMNET_TEST_PAUSE_AT_STEP"] = "14" });
+        var p = Start(host, _dir["term-state"], ["up", Spec(_dir.Path, "vm1", nic, dedicated: true), "--no-start"], new Dictionary<string, string> { ["VMNET_TEST_PAUSE_AT_STEP"] = "14" });
         await WaitForPause(p, 14);
 
         using (var kill = Process.Start("kill", ["-TERM", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync(_ct);
@@ -158,10 +180,13 @@ public sealed class ConcurrencyTests : IDisposable
 
     private readonly Dictionary<string, string> _starts = [];
 
+    /// <summary>Two NUMA nodes of 8 CPUs, the NIC on node 1.</summary>
+    private static readonly SimTopology TwoNodes = new(Nodes: 2, NicNode: 1);
+
     private string CreateHost(string name, NicShape nic)
     {
         var dir = _dir[name];
-        SimHost.Create(dir, nic, pfs: 2, numVfs: 1);
+        SimHost.Create(dir, nic, pfs: 2, numVfs: 1, topology: TwoNodes);
         _starts[name] = HostSnapshot.Of(dir);
         return dir;
     }

@@ -239,5 +239,6 @@ public sealed class PlannerTests : IDisposable
         public PhysicalFunction? FindPort(string port) => inner.FindPort(port);
         public string? VfPci(PhysicalFunction pf, int index) { VfsLookedAt.Add(index); return inner.VfPci(pf, index); }
         public VirtualFunction ReadVf(int index, string pci) => inner.ReadVf(index, pci);
+        public NumaTopology Numa() => inner.Numa();
     }
 }

@@ -30,6 +30,7 @@ public class RendererTests
         public IReadOnlyList<Lease> OfVm(string vm) => [];
         public string? MacOwner(string mac) => null;
         public IReadOnlySet<int> LeasedVfIndices(string pfPci) => new HashSet<int>();
+        public IReadOnlyList<CpuLease> CpuLeases() => [];
     }
 
     public static TheoryData<string> RenderSpecs() => new("example", "igb-dhcp", "arp-ipv6-qemu");

@@ -39,7 +39,15 @@ public class SpecLoaderTests
         Assert.Equal("enp3s0f0np0", n.Bond.Primary);
         Assert.Equal(PrimaryReselect.Always, n.Bond.PrimaryReselect);
         Assert.Equal(["storage0", "storage1"], [n.MemberName(0), n.MemberName(1)]);
+        Assert.Equal(new PlacementSpec(NumaPolicy.Nic, CpuPinning.Shared, 0), vm.Placement);
     }
+
+    [Theory]
+    [InlineData("{numa: preferred, cpuPinning: dedicated, hugepages: 2MiB}", NumaPolicy.Preferred, CpuPinning.Dedicated, 2048)]
+    [InlineData("{hugepages: 1GiB}", NumaPolicy.Nic, CpuPinning.Shared, 1048576)]
+    [InlineData("{numa: any}", NumaPolicy.Any, CpuPinning.Shared, 0)]
+    public void Placement_is_read_with_its_defaults(string yaml, NumaPolicy numa, CpuPinning pinning, long hugeKiB) =>
+        Assert.Equal(new PlacementSpec(numa, pinning, hugeKiB), SpecLoader.Load(Minimal + "\nplacement: " + yaml).Placement);
 
     [Fact]
     public void The_reference_file_parses_and_its_values_are_the_built_in_defaults()
@@ -52,6 +60,7 @@ public class SpecLoaderTests
         Assert.Equal(minimal.Backend, reference.Backend);
         Assert.Equal(minimal.Accel, reference.Accel);
         Assert.Equal(minimal.Autostart, reference.Autostart);
+        Assert.Equal(minimal.Placement, reference.Placement);
         Assert.Equal(minimal.Guest.Hostname, reference.Guest.Hostname);
         Assert.Equal(minimal.Guest.User, reference.Guest.User);
         var (r, m) = (reference.Networks[0], minimal.Networks[0]);

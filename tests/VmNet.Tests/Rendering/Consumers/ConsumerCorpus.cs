@@ -10,13 +10,13 @@ namespace VmNet.Tests.Rendering.Consumers;
 
 /// <summary>
 /// The specs every consumer test runs over: the shipped example on the shipped ConnectX-5 host, and the files in
-/// VmYaml/consumers/*.yaml, each on a throwaway simulated host named by its first line (<c># host: igb|connectx5</c>).
+/// VmYaml/consumers/*.yaml, each on a throwaway simulated host named by its first line (<c># host: igb|connectx5|connectx5-numa</c>; the last has two NUMA nodes, the NIC on node 1, and 1024 2 MiB and 4 1 GiB pages on each).
 /// </summary>
 public static class ConsumerCorpus
 {
     public const string Example = "example";
 
-    public static readonly string[] Names = [Example, "igb-dhcp", "three-ipv6", "arp-monitor", "qos-qinq", "qemu-tcg", "cloud-guest"];
+    public static readonly string[] Names = [Example, "igb-dhcp", "three-ipv6", "arp-monitor", "qos-qinq", "qemu-tcg", "cloud-guest", "numa-dedicated", "numa-qemu"];
 
     public static TheoryData<string> All => new(Names);
 
@@ -39,7 +39,8 @@ public static class ConsumerCorpus
                 {
                     "# host: igb" => IgbHost.Value,
                     "# host: connectx5" => ConnectX5Host.Value,
-                    var other => throw new InvalidOperationException($"{name}.yaml: first line must be '# host: igb|connectx5', got '{other}'"),
+                    "# host: connectx5-numa" => NumaHost.Value,
+                    var other => throw new InvalidOperationException($"{name}.yaml: first line must be '# host: igb|connectx5|connectx5-numa', got '{other}'"),
                 };
             }
             var state = new StateDir(Path.Join(dir, "state"));
@@ -60,11 +61,14 @@ public static class ConsumerCorpus
     private static readonly Lazy<string> IgbHost = new(() => SharedHost("igb", NicShape.Igb(), 7));
     private static readonly Lazy<string> ConnectX5Host = new(() => SharedHost("connectx5", NicShape.ConnectX5(), 8));
 
-    private static string SharedHost(string label, NicShape shape, int numVfs)
+    private static readonly Lazy<string> NumaHost = new(() => SharedHost("connectx5-numa", NicShape.ConnectX5(), 8,
+        new SimTopology(Nodes: 2, NicNode: 1, Hugepages2M: 1024, Hugepages1G: 4)));
+
+    private static string SharedHost(string label, NicShape shape, int numVfs, SimTopology? topology = null)
     {
         var dir = Directory.CreateTempSubdirectory($"vmnet-consumers-host-{label}-").FullName;
         AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, recursive: true); } catch (IOException) { } };
-        SimHost.Create(dir, shape, pfs: 2, numVfs: numVfs, mtu: 9000);
+        SimHost.Create(dir, shape, pfs: 2, numVfs: numVfs, mtu: 9000, topology: topology);
         return dir;
     }
 

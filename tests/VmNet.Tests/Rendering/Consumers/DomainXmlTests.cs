@@ -35,6 +35,32 @@ public sealed class DomainXmlTests : IDisposable
         Assert.True(result.ExitCode == 0, Tools.Describe(result));
     }
 
+    /// <summary>libvirt keeps the placement as rendered: each vCPU's pin, the emulator's, strict memory on node 1, the guest's cell, and the hugepages.</summary>
+    [Fact]
+    public void Libvirt_keeps_the_pinned_cpus_the_numa_binding_and_the_hugepages_of_a_placed_vm()
+    {
+        using var vm = ConsumerCorpus.Render("numa-dedicated");
+        using var connection = OpenPrivateHost();
+
+        using var domain = connection.DefineDomain(vm.Artifacts.DomainXml, validate: true);
+        var xml = XElement.Parse(domain.GetXml(inactive: true));
+
+        var p = vm.Plan.Placement;
+        Assert.Equal([(0, "11"), (1, "12"), (2, "13"), (3, "14")], ((int, string)[])[.. p.VcpuCpus.Select((c, i) => (i, c.ToString(CultureInfo.InvariantCulture)))]);
+        Assert.Equal(p.VcpuCpus.Select((c, i) => (i.ToString(CultureInfo.InvariantCulture), c.ToString(CultureInfo.InvariantCulture))),
+            xml.Element("cputune")!.Elements("vcpupin").Select(e => ((string)e.Attribute("vcpu")!, (string)e.Attribute("cpuset")!)));
+        Assert.Equal("15", (string?)xml.Element("cputune")!.Element("emulatorpin")!.Attribute("cpuset"));
+        var memory = xml.Element("numatune")!.Element("memory")!;
+        Assert.Equal(("strict", "1"), ((string?)memory.Attribute("mode"), (string?)memory.Attribute("nodeset")));
+        Assert.Equal("1", (string?)xml.Element("numatune")!.Element("memnode")!.Attribute("nodeset"));
+        var cell = xml.Element("cpu")!.Element("numa")!.Element("cell")!;
+        Assert.Equal(("0-3", "2097152"), ((string?)cell.Attribute("cpus"), (string?)cell.Attribute("memory")));
+        var page = xml.Element("memoryBacking")!.Element("hugepages")!.Element("page")!;
+        Assert.Equal(("2048", "KiB"), ((string?)page.Attribute("size"), (string?)page.Attribute("unit")));
+        Assert.Equal("immediate", (string?)xml.Element("memoryBacking")!.Element("allocation")!.Attribute("mode"));
+        Assert.NotNull(xml.Element("memoryBacking")!.Element("locked"));
+    }
+
     [Fact]
     public async Task Virt_xml_validate_refuses_a_domain_with_an_unknown_element()
     {

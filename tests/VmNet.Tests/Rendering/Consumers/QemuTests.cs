@@ -22,6 +22,9 @@ namespace VmNet.Tests.Rendering.Consumers;
 //     qemu-img and the seed is a small raw file (QEMU only opens it).
 //   - -m is lowered to 128M: with -overcommit mem-lock=on QEMU mlocks all guest RAM, and as root (CAP_IPC_LOCK) the
 //     example's 16 GiB would really be pinned. mem-lock=on itself is kept.
+//   - A placed VM's memory backend follows: its size= is lowered to 128M with -m, host-nodes= becomes this machine's
+//     node 0 (the simulated host has two nodes; this machine has one), and a hugepage mem-path= becomes a directory
+//     on /dev/shm (this machine reserves no hugepages; QEMU maps and preallocates a file there just the same).
 //   - "-accel kvm"/"-cpu host" become "-accel tcg,tb-size=32"/"-cpu max" only when a probe shows KVM cannot create a
 //     VM here (e.g. no /dev/kvm, or the nested KVM of this kind of machine that aborts QEMU setting MSRs). The small
 //     translation cache keeps the test cheap: mem-lock=on locks it too. A spec with accel: tcg runs as rendered.
@@ -48,12 +51,27 @@ public static class QemuRun
             var a = argv[i];
             if (a == "-daemonize") continue;
             if (argv[i - 1] == "-m") a = "128M";
+            if (argv[i - 1] == "-object" && a.StartsWith("memory-backend-", StringComparison.Ordinal))
+                a = string.Join(',', a.Split(',').Select(o =>
+                    o.StartsWith("size=", StringComparison.Ordinal) ? "size=128M"
+                    : o.StartsWith("host-nodes=", StringComparison.Ordinal) ? "host-nodes=0"
+                    : o.StartsWith("mem-path=", StringComparison.Ordinal) ? "mem-path=" + ShmDir(paths.VmDir)
+                    : o));
             if (!kvm && argv[i - 1] == "-accel" && a == "kvm") a = "tcg,tb-size=32";
             if (!kvm && argv[i - 1] == "-cpu" && a == "host") a = "max";
             args.Add(a);
         }
         Assert.Single(args, a => a == "-accel");
         return (qemu, args);
+    }
+
+    /// <summary>A directory on /dev/shm (tmpfs) for a hugepage-backed VM's memory file, gone with the test's process.</summary>
+    private static string ShmDir(string vmDir)
+    {
+        var dir = Path.Join("/dev/shm", "vmnet-test-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(vmDir)))[..12]);
+        Directory.CreateDirectory(dir);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, recursive: true); } catch (IOException) { } };
+        return dir;
     }
 
     /// <summary>Can QEMU create a KVM machine here? A paused q35 that is told to quit at once.</summary>
