@@ -17,6 +17,8 @@
 # pcie-root-ports -> 0000:01:00.0 and 0000:02:00.0, each cabled (QMP name pf0 / pf1) to its own hub; this machine's
 # / read-only over 9p under a tmpfs overlay. LAB_OUT=DIR adds DIR as a writable 9p share at /lab-out. LAB_DISK=FILE
 # adds FILE (raw) as the host's disk /dev/vda: what survives a restart of the lab host (images/lab/persist.sh mounts it).
+# LAB_NUMA=1: two NUMA nodes (CPUs 0-1 and 2-3, 1280 MiB each, -smp 4) and the PFs' root ports behind a pxb-pcie host
+# bridge on node 1 (numa_node=1, bus 0x80) -> 0000:81:00.0 and 0000:82:00.0, VFs 0000:81:10.x and 0000:82:10.x.
 # Nothing leaves the machine: no user networking, only hubs and unix sockets.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,12 +27,22 @@ img=$("$here/build.sh")
 [ "$mode" = build ] && { echo "$img"; exit 0; }
 command -v qemu-system-x86_64 >/dev/null || { echo "images/lab: qemu-system-x86_64 missing: run scripts/install-deps.sh" >&2; exit 3; }
 
-args=(-accel tcg -machine q35,kernel-irqchip=split -cpu max -smp 2 -m 2560 -nodefaults -display none -no-reboot
+args=(-accel tcg -machine q35,kernel-irqchip=split -cpu max -nodefaults -display none -no-reboot
   -device intel-iommu,intremap=on,caching-mode=on
   -kernel "$img/kernel" -initrd "$img/initrd"
-  -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
-  -device pcie-root-port,id=rp1,chassis=1,slot=1 -device pcie-root-port,id=rp2,chassis=2,slot=2
-  -device virtio-serial-pci,id=vser)
+  -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap)
+if [ -n "${LAB_NUMA:-}" ]; then
+  args+=(-smp 4 -m 2560
+    -object memory-backend-ram,id=mem0,size=1280M -numa node,nodeid=0,cpus=0-1,memdev=mem0
+    -object memory-backend-ram,id=mem1,size=1280M -numa node,nodeid=1,cpus=2-3,memdev=mem1)
+  # Every device without a bus= lands on the last PCIe bus created: the pxb comes after them all (below).
+  late=(-device pxb-pcie,id=pxb1,bus_nr=128,numa_node=1,bus=pcie.0
+    -device pcie-root-port,id=rp1,chassis=1,slot=1,bus=pxb1 -device pcie-root-port,id=rp2,chassis=2,slot=2,bus=pxb1)
+else
+  args+=(-smp 2 -m 2560 -device pcie-root-port,id=rp1,chassis=1,slot=1 -device pcie-root-port,id=rp2,chassis=2,slot=2)
+  late=()
+fi
+args+=(-device virtio-serial-pci,id=vser)
 # no_timer_check: under TCG on a loaded machine the IO-APIC timer check can fail and panic the kernel at boot
 # ("timer doesn't work through Interrupt-remapped IO-APIC"), seen here with a load average of 13 on 2 cores.
 cmdline="console=ttyS0 panic=-1 intel_iommu=on iommu=pt loglevel=4 no_timer_check"
@@ -56,6 +68,7 @@ case "$mode" in
     args+=(-append "$cmdline lab.exec=$script" -serial stdio) ;;
   *) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac
+args+=("${late[@]}")
 for i in 0 1; do
   args+=(-netdev "hubport,id=pfn$i,hubid=$i" -device "igb,bus=rp$((i + 1)),netdev=pfn$i,id=pf$i,mac=52:54:00:aa:00:0$((i + 1))")
 done
@@ -64,7 +77,7 @@ done
 # the PFs keep their PCI addresses; the lab's module list loads e1000e after igb, so the PFs stay eth0 and eth1.
 if [ "$mode" != run ]; then
   for i in 0 1; do
-    args+=(-netdev "hubport,id=peern$i,hubid=$i" -device "e1000e,netdev=peern$i,id=peer$i,mac=52:54:00:bb:00:0$((i + 1))")
+    args+=(-netdev "hubport,id=peern$i,hubid=$i" -device "e1000e,netdev=peern$i,id=peer$i,mac=52:54:00:bb:00:0$((i + 1)),bus=pcie.0")
   done
 fi
 exec qemu-system-x86_64 "${args[@]}"

@@ -13,7 +13,8 @@ using VmNet.State;
 namespace VmNet.Backends;
 
 /// <summary>What the QEMU backend keeps about a VM next to its files (libvirt keeps the same in the domain's metadata).</summary>
-public sealed record QemuVmRecord(int Version, string Name, IReadOnlyList<VfStatus> Vfs, IReadOnlyList<string> Argv);
+/// <param name="Pinning">The CPUs its threads are pinned to once started (placement), or null.</param>
+public sealed record QemuVmRecord(int Version, string Name, IReadOnlyList<VfStatus> Vfs, IReadOnlyList<string> Argv, QemuPinning? Pinning = null);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true)]
 [JsonSerializable(typeof(QemuVmRecord))]
@@ -71,7 +72,7 @@ public sealed class QemuBackend(StateDir state) : IBackend
         var argv = plan.Artifacts.QemuArgs;
         if (argv.Count == 0 || !argv.Contains("-daemonize") || PidFileArgument(argv) != plan.Paths.PidFile)
             throw new VmNetException($"the rendered qemu.args for {vm} must run daemonized with -pidfile {plan.Paths.PidFile}; check the qemu.args template", ExitCodes.InvalidInput);
-        var record = new QemuVmRecord(1, vm, VfStatus.Of(plan), argv);
+        var record = new QemuVmRecord(1, vm, VfStatus.Of(plan), argv, QemuPinning.Of(plan.Placement));
         Directory.CreateDirectory(plan.Paths.VmDir);
         // Replaced whole (a rename), never written through whatever the path held.
         AtomicFile.Write(RecordPath(vm), JsonSerializer.Serialize(record, QemuRecordJson.Default.QemuVmRecord), durable: false, mode: AtomicFile.Private);
@@ -89,8 +90,9 @@ public sealed class QemuBackend(StateDir state) : IBackend
         var vm = plan.Vm.Name;
         var paths = plan.Paths;
         if (Running(vm) is not null) return;
-        var argv = ReadRecord(vm)?.Argv
+        var record = ReadRecord(vm)
             ?? throw new VmNetException($"{vm} is not defined for the QEMU backend ({RecordPath(vm)} is missing); run `vmnet up` again", ExitCodes.Failure);
+        var argv = record.Argv;
 
         VmFiles.DeleteFile(paths.PidFile);
         VmFiles.DeleteFile(paths.QmpSocket);
@@ -118,8 +120,15 @@ public sealed class QemuBackend(StateDir state) : IBackend
             var detail = string.Join("; ", result.StandardError.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
             throw new VmNetException($"QEMU could not start {vm} (exit {result.ExitCode}): {detail}", ExitCodes.Failure);
         }
-        if (Running(vm) is null)
+        if (Running(vm) is not { } process)
             throw new VmNetException($"QEMU started {vm} but its process is gone; see the serial log {paths.SerialLog}", ExitCodes.Failure);
+        // Started paused (-S, rendered for a placed VM): its threads are pinned before the guest runs a cycle.
+        if (argv.Contains("-S"))
+        {
+            await using var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, timeout.Token).ConfigureAwait(false);
+            if (record.Pinning is { } pinning) await ThreadPinner.PinAndContinueAsync(qmp, process.Pid, pinning, timeout.Token).ConfigureAwait(false);
+            else await qmp.ExecuteAsync("cont", timeout.Token).ConfigureAwait(false);
+        }
     }
 
     public async Task<StopResult> StopAsync(string vm, TimeSpan graceful, CancellationToken cancel)

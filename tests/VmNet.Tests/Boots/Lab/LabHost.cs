@@ -82,20 +82,24 @@ public sealed class LabHost : IAsyncDisposable
         return problem is not null ? (null, problem) : (GuestImage.AgentBinary, null);
     }
 
-    /// <summary>Boots the lab host; <paramref name="disk"/> (a raw image) becomes its /dev/vda (lab.sh's LAB_DISK).</summary>
-    public static async Task<LabHost> Start(string? disk = null)
+    /// <summary>
+    /// Boots the lab host; <paramref name="disk"/> (a raw image) becomes its /dev/vda (lab.sh's LAB_DISK). With
+    /// <paramref name="numa"/> it has two NUMA nodes and its PFs on node 1 behind a pxb-pcie (lab.sh's LAB_NUMA):
+    /// 0000:81:00.0 and 0000:82:00.0.
+    /// </summary>
+    public static async Task<LabHost> Start(string? disk = null, bool numa = false)
     {
         var lab = new LabHost();
-        try { await lab.Boot(disk); }
+        try { await lab.Boot(disk, numa); }
         catch { await lab.DisposeAsync(); throw; }
         return lab;
     }
 
-    private async Task Boot(string? disk)
+    private async Task Boot(string? disk, bool numa)
     {
         _session.Listen(["qmp.sock", "report.sock", "shell.sock", "peer0.sock", "peer1.sock"]);
         QemuStarted = Clock.Elapsed;
-        _session.Start("env", [$"LAB_DISK={disk}", "bash", Repo.File("images/lab/lab.sh"), "run", Dir]);
+        _session.Start("env", [$"LAB_DISK={disk}", $"LAB_NUMA={(numa ? "1" : "")}", "bash", Repo.File("images/lab/lab.sh"), "run", Dir]);
 
         var connect = TimeSpan.FromSeconds(60);
         await _session.ConnectQmp("qmp.sock", connect);

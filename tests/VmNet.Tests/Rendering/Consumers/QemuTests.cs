@@ -213,3 +213,80 @@ internal sealed class Qmp : IDisposable
         _socket.Dispose();
     }
 }
+
+/// <summary>
+/// backend: qemu pins a placed VM's threads itself (libvirt does it from &lt;cputune&gt;): QEMU as rendered starts
+/// paused (-S), and <see cref="VmNet.Backends.ThreadPinner"/> pins the vCPU thread QMP names and every other thread,
+/// then lets the guest run. Read back from this machine's kernel (/proc/PID/task/*/status). The simulated host has
+/// CPUs 0 and 1 like this machine, both isolated, so dedicated pinning puts the vCPU on one and the emulator on the other.
+/// </summary>
+public sealed class QemuPinningTests
+{
+    [Fact]
+    public async Task A_dedicated_vcpu_runs_only_on_its_cpu_and_every_other_qemu_thread_on_the_emulators()
+    {
+        var online = VmNet.Host.CpuList.Parse(File.ReadAllText("/sys/devices/system/cpu/online").Trim()) ?? [];
+        if (!online.Contains(0) || !online.Contains(1))
+            Assert.Skip($"this machine's online CPUs are {VmNet.Host.CpuList.Format(online)}; the test pins a vCPU to CPU 0 apart from the emulator threads on CPU 1");
+        var dir = Directory.CreateTempSubdirectory("vmnet-pinning-").FullName;
+        try
+        {
+            var host = Path.Join(dir, "host");
+            var tree = VmNet.Sim.SimHost.Create(host, VmNet.Sim.NicShape.Igb(), pfs: 2, numVfs: 2, topology: new VmNet.Sim.SimTopology(CpusPerNode: 2));
+            tree.Write(VmNet.Host.Sysfs.ProcCmdline, "BOOT_IMAGE=/vmlinuz isolcpus=0-1\n");
+            var spec = VmNet.Spec.SpecLoader.Load("""
+                name: pinned
+                cpus: 1
+                memory: 128MiB
+                backend: qemu
+                accel: tcg
+                placement: {cpuPinning: dedicated}
+                disk: {image: /var/lib/vmnet/images/debian.qcow2}
+                networks:
+                  - {name: lan, ports: [enp1s0, enp2s0], address: 192.0.2.40/24}
+                """);
+            var state = new StateDir(Path.Join(dir, "state"));
+            var plan = VmNet.Planning.Planner.Make(spec, new VmNet.Host.HostScanner(new VmNet.Host.HostRoot(host)), new VmNet.Leases.LeaseStore(state), state);
+            Assert.Equal(("0", 1), (string.Join(",", plan.Placement.VcpuCpus), plan.Placement.EmulatorCpu));
+            Assert.Contains("-S", plan.Artifacts.QemuArgs);
+            using var vm = new RenderedVm("pinned", spec, plan, plan.Artifacts, dir);
+            var (qemu, args) = await QemuRun.Prepare(vm);
+            var withoutVfs = new List<string>();
+            for (var i = 0; i < args.Count; i++)
+            {
+                if (args[i] == "-device" && args[i + 1].StartsWith("vfio-pci,", StringComparison.Ordinal)) { i++; continue; }
+                withoutVfs.Add(args[i]);
+            }
+
+            using var cts = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+            cts.CancelAfter(TimeSpan.FromSeconds(30));
+            var run = CliWrap.Cli.Wrap(qemu).WithArguments(withoutVfs).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cts.Token);
+            VmNet.Backends.QmpClient? qmp = null;
+            while (qmp is null)
+            {
+                if (run.Task.IsCompleted) Assert.Fail($"QEMU exited before its QMP socket answered:\n{Tools.Describe(await run)}");
+                try { qmp = await VmNet.Backends.QmpClient.ConnectAsync(plan.Paths.QmpSocket, cts.Token); }
+                catch (VmNetException) { await Task.Delay(50, cts.Token); }
+            }
+            await using (qmp)
+            {
+                Assert.Equal("prelaunch", (await qmp.QueryStatusAsync(cts.Token)).Status);
+                await VmNet.Backends.ThreadPinner.PinAndContinueAsync(qmp, run.ProcessId, VmNet.Backends.QemuPinning.Of(plan.Placement)!, cts.Token);
+
+                Assert.Equal("running", (await qmp.QueryStatusAsync(cts.Token)).Status);
+                var vcpu = (await qmp.ExecuteAsync("query-cpus-fast", cts.Token)).EnumerateArray().Single().GetProperty("thread-id").GetInt32();
+                var threads = VmNet.Backends.ThreadPinner.Threads(run.ProcessId);
+                Assert.True(threads.Count >= 3, $"QEMU has {threads.Count} threads");
+                Assert.Equal([0], VmNet.Backends.ThreadPinner.Allowed(run.ProcessId, vcpu));
+                Assert.All(threads.Where(t => t != vcpu), t => Assert.Equal([1], VmNet.Backends.ThreadPinner.Allowed(run.ProcessId, t)));
+                await qmp.QuitAsync(cts.Token);
+            }
+            var r = await run;
+            Assert.True(r.ExitCode == 0, Tools.Describe(r));
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); // the RenderedVm deletes it when it got that far
+        }
+    }
+}
