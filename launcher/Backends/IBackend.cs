@@ -63,6 +63,10 @@ public enum StopResult
 /// <summary>One VF of a VM, as recorded with the VM (libvirt: the domain's vmnet metadata).</summary>
 public sealed record VfStatus(string Network, string Member, string Port, string Pf, string PfPci, int Vf, string Pci, string Mac, int? Vlan)
 {
+    /// <summary>The host network (host.yaml) the VF's network comes from, as the ledger says; null: none, or not looked up.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public string? HostNetwork { get; init; }
+
     public static IReadOnlyList<VfStatus> Of(LaunchPlan plan) =>
         plan.Vfs.Select(a => new VfStatus(a.Network.Name, a.GuestName, a.PortName, a.Pf.Name, a.Pf.Pci, a.Vf.Index, a.Vf.Pci, a.Mac, a.Network.Vlan?.Id)).ToList();
 }
@@ -76,4 +80,12 @@ public sealed record VmStatus(string Name, string Backend, string State, bool Ru
 
     /// <summary>The VM's memory in MiB as defined (null when the definition does not say).</summary>
     public long? MemoryMiB { get; init; }
+
+    /// <summary>The host CPU each vCPU is pinned to (dedicated pinning, from the ledger); null: not pinned, or not looked up.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<int>? DedicatedCpus { get; init; }
+
+    /// <summary>The host CPU of the emulator threads (dedicated pinning).</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public int? EmulatorCpu { get; init; }
 }

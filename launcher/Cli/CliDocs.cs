@@ -79,6 +79,7 @@ internal static class CliDocs
                 ("Start it and wait for the guest (up to 10 minutes)", "vmnet up vm.yaml --wait-timeout 600"),
                 ("The result as JSON for a script (the progress goes to stderr)", "vmnet up vm.yaml --json --quiet"),
                 ("Change a running VM's VLAN live: edit vlan in vm.yaml, then", "vmnet up vm.yaml"),
+                ("With the named networks of another host config (network: NAME in the spec)", "vmnet up vm.yaml --host-config lab.yaml"),
             ],
             ["status"] = [("A VM's state, its VFs as the NIC holds them, the bonds as the guest reports them", "vmnet status ceph-osd-1"), ("The same as JSON", "vmnet status ceph-osd-1 --json")],
             ["ls"] = [("Every VmNet VM with its CPUs, memory and networks", "vmnet ls"), ("The names only", "vmnet ls -q")],
@@ -89,9 +90,14 @@ internal static class CliDocs
                 ("Remove a stopped VM: its domain, its files and disk overlay; every VF given back as it was found", "vmnet rm ceph-osd-1"),
                 ("Stop and remove a running one at once", "vmnet rm --force ceph-osd-1"),
             ],
-            ["validate"] = [("Check a spec, naming each problem with its line", "vmnet validate vm.yaml"), ("For an editor or a script", "vmnet validate vm.yaml --json")],
+            ["validate"] =
+            [
+                ("Check a spec, naming each problem with its line", "vmnet validate vm.yaml"), ("For an editor or a script", "vmnet validate vm.yaml --json"),
+                ("A spec that uses the named networks of a host config", "vmnet validate vm.yaml --host-config lab.yaml"),
+            ],
             ["host"] = [("Every PF and VF, and who holds it", "vmnet host"), ("One line per PF", "vmnet host --summary"), ("The free VFs only", "vmnet host --free")],
             ["host apply"] = [("Give each PF of /etc/vmnet/host.yaml its VFs", "vmnet host apply"), ("Another config, the result as JSON", "vmnet host apply --config lab.yaml --json")],
+            ["host networks"] = [("The networks /etc/vmnet/host.yaml defines by name, and the VMs on each", "vmnet host networks"), ("Another config, as JSON", "vmnet host networks --config lab.yaml --json")],
             ["host prepare"] = [("After a reboot, give every leased VF its settings and vfio-pci again", "vmnet host prepare")],
             ["host boot-unit"] = [("Install the unit that does both at boot", "vmnet host boot-unit && systemctl daemon-reload && systemctl enable vmnet-host.service")],
             ["doctor"] = [("Is this host ready for VmNet (IOMMU, vfio-pci, SR-IOV, libvirt)?", "vmnet doctor")],

@@ -58,6 +58,45 @@ internal static class HostViewCommands
         return ls;
     }
 
+    /// <summary><c>vmnet host networks</c>: the networks host.yaml defines by name, what each fixes, and the VMs using it.</summary>
+    public static Command Networks(TextWriter stdout)
+    {
+        var json = new Option<bool>("--json") { Description = "Print the networks as JSON" };
+        var config = new Option<string>("--config")
+        {
+            Description = "The host config",
+            DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VMNET_HOST_CONFIG") is { Length: > 0 } v ? v : HostConfig.DefaultPath,
+        };
+        var cmd = new Command("networks", "List the networks the host config defines by name (networks: in host.yaml), with the VMs using each") { json, config };
+        cmd.SetAction(r =>
+        {
+            var host = HostConfig.LoadFile(r.GetValue(config)!);
+            var leases = new LeaseStore(new StateDir(r.GetValue(VmNetCli.StateDirOption)!));
+            var users = leases.Scan().Select(x => x.Lease).OfType<Lease>().Where(l => l.HostNetwork is not null)
+                .GroupBy(l => l.HostNetwork!).ToDictionary(g => g.Key, g => (IReadOnlyList<string>)[.. g.Select(l => l.Vm).Distinct().Order(StringComparer.Ordinal)]);
+            var rows = host.Networks.Values.OrderBy(n => n.Name, StringComparer.Ordinal)
+                .Select(n => new HostNetworkRow(n.Name, n.Ports, n.Vlan?.Id, n.Vlan?.Qos, n.Vlan is { } v ? Spec.SpecNames.Of(v.Protocol) : null, n.Mtu,
+                    n.SpoofCheck, n.Trust, n.LinkState is { } ls ? Spec.SpecNames.Of(ls) : null, n.MaxTxRate, n.MinTxRate,
+                    users.GetValueOrDefault(n.Name) ?? [])).ToList();
+            if (r.GetValue(json))
+            {
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new HostNetworksDocument(host.Source, rows), OutputJson.Default.HostNetworksDocument));
+                return ExitCodes.Ok;
+            }
+            if (rows.Count == 0)
+            {
+                stdout.WriteLine($"{host.Source} defines no networks (networks: {{NAME: {{ports: [PF, PF], vlan: N}}}})");
+                return ExitCodes.Ok;
+            }
+            TextTable.Print(stdout, ["NETWORK", "PORTS", "FIXED BY THE HOST", "VMS"], rows.Select(n => new[]
+            {
+                n.Name, string.Join(",", n.Ports), host.Networks[n.Name].Describe(), n.Vms.Count == 0 ? "-" : string.Join(",", n.Vms),
+            }).ToList());
+            return ExitCodes.Ok;
+        });
+        return cmd;
+    }
+
     public static Command Doctor(TextWriter stdout)
     {
         var json = new Option<bool>("--json") { Description = "Print the checks as JSON" };

@@ -69,7 +69,7 @@ public static class LaunchCommands
             var vm = r.GetValue(name)!;
             var found = await backends.FindAsync(vm, cancel)
                 ?? throw new VmNetException($"no VmNet VM named {vm} (looked in {backends.Libvirt.Uri} and {backends.Qemu.State.Path}); `vmnet ls` lists them", ExitCodes.InvalidInput);
-            var status = await new NicView(r).AsTheNicHoldsThem(found.Status, cancel);
+            var status = WithLedger(await new NicView(r).AsTheNicHoldsThem(found.Status, cancel), new Leases.LeaseLedger(backends.Qemu.State));
             if (r.GetValue(json))
                 stdout.WriteLine(JsonSerializer.Serialize(status, StatusJson.Default.VmStatus));
             else
@@ -77,6 +77,20 @@ public static class LaunchCommands
             return ExitCodes.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>What only the ledger knows of a VM: the host network of each VF and the CPUs dedicated to it.</summary>
+    internal static VmStatus WithLedger(VmStatus status, Leases.LeaseLedger ledger)
+    {
+        var leases = ledger.Store.OfVm(status.Name).ToDictionary(l => l.Pci, StringComparer.Ordinal);
+        var cpus = ledger.Cpus.OfVm(status.Name);
+        var vcpus = cpus.Where(c => c.Vcpu is not null).OrderBy(c => c.Vcpu).Select(c => c.Cpu).ToList();
+        return status with
+        {
+            Vfs = [.. status.Vfs.Select(v => v with { HostNetwork = leases.GetValueOrDefault(v.Pci)?.HostNetwork })],
+            DedicatedCpus = vcpus.Count > 0 ? vcpus : null,
+            EmulatorCpu = cpus.FirstOrDefault(c => c.Vcpu is null)?.Cpu,
+        };
     }
 
     /// <summary>
@@ -278,6 +292,10 @@ public static class LaunchCommands
                 v.Vlan is { } vlan ? $"vlan {vlan.ToString(CultureInfo.InvariantCulture)}" : "untagged",
             }).ToList());
         }
+        foreach (var (network, host) in s.Vfs.Where(v => v.HostNetwork is not null).Select(v => (v.Network, v.HostNetwork!)).Distinct())
+            o.WriteLine($"{network}: host network {host} (its ports and what the host fixes of its VFs come from the host config)");
+        if (s.DedicatedCpus is { } pinned)
+            o.WriteLine($"dedicated CPUs: vCPUs on {string.Join(",", pinned)}, emulator threads on {s.EmulatorCpu}");
         if (s.Guest is { } guest)
         {
             o.WriteLine($"guest (agent report of {guest.ReceivedAt.ToString("u", CultureInfo.InvariantCulture)}):");

@@ -55,4 +55,13 @@ public sealed record UpNetwork(string Name, IReadOnlyList<string> Addresses, str
 [JsonSerializable(typeof(HostPrepareDocument))]
 [JsonSerializable(typeof(DownDocument))]
 [JsonSerializable(typeof(RmDocument))]
+[JsonSerializable(typeof(HostNetworksDocument))]
 internal sealed partial class OutputJson : JsonSerializerContext;
+
+/// <summary><c>vmnet host networks --json</c> (schema: <c>hostNetworks</c>).</summary>
+public sealed record HostNetworksDocument(string Config, IReadOnlyList<HostNetworkRow> Networks);
+
+/// <summary>One host network: what the host fixes (null: left to the spec) and the VMs whose VFs it serves.</summary>
+public sealed record HostNetworkRow(string Name, IReadOnlyList<string> Ports, int? Vlan, int? Qos, string? VlanProtocol, int? Mtu, bool? SpoofCheck,
+    bool? Trust, string? LinkState, int? MaxTxRate, int? MinTxRate, IReadOnlyList<string> Vms);
+

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using VmNet.Backends;
+using VmNet.Host;
 using VmNet.Planning;
 using VmNet.Sim;
 using VmNet.Spec;
@@ -286,11 +287,12 @@ public static class VmNetCli
         var noWait = new Option<bool>("--no-wait") { Description = "Do not wait for the guest agent's network-ready report" };
         var waitTimeout = new Option<int>("--wait-timeout") { Description = "Seconds to wait for the guest agent", DefaultValueFactory = _ => 300 };
         var noStart = new Option<bool>("--no-start") { Description = "Only reserve, configure and bind the VFs (for a VM started elsewhere)" };
+        var hostConfig = HostConfigOption();
         var cmd = new Command("up", "Reserve VFs, configure them, bind them to vfio-pci, and start the VM")
-            { spec, dryRun, json, outDir, templates, backend, connect, noWait, waitTimeout, noStart };
+            { spec, dryRun, json, outDir, templates, backend, connect, noWait, waitTimeout, noStart, hostConfig };
         cmd.SetAction(async (r, ct) =>
         {
-            var vm = SpecLoader.LoadFile(r.GetValue(spec)!);
+            var vm = SpecLoader.LoadFile(r.GetValue(spec)!, HostConfig.ForSpecs(r.GetValue(hostConfig)));
             var dry = r.GetValue(dryRun);
             var launch = new LaunchOptions
             {
@@ -310,11 +312,19 @@ public static class VmNetCli
         return cmd;
     }
 
+    /// <summary>--host-config: the host config whose named networks a spec may use (default: /etc/vmnet/host.yaml when it exists).</summary>
+    internal static Option<string?> HostConfigOption() => new("--host-config")
+    {
+        Description = $"The host config whose named networks (network: NAME) the spec may use [default: {HostConfig.DefaultPath} when it exists; env VMNET_HOST_CONFIG]",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VMNET_HOST_CONFIG") is { Length: > 0 } v ? v : null,
+    };
+
     private static Command ValidateCommand(TextWriter stdout)
     {
         var spec = new Argument<string>("SPEC") { Description = "The VM's spec (vm.yaml)" };
         var json = new Option<bool>("--json") { Description = "Print the result as JSON (on stdout, also when the spec is invalid: exit 2 then)" };
-        var cmd = new Command("validate", "Check a spec without looking at the host") { spec, json };
+        var hostConfig = HostConfigOption();
+        var cmd = new Command("validate", "Check a spec without looking at the host (only at the host config's named networks)") { spec, json, hostConfig };
         cmd.SetAction(r =>
         {
             var path = r.GetValue(spec)!;
@@ -323,7 +333,7 @@ public static class VmNetCli
                 ValidateDocument document;
                 try
                 {
-                    var loaded = SpecLoader.LoadFile(path);
+                    var loaded = SpecLoader.LoadFile(path, HostConfig.ForSpecs(r.GetValue(hostConfig)));
                     document = new ValidateDocument(path, true, loaded.Name, loaded.Networks.Count, loaded.Networks.Sum(n => n.Ports.Count), []);
                 }
                 catch (SpecException e)
@@ -337,7 +347,7 @@ public static class VmNetCli
                 stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(document, OutputJson.Default.ValidateDocument));
                 return document.Valid ? ExitCodes.Ok : ExitCodes.InvalidInput;
             }
-            var vm = SpecLoader.LoadFile(path);
+            var vm = SpecLoader.LoadFile(path, HostConfig.ForSpecs(r.GetValue(hostConfig)));
             stdout.WriteLine($"{path}: valid ({vm.Name}: {vm.Networks.Count} network{(vm.Networks.Count == 1 ? "" : "s")}, {vm.Networks.Sum(n => n.Ports.Count)} VFs)");
             return ExitCodes.Ok;
         });
@@ -348,7 +358,7 @@ public static class VmNetCli
     {
         var (json, free, summary) = HostViewCommands.ListOptions();
         var host = new Command("host", "The host's SR-IOV PFs and VFs (same as `vmnet host ls`), provisioning and boot preparation")
-            { json, free, summary, HostViewCommands.Ls(stdout) };
+            { json, free, summary, HostViewCommands.Ls(stdout), HostViewCommands.Networks(stdout) };
         host.SetAction((r, ct) => HostViewCommands.List(r, stdout, r.GetValue(json), r.GetValue(free), r.GetValue(summary), ct));
         HostCommands.AddProvisioning(host, stdout);
         return host;

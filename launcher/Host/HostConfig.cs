@@ -7,22 +7,64 @@ namespace VmNet.Host;
 public sealed record PfConfig(string Port, int Vfs);
 
 /// <summary>
-/// The host config (<c>/etc/vmnet/host.yaml</c>): which PFs get how many VFs. Example:
+/// A network the host defines by name (<c>networks:</c> in host.yaml; seed 002's port groups, Proxmox's resource
+/// mappings): its ports and what the host fixes of its VFs. A null field is one the host leaves to the spec. A spec
+/// that names it (<c>network: NAME</c>) gets these values and may only narrow them (a lower MTU or rate, spoof
+/// checking on, trust off), never widen them.
+/// </summary>
+public sealed record HostNetwork(string Name, IReadOnlyList<string> Ports, VlanTag? Vlan, int? Mtu, bool? SpoofCheck, bool? Trust,
+    LinkState? LinkState, int? MaxTxRate, int? MinTxRate)
+{
+    /// <summary>"vlan 40, mtu 9000, max 10000 Mbit/s": what the host fixes, as `vmnet host networks` shows it.</summary>
+    public string Describe()
+    {
+        var parts = new List<string> { Vlan?.ToString() ?? "vlan: the spec's" };
+        if (Mtu is { } m) parts.Add(FormattableString.Invariant($"mtu {m}"));
+        if (SpoofCheck is { } sc) parts.Add($"spoofchk {(sc ? "on" : "off")}");
+        if (Trust is { } t) parts.Add($"trust {(t ? "on" : "off")}");
+        if (LinkState is { } ls) parts.Add($"state {SpecNames.Of(ls)}");
+        if (MaxTxRate is { } max) parts.Add(FormattableString.Invariant($"max_tx_rate {max}"));
+        if (MinTxRate is { } min) parts.Add(FormattableString.Invariant($"min_tx_rate {min}"));
+        return string.Join(", ", parts);
+    }
+}
+
+/// <summary>
+/// The host config (<c>/etc/vmnet/host.yaml</c>): which PFs get how many VFs, and the networks the host defines by
+/// name. Example:
 /// <code>
 /// pfs:
 ///   - port: enp3s0f0np0     # netdev name or PCI address
 ///     vfs: 8
+/// networks:
+///   storage: {ports: [enp3s0f0np0, enp3s0f1np1], vlan: 40, mtu: 9000}
 /// </code>
 /// </summary>
 public sealed record HostConfig(IReadOnlyList<PfConfig> Pfs)
 {
     public const string DefaultPath = "/etc/vmnet/host.yaml";
 
+    /// <summary>The networks the host defines, by name.</summary>
+    public IReadOnlyDictionary<string, HostNetwork> Networks { get; init; } = new Dictionary<string, HostNetwork>();
+
+    /// <summary>Where it was read from (named in the messages of a spec that names one of its networks).</summary>
+    public string Source { get; init; } = DefaultPath;
+
+    /// <summary>
+    /// The host config for `up` and `validate`: <paramref name="path"/> when given (it must exist), else the default
+    /// path when it exists, else none (no named networks).
+    /// </summary>
+    public static HostConfig? ForSpecs(string? path)
+    {
+        if (path is not null) return LoadFile(path);
+        return File.Exists(DefaultPath) ? LoadFile(DefaultPath) : null;
+    }
+
     public static HostConfig LoadFile(string path)
     {
         try
         {
-            return Load(YamlInput.ReadFile(path, path), path);
+            return Load(YamlInput.ReadFile(path, path), path) with { Source = path };
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -39,7 +81,8 @@ public sealed record HostConfig(IReadOnlyList<PfConfig> Pfs)
         var r = new MapReader(root, "", problems);
         var pfs = new List<PfConfig>();
         var list = r.MapList("pfs");
-        if (list is null) problems.Add("pfs", "is required: a list of {port: PF netdev or PCI address, vfs: N}", root);
+        var networks = ReadNetworks(r, problems);
+        if (list is null && networks.Count == 0) problems.Add("pfs", "is required: a list of {port: PF netdev or PCI address, vfs: N}", root);
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var m in list ?? [])
         {
@@ -54,6 +97,69 @@ public sealed record HostConfig(IReadOnlyList<PfConfig> Pfs)
         }
         r.RejectUnknownKeys();
         if (problems.Any) throw new SpecException(source, problems.Errors);
-        return new HostConfig(pfs);
+        return new HostConfig(pfs) { Networks = networks, Source = source };
     }
+
+    private static Dictionary<string, HostNetwork> ReadNetworks(MapReader r, Problems problems)
+    {
+        var result = new Dictionary<string, HostNetwork>(StringComparer.Ordinal);
+        var node = r.Get("networks");
+        if (node is null) return result;
+        if (node is not YamlMappingNode map)
+        {
+            problems.Add("networks", $"must be a mapping of network names to {{ports: [...], vlan: N, ...}}, got {MapReader.Describe(node)}", node);
+            return result;
+        }
+        foreach (var (k, v) in map.Children)
+        {
+            var name = (k as YamlScalarNode)?.Value ?? "";
+            var path = $"networks.{name}";
+            if (!System.Text.RegularExpressions.Regex.IsMatch(name, "^[a-z][a-z0-9-]{0,31}$"))
+            {
+                problems.Add(path, $"a host network's name must be 1..32 lowercase letters, digits or '-', starting with a letter, got {MapReader.Quote(name)}", k);
+                continue;
+            }
+            if (v is not YamlMappingNode m)
+            {
+                problems.Add(path, $"must be a mapping ({{ports: [...], vlan: N, ...}}), got {MapReader.Describe(v)}", v);
+                continue;
+            }
+            var n = new MapReader(m, path, problems);
+            var ports = n.StringList("ports");
+            var ok = true;
+            if (ports is null || ports.Count is 0 or > 8)
+            {
+                problems.Add(n.Child("ports"), "is required: 1 to 8 PFs by netdev name or PCI address, each a different PF", n.Get("ports") ?? m);
+                ok = false;
+            }
+            else
+            {
+                for (var i = 0; i < ports.Count; i++)
+                {
+                    if (SpecLoader.PortProblem(ports[i]) is { } problem) { problems.Add($"{n.Child("ports")}[{i}]", problem, m); ok = false; }
+                    else if (ports.Take(i).Contains(ports[i])) { problems.Add($"{n.Child("ports")}[{i}]", $"{MapReader.Quote(ports[i])} is listed twice", m); ok = false; }
+                }
+            }
+            var vlan = n.Int("vlan", 1, 4094, null);
+            var qos = n.Int("qos", 0, 7, null);
+            var protocol = n.Choice("vlanProtocol", Protocols);
+            if (vlan is null && (qos is not null || protocol is not null))
+                problems.Add(n.Child("vlan"), "is needed with qos or vlanProtocol: the VLAN they belong to", m);
+            var mtu = n.Int("mtu", 68, 9216, "bytes");
+            var spoof = n.Bool("spoofCheck");
+            var trust = n.Bool("trust");
+            var linkState = n.Choice("linkState", LinkStates);
+            var maxTx = n.Int("maxTxRate", 0, 1_000_000, "Mbit/s");
+            var minTx = n.Int("minTxRate", 0, 1_000_000, "Mbit/s");
+            if (maxTx is > 0 && minTx > maxTx) problems.Add(n.Child("minTxRate"), $"must not exceed maxTxRate ({maxTx} Mbit/s), got {minTx}", m);
+            n.RejectUnknownKeys();
+            if (ok)
+                result[name] = new HostNetwork(name, ports!, vlan is { } id ? new VlanTag(id, qos ?? 0, protocol ?? VlanProtocol.Dot1Q) : null,
+                    mtu, spoof, trust, linkState, maxTx, minTx);
+        }
+        return result;
+    }
+
+    private static readonly Dictionary<string, VlanProtocol> Protocols = new() { ["802.1Q"] = VlanProtocol.Dot1Q, ["802.1ad"] = VlanProtocol.Dot1Ad };
+    private static readonly Dictionary<string, LinkState> LinkStates = new() { ["auto"] = LinkState.Auto, ["enable"] = LinkState.Enable, ["disable"] = LinkState.Disable };
 }

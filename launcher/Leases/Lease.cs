@@ -26,7 +26,8 @@ public sealed record Lease(
     VfSettings Applied,
     VfState? Original = null,
     LeaseOwner? Owner = null,
-    StartingOwner? StartedBy = null)
+    StartingOwner? StartedBy = null,
+    string? HostNetwork = null)
 {
     /// <summary>The lease file format this vmnet reads and writes.</summary>
     public const int CurrentVersion = 2;

@@ -27,7 +27,7 @@ public sealed record VfClaim(
 
     /// <summary>The lease this claim takes (its owner and original state are the ledger's to fill).</summary>
     public Lease LeaseFor(string vm) =>
-        new(Lease.CurrentVersion, vm, Network.Name, Port, Pf.Name, Pf.Pci, Vf.Index, Vf.Pci, Mac, Settings);
+        new(Lease.CurrentVersion, vm, Network.Name, Port, Pf.Name, Pf.Pci, Vf.Index, Vf.Pci, Mac, Settings, HostNetwork: Network.HostNetwork);
 }
 
 /// <summary>What <c>vmnet up</c> is asked to do beyond the spec: which backend, whether to start and wait, what to ship.</summary>

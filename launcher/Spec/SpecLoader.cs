@@ -12,7 +12,10 @@ namespace VmNet.Spec;
 /// </summary>
 public static partial class SpecLoader
 {
-    public static VmSpec LoadFile(string path)
+    public static VmSpec LoadFile(string path) => LoadFile(path, null);
+
+    /// <param name="host">The host config whose named networks the spec may use (<c>network: NAME</c>); null: none.</param>
+    public static VmSpec LoadFile(string path, Host.HostConfig? host)
     {
         string text;
         try
@@ -23,7 +26,7 @@ public static partial class SpecLoader
         {
             throw new VmNetException($"cannot read the spec {path}: {e.Message}", ExitCodes.InvalidInput);
         }
-        return Load(text, path);
+        return Load(text, path, host);
     }
 
     /// <summary>
@@ -33,10 +36,10 @@ public static partial class SpecLoader
     internal static void Declare(string text, SchemaRecorder recorder)
     {
         var problems = new Problems { Recorder = recorder };
-        if (YamlInput.Parse(text, "schema").Documents is [{ RootNode: YamlMappingNode root }]) Read(new MapReader(root, "", problems));
+        if (YamlInput.Parse(text, "schema").Documents is [{ RootNode: YamlMappingNode root }]) Read(new MapReader(root, "", problems), null);
     }
 
-    public static VmSpec Load(string text, string source = "vm.yaml")
+    public static VmSpec Load(string text, string source = "vm.yaml", Host.HostConfig? host = null)
     {
         var problems = new Problems();
         YamlMappingNode? root = null;
@@ -52,13 +55,13 @@ public static partial class SpecLoader
                 stream.Documents[0].RootNode);
 
         VmSpec? spec = null;
-        if (root is not null) spec = Read(new MapReader(root, "", problems));
+        if (root is not null) spec = Read(new MapReader(root, "", problems), host);
         if (problems.Any || spec is null) throw new SpecException(source, problems.Errors);
         return spec;
     }
 
 
-    private static VmSpec? Read(MapReader r)
+    private static VmSpec? Read(MapReader r, Host.HostConfig? host)
     {
         var p = r.Problems;
         var name = r.String("name");
@@ -106,7 +109,7 @@ public static partial class SpecLoader
         {
             for (var i = 0; i < networkReaders.Count; i++)
             {
-                var n = ReadNetwork(networkReaders[i]);
+                var n = ReadNetwork(networkReaders[i], host);
                 if (n is not null) networks.Add(n);
             }
             CheckAcrossNetworks(networkReaders, networks, p);
@@ -163,10 +166,24 @@ public static partial class SpecLoader
         return kernel is null ? null : new BootSpec(kernel, initrd, cmdline);
     }
 
-    private static NetworkSpec? ReadNetwork(MapReader n)
+    private static NetworkSpec? ReadNetwork(MapReader n, Host.HostConfig? host)
     {
         var p = n.Problems;
         var ok = true;
+        // A host network (network: NAME in the spec, networks: in host.yaml): its values fill what the spec leaves out.
+        var hostName = n.String("network");
+        Host.HostNetwork? hn = null;
+        if (hostName is not null)
+        {
+            if (host?.Networks.GetValueOrDefault(hostName) is { } found) hn = found;
+            else
+            {
+                var known = host is null || host.Networks.Count == 0 ? "it defines none" : $"it defines {string.Join(", ", host.Networks.Keys.Order(StringComparer.Ordinal))}";
+                p.Add(n.Child("network"), $"no host network {MapReader.Quote(hostName)} in {host?.Source ?? Host.HostConfig.DefaultPath} ({known}; `vmnet host networks` lists them); "
+                    + "define it under networks: there, or leave network out and give the ports here", n.Get("network"));
+                ok = false;
+            }
+        }
         var name = n.String("name");
         p.Recorder?.Pattern(n.Child("name"), NetworkName());
         if (name is null) { p.Add(n.Child("name"), "is required: a short name for this network (e.g. storage)", n.Node); ok = false; }
@@ -187,9 +204,17 @@ public static partial class SpecLoader
 
         var ports = n.StringList("ports");
         p.Recorder?.Items(n.Child("ports"), 1, 8);
-        if (ports is null || ports.Count == 0)
+        if (hn is not null)
         {
-            p.Add(n.Child("ports"), "is required: the PFs to take one VF from each, by netdev name or PCI address (e.g. [enp3s0f0np0, enp3s0f1np1])", n.Get("ports") ?? n.Node);
+            if (ports is not null && !ports.SequenceEqual(hn.Ports))
+                p.Add(n.Child("ports"), $"host network {hn.Name} fixes its ports [{string.Join(", ", hn.Ports)}] ({host!.Source}); leave ports out", n.Get("ports"));
+            ports = hn.Ports;
+        }
+        else if (hostName is not null) ok = false;
+        else if (ports is null || ports.Count == 0)
+        {
+            // Not "is required": a host network gives the ports instead (the schema leaves the choice to the loader).
+            p.Add(n.Child("ports"), "needs the PFs to take one VF from each, by netdev name or PCI address (e.g. [enp3s0f0np0, enp3s0f1np1]), or a host network (network: NAME)", n.Get("ports") ?? n.Node);
             ok = false;
         }
         else
@@ -253,9 +278,42 @@ public static partial class SpecLoader
         n.RejectUnknownKeys();
         if (!ok || name is null || ports is null || address is null || bond is null) return null;
         var tag = vlan is { } id ? new VlanTag(id, qos ?? 0, protocol ?? Defaults.Protocol) : null;
+        if (hn is not null)
+        {
+            // What the host fixes wins; the spec may narrow it (lower MTU or rate, spoof checking on, trust off), never widen it.
+            void Widens(string key, string value, string hostValue) =>
+                p.Add(n.Child(key), $"{value} widens host network {hn.Name} ({hostValue} in {host!.Source}); leave {key} out, or narrow it", n.Get(key));
+            if (hn.Vlan is { } hv)
+            {
+                if (n.Get("vlan") is not null && vlan != hv.Id) Widens("vlan", $"{vlan}", hv.ToString());
+                if (n.Get("qos") is not null && qos != hv.Qos) Widens("qos", $"{qos}", hv.ToString());
+                if (n.Get("vlanProtocol") is not null && protocol != hv.Protocol) Widens("vlanProtocol", SpecNames.Of(protocol ?? Defaults.Protocol), hv.ToString());
+                tag = hv;
+            }
+            if (hn.Mtu is { } hm)
+            {
+                if (mtu > hm) Widens("mtu", $"{mtu}", $"mtu {hm}");
+                mtu ??= hm;
+            }
+            if (hn.SpoofCheck == true && n.Get("spoofCheck") is not null && !spoof) Widens("spoofCheck", "false", "spoofCheck true");
+            if (n.Get("spoofCheck") is null && hn.SpoofCheck is { } hs) spoof = hs;
+            if (hn.Trust == false && trust) Widens("trust", "true", "trust false");
+            if (n.Get("trust") is null && hn.Trust is { } ht) trust = ht;
+            if (hn.LinkState is { } hl)
+            {
+                if (n.Get("linkState") is not null && linkState != hl) Widens("linkState", SpecNames.Of(linkState), $"linkState {SpecNames.Of(hl)}");
+                linkState = hl;
+            }
+            if (hn.MaxTxRate is > 0 and var hmax && maxTx is { } smax && (smax == 0 || smax > hmax)) Widens("maxTxRate", $"{smax}", $"maxTxRate {hmax}");
+            maxTx ??= hn.MaxTxRate;
+            if (hn.MinTxRate is { } hmin && minTx > hmin) Widens("minTxRate", $"{minTx}", $"minTxRate {hmin}");
+            minTx ??= hn.MinTxRate;
+            if (p.Any) return null;
+        }
         TxRates? rates = maxTx is null && minTx is null ? null : new TxRates(maxTx ?? 0, minTx ?? 0);
         return new NetworkSpec(name, tag, ports, address, gateway, dns, mtu,
-            macs?.Select(m => m.ToLowerInvariant()).ToList(), spoof, trust, linkState, rates, bond);
+            macs?.Select(m => m.ToLowerInvariant()).ToList(), spoof, trust, linkState, rates, bond)
+        { HostNetwork = hn?.Name };
     }
 
     private static GuestAddress? ReadAddress(MapReader n)

@@ -170,10 +170,13 @@ public static class SpecSchema
         foreach (var raw in referenceYaml.Split('\n'))
         {
             var line = raw.TrimEnd('\r');
+            // A key the reference leaves out (it needs more than the spec) is written commented out, with its comment:
+            // "    # network: storage    # optional ...".
             var key = Regex.Match(line, @"^(\s*)(- )?([A-Za-z][A-Za-z0-9]*):(.*)$");
+            if (!key.Success && Regex.Match(line, @"^(\s*)(# )([a-z][A-Za-z0-9]*):( \S+\s+#.*)$") is { Success: true } commented) key = commented;
             if (key.Success)
             {
-                var indent = key.Groups[1].Length + key.Groups[2].Length;
+                var indent = key.Groups[1].Length + (key.Groups[2].Value == "- " ? 2 : 0);
                 while (stack.Count > 0 && stack[^1].Indent >= indent) stack.RemoveAt(stack.Count - 1);
                 stack.Add((indent, key.Groups[3].Value));
                 last = string.Join('.', stack.Select(s => s.Key));

@@ -58,6 +58,9 @@ public sealed record NetworkSpec(
 {
     /// <summary>The guest's name for the member on port <paramref name="port"/>: the network name and the port index.</summary>
     public string MemberName(int port) => $"{Name}{port}";
+
+    /// <summary>The host network (host.yaml <c>networks:</c>) this network's ports and VF settings come from, or null.</summary>
+    public string? HostNetwork { get; init; }
 }
 
 /// <summary>

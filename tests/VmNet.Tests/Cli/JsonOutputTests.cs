@@ -86,6 +86,18 @@ public sealed class JsonOutputTests : IDisposable
         await AssertValid(output, definition);
     }
 
+    [Fact]
+    public async Task Host_networks_match_the_definition()
+    {
+        var config = _dir["host.yaml"];
+        File.WriteAllText(config, "networks:\n  storage: {ports: [enp3s0f0np0, enp3s0f1np1], vlan: 40, vlanProtocol: 802.1ad, mtu: 9000, trust: false, linkState: auto}\n  open: {ports: [enp3s0f0np0]}\n");
+        var (code, output, error) = Vmnet("host", "networks", "--json", "--config", config, "--host-root", ExampleHost);
+
+        Assert.True(code == 0, error);
+        Assert.Contains("\"vlanProtocol\": \"802.1ad\"", output);
+        await AssertValid(output, "hostNetworks");
+    }
+
     /// <summary>A VM with dedicated CPUs and hugepages on that host: the plan's placement and the host's dedicated CPUs.</summary>
     [Fact]
     public async Task A_placed_vm_matches_the_plan_and_host_definitions()
