@@ -21,6 +21,7 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaN
         foreach (var pf in all)
         {
             var admin = adminState?.Invoke(pf) ?? new Dictionary<int, VfAdmin>();
+            var guaranteed = 0L; // the sum of the leased VFs' min_tx_rate (seed 003's capacity)
             var vfs = pf.Vfs.Select(vf =>
             {
                 // A corrupt lease file hides this VF's owner, not the host: the row says so, the others are served.
@@ -28,6 +29,7 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaN
                 string? corrupt = null;
                 try { lease = leases.Find(vf.Pci); }
                 catch (VmNetException e) { corrupt = e.Message; }
+                guaranteed += lease?.Applied.Rates?.MinMbps ?? 0;
                 var a = admin.GetValueOrDefault(vf.Index);
                 var state = vf.Driver switch
                 {
@@ -42,7 +44,10 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaN
                     Unusable = vf.GroupPeer is not null ? vf.BusyReason : null,
                 };
             }).ToList();
-            pfs.Add(new PfRow(pf.Name, pf.Pci, pf.Driver, pf.TotalVfs, pf.NumVfs, pf.Mtu, pf.Up ? "up" : "down", vfs) { NumaNode = numa?.NodeOf(pf.NumaNode) ?? pf.NumaNode, Link = pf.Link });
+            pfs.Add(new PfRow(pf.Name, pf.Pci, pf.Driver, pf.TotalVfs, pf.NumVfs, pf.Mtu, pf.Up ? "up" : "down", vfs)
+            {
+                NumaNode = numa?.NodeOf(pf.NumaNode) ?? pf.NumaNode, Link = pf.Link, SpeedMbps = pf.SpeedMbps, GuaranteedMbps = guaranteed,
+            });
         }
         return new HostInventory(pfs, numa?.Nodes ?? [])
         {
@@ -67,7 +72,7 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaN
         Unusable: p.Vfs.Count(v => v.Vm is null && v.LeaseProblem is null && v.Unusable is not null),
         CorruptLeases: p.Vfs.Count(v => v.LeaseProblem is not null),
         Vms: p.Vfs.Select(v => v.Vm).OfType<string>().Distinct().Order(StringComparer.Ordinal).ToList())
-    { NumaNode = p.NumaNode }).ToList();
+    { NumaNode = p.NumaNode, SpeedMbps = p.SpeedMbps, GuaranteedMbps = p.GuaranteedMbps }).ToList();
 
     /// <summary>Held by something that is not vmnet (a host netdev's user, another tool's vfio-pci).</summary>
     private static bool InUseElsewhere(VfRow v) => !v.Free && v.Vm is null && v.LeaseProblem is null && v.Unusable is null;
@@ -81,16 +86,20 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaN
         }
         var summary = Summary();
         string N(int n) => n.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        TextTable.Print(o, ["PF", "PCI", "DRIVER", "STATE", "NODE", "MTU", "VFS", "FREE", "VMNET", "OTHER", "UNUSABLE", "VMS"], summary.Select(p => new[]
+        TextTable.Print(o, ["PF", "PCI", "DRIVER", "STATE", "NODE", "MTU", "VFS", "FREE", "VMNET", "OTHER", "UNUSABLE", "GUARANTEED", "VMS"], summary.Select(p => new[]
         {
             p.Name, p.Pci, p.Driver ?? "-", p.State, Node(p.NumaNode), N(p.Mtu), $"{N(p.NumVfs)}/{N(p.TotalVfs)}", N(p.Free), N(p.Vmnet), N(p.Other),
-            N(p.Unusable + p.CorruptLeases), p.Vms.Count == 0 ? "-" : string.Join(",", p.Vms),
+            N(p.Unusable + p.CorruptLeases), Guarantee(p.GuaranteedMbps, p.SpeedMbps), p.Vms.Count == 0 ? "-" : string.Join(",", p.Vms),
         }).ToList());
         var vfs = summary.Sum(p => p.NumVfs);
         o.WriteLine($"{summary.Count} PF{(summary.Count == 1 ? "" : "s")}, {vfs} VF{(vfs == 1 ? "" : "s")}, {summary.Sum(p => p.Free)} free" +
             (summary.Sum(p => p.CorruptLeases) is > 0 and var c ? $", {c} with a corrupt lease file (`vmnet host` names them)" : ""));
         PrintNodes(o);
     }
+
+    /// <summary>"2000/100000": the VFs' guaranteed rates against the link's speed ("-" when the speed is unknown).</summary>
+    private static string Guarantee(long guaranteed, int? speed) =>
+        speed is { } s ? FormattableString.Invariant($"{guaranteed}/{s}") : "-";
 
     private static string Node(int node) => node < 0 ? "-" : node.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
@@ -123,7 +132,8 @@ public sealed record HostInventory(IReadOnlyList<PfRow> Pfs, IReadOnlyList<NumaN
         foreach (var pf in Pfs)
         {
             o.WriteLine($"{pf.Name}  {pf.Pci}  {pf.Driver ?? "-"}  {pf.State}  mtu {pf.Mtu}  VFs {pf.NumVfs}/{pf.TotalVfs}  free {pf.Vfs.Count(v => v.Free)}  node {Node(pf.NumaNode)}"
-                + (pf.Link is { Speed: not null } l ? $"  PCIe {PcieLink.Rate(l.Speed)?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? l.Speed} GT/s x{l.Width}" : ""));
+                + (pf.Link is { Speed: not null } l ? $"  PCIe {PcieLink.Rate(l.Speed)?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? l.Speed} GT/s x{l.Width}" : "")
+                + (pf.SpeedMbps is not null ? $"  guaranteed {Guarantee(pf.GuaranteedMbps, pf.SpeedMbps)} Mbit/s" : ""));
             if (pf.Link is { Degraded: true } d)
                 o.WriteLine($"  PCIe link trained below the card's: {d} (a slower or narrower slot caps both ports; `vmnet doctor` says more)");
             var rows = pf.Vfs.Select(v => new[]
@@ -152,6 +162,12 @@ public sealed record PfRow(string Name, string Pci, string? Driver, int TotalVfs
 
     /// <summary>Its PCIe link as trained and as the card can; null when sysfs does not show one.</summary>
     public PcieLink? Link { get; init; }
+
+    /// <summary>The port's speed in Mbit/s; null while unknown (link down).</summary>
+    public int? SpeedMbps { get; init; }
+
+    /// <summary>The sum of its leased VFs' min_tx_rate in Mbit/s: the bandwidth it guarantees.</summary>
+    public long GuaranteedMbps { get; init; }
 }
 
 /// <summary>One VF of <c>vmnet host</c>: <see cref="Vm"/> and <see cref="Network"/> are the VmNet VM holding it and
@@ -168,6 +184,8 @@ public sealed record PfSummary(string Name, string Pci, string? Driver, string S
     int Free, int Vmnet, int Other, int Unusable, int CorruptLeases, IReadOnlyList<string> Vms)
 {
     public int NumaNode { get; init; } = -1;
+    public int? SpeedMbps { get; init; }
+    public long GuaranteedMbps { get; init; }
 }
 
 /// <summary>A VF's settings as the PF holds them (netlink).</summary>

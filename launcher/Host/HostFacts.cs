@@ -15,6 +15,9 @@ public sealed record PhysicalFunction(
 {
     /// <summary>The PF's PCIe link, when sysfs shows it (not for devices on a virtual bus).</summary>
     public PcieLink? Link { get; init; }
+
+    /// <summary>The port's Ethernet speed in Mbit/s; null while unknown (link down: the kernel says -1).</summary>
+    public int? SpeedMbps { get; init; }
 }
 
 /// <summary>One VF as sysfs shows it.</summary>

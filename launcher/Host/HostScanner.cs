@@ -56,6 +56,7 @@ public sealed class HostScanner(HostRoot root) : IHostFacts
             Vfs: vfs)
         {
             Link = PcieLink.Read(Root, pci),
+            SpeedMbps = name is not null && Root.ReadInt(Sysfs.NetSpeed(name)) is > 0 and var speed ? speed : null,
         };
     }
 

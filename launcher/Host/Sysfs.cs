@@ -81,6 +81,8 @@ public static class Sysfs
     public static string NetFlags(string netdev) => $"{Net(netdev)}/flags";
 
     public static string NetMtu(string netdev) => $"{Net(netdev)}/mtu";
+    /// <summary>The link's speed in Mbit/s; -1 (or unreadable) while the link is down.</summary>
+    public static string NetSpeed(string netdev) => $"{Net(netdev)}/speed";
     public static string NetIfIndex(string netdev) => $"{Net(netdev)}/ifindex";
 
     public static string NetOperState(string netdev) => $"{Net(netdev)}/operstate";

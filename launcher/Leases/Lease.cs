@@ -101,6 +101,9 @@ public interface ILeaseView
 
     /// <summary>Every CPU lease of dedicated pinning (held or stale: <see cref="CpuLedger.HeldOf"/> tells).</summary>
     IReadOnlyList<CpuLease> CpuLeases();
+
+    /// <summary>The lease of the VF at <paramref name="pci"/>, or null; a corrupt one throws, naming its file.</summary>
+    Lease? Find(string pci);
 }
 
 /// <summary>Leases read from the state directory, one file per VF; a corrupt file is reported, never ignored.</summary>

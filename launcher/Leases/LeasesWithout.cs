@@ -14,6 +14,8 @@ public sealed class LeasesWithout(ILeaseView inner, IEnumerable<Lease> hidden) :
 
     public IReadOnlyList<CpuLease> CpuLeases() => inner.CpuLeases();
 
+    public Lease? Find(string pci) => _hidden.ContainsKey(pci) ? null : inner.Find(pci);
+
     public IReadOnlySet<int> LeasedVfIndices(string pfPci)
     {
         var set = new HashSet<int>(inner.LeasedVfIndices(pfPci));

@@ -76,6 +76,7 @@ public static class Planner
             }
         }
 
+        problems.AddRange(Oversubscribed(spec, vfs, host, leases));
         if (inputProblems.Count > 0)
             throw new VmNetException(string.Join("\n", inputProblems.Concat(problems)), ExitCodes.InvalidInput);
         if (problems.Count > 0)
@@ -142,7 +143,7 @@ public static class Planner
     public static RenderInput RenderInput(VmSpec spec, IReadOnlyList<VfClaim> vfs, VmPaths paths, Placement? placement = null) =>
         new(spec, vfs.Select(a => new RenderedVf(a.NetworkIndex, a.GuestName, a.Mac, a.Vf.Pci, a.PortName, a.Pf.Name, a.Pf.Pci, a.Vf.Index)).ToList(), paths)
         {
-            Placement = placement ?? Placement.None,
+            Placement = placement is { } p ? new RenderedPlacement(p.Node, p.VcpuCpus, p.EmulatorCpu, p.SharedCpus, p.HugepageKiB, p.HugetlbfsMount) : RenderedPlacement.None,
         };
 
     private static VfClaim? Choose(VmSpec spec, int ni, NetworkSpec network, int port, string portName,
@@ -169,6 +170,33 @@ public static class Planner
             return new VfClaim(ni, network, port, portName, pf, vf, mac, explicitMac is null, AlreadyLeased: false, Settings(network, mac));
         }
         return null;
+    }
+
+    /// <summary>
+    /// Capacity (seed 003): the bandwidth the PF guarantees its VFs (<c>min_tx_rate</c>) must fit its link. For each PF
+    /// where the plan asks a guarantee: what the other VMs' leases guarantee there plus the plan's, against the link's
+    /// speed; a PF whose speed is unknown (link down) is not judged. Read only for a plan that asks a guarantee.
+    /// </summary>
+    private static IEnumerable<string> Oversubscribed(VmSpec spec, IReadOnlyList<VfClaim> vfs, IHostFacts host, ILeaseView leases)
+    {
+        foreach (var onPf in vfs.Where(v => v.Network.Rates?.MinMbps > 0).GroupBy(v => v.Pf.Pci))
+        {
+            var pf = onPf.First().Pf;
+            if (pf.SpeedMbps is not { } speed) continue;
+            var mine = onPf.Sum(v => (long)v.Network.Rates!.Value.MinMbps);
+            var others = new Dictionary<string, long>(StringComparer.Ordinal);
+            foreach (var i in leases.LeasedVfIndices(pf.Pci))
+            {
+                if (host.VfPci(pf, i) is not { } pci || leases.Find(pci) is not { } lease || lease.Vm == spec.Name) continue;
+                if (lease.Applied.Rates is { MinMbps: > 0 } r) others[lease.Vm] = others.GetValueOrDefault(lease.Vm) + r.MinMbps;
+            }
+            var total = mine + others.Values.Sum();
+            if (total <= speed) continue;
+            var held = others.Count == 0 ? "" : $"; {others.Values.Sum()} of it guaranteed to {string.Join(", ", others.OrderBy(o => o.Key, StringComparer.Ordinal).Select(o => $"{o.Key} ({o.Value})"))}";
+            var field = string.Join(", ", onPf.Select(v => $"networks[{v.NetworkIndex}].minTxRate").Distinct());
+            yield return $"{field}: {mine} Mbit/s guaranteed on {pf.Name} would make {total} of its {speed} Mbit/s link{held}; "
+                + "lower minTxRate, give the VM another port, or free a VM's VFs there (`vmnet host` shows each PF's guarantees)";
+        }
     }
 
     /// <summary>

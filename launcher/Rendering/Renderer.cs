@@ -28,7 +28,17 @@ public sealed record RenderedVf(int NetworkIndex, string Name, string Mac, strin
 public sealed record RenderInput(VmSpec Vm, IReadOnlyList<RenderedVf> Vfs, VmPaths Paths)
 {
     /// <summary>Where the VM runs on the host (none: nothing is rendered for it).</summary>
-    public Planning.Placement Placement { get; init; } = Planning.Placement.None;
+    public RenderedPlacement Placement { get; init; } = RenderedPlacement.None;
+}
+
+/// <summary>
+/// The placement as the templates need it: the host node memory is bound to (null: none), each vCPU's dedicated CPU
+/// and the emulator's (empty: not pinned), the CPUs shared vCPUs float over (empty: any), the hugepage size (0: none)
+/// and the hugetlbfs mount.
+/// </summary>
+public sealed record RenderedPlacement(int? Node, IReadOnlyList<int> VcpuCpus, int? EmulatorCpu, IReadOnlyList<int> SharedCpus, long HugepageKiB, string? MemPath)
+{
+    public static readonly RenderedPlacement None = new(null, [], null, [], 0, null);
 }
 
 /// <summary>Renders the templates from a flat model (snake_case names) made of a <see cref="RenderInput"/>; the agent's
@@ -174,14 +184,14 @@ public static class Renderer
     /// <c>emulator_cpu</c>, <c>cpuset</c> (the CPUs shared vCPUs float over, "" for any), <c>guest_cpus</c> (0-N),
     /// <c>hugepage_kib</c> and <c>mem_path</c>.
     /// </summary>
-    private static ScriptObject PlacementModel(Planning.Placement p, int cpus)
+    private static ScriptObject PlacementModel(RenderedPlacement p, int cpus)
     {
         var pins = new ScriptArray();
         for (var i = 0; i < p.VcpuCpus.Count; i++) pins.Add(Obj(("vcpu", i), ("cpu", p.VcpuCpus[i])));
         return Obj(
-            ("numa", p.Node is not null), ("node", p.Node ?? 0), ("pinned", p.Dedicated), ("vcpu_pins", pins),
+            ("numa", p.Node is not null), ("node", p.Node ?? 0), ("pinned", p.VcpuCpus.Count > 0), ("vcpu_pins", pins),
             ("emulator_cpu", p.EmulatorCpu ?? 0), ("cpuset", p.SharedCpus.Count > 0 ? Host.CpuList.Format(p.SharedCpus) : ""),
-            ("guest_cpus", cpus == 1 ? "0" : $"0-{cpus - 1}"), ("hugepage_kib", p.HugepageKiB), ("mem_path", p.HugetlbfsMount ?? ""));
+            ("guest_cpus", cpus == 1 ? "0" : $"0-{cpus - 1}"), ("hugepage_kib", p.HugepageKiB), ("mem_path", p.MemPath ?? ""));
     }
 
     /// <summary>

@@ -25,6 +25,9 @@ public sealed record NicShape(
 
     public int PcieWidth { get; init; } = 16;
 
+    /// <summary>Each port's Ethernet speed in Mbit/s (<c>/sys/class/net/PF/speed</c> with the link up).</summary>
+    public int LinkMbps { get; init; } = 100000;
+
     /// <summary>
     /// A dual-port ConnectX-5 (mlx5_core) on bus 03 as in seed 000: PF0 0000:03:00.0 (enp3s0f0np0), PF1 0000:03:00.1
     /// (enp3s0f1np1). With ARI the VFs follow the PFs: PF0's from 03:00.2, PF1's after PF0's last possible VF
@@ -64,6 +67,7 @@ public sealed record NicShape(
     {
         PcieSpeed = "2.5 GT/s PCIe",
         PcieWidth = 4,
+        LinkMbps = 1000,
     };
 
     /// <summary>The PCI address of VF <paramref name="vf"/> of PF <paramref name="pf"/>: PF routing ID + offset + stride * vf.</summary>

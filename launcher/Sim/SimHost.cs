@@ -30,6 +30,7 @@ public static class SimHost
             tree.Write($"{dev}/sriov_vf_device", shape.VfDevice[2..] + "\n");
             tree.Write($"{dev}/sriov_drivers_autoprobe", "1\n");
             tree.Bind(pci, shape.PfDriver, shape.PfName(pf), PfMac(pf), mtu, up: true);
+            tree.Write($"{dev}/net/{shape.PfName(pf)}/speed", Num(shape.LinkMbps));
             SetNumVfs(tree, shape, pf, numVfs, ref group);
         }
         return tree;

@@ -15,7 +15,7 @@ public static partial class SpecLoader
     public static VmSpec LoadFile(string path) => LoadFile(path, null);
 
     /// <param name="host">The host config whose named networks the spec may use (<c>network: NAME</c>); null: none.</param>
-    public static VmSpec LoadFile(string path, Host.HostConfig? host)
+    public static VmSpec LoadFile(string path, HostNetworks? host)
     {
         string text;
         try
@@ -39,7 +39,7 @@ public static partial class SpecLoader
         if (YamlInput.Parse(text, "schema").Documents is [{ RootNode: YamlMappingNode root }]) Read(new MapReader(root, "", problems), null);
     }
 
-    public static VmSpec Load(string text, string source = "vm.yaml", Host.HostConfig? host = null)
+    public static VmSpec Load(string text, string source = "vm.yaml", HostNetworks? host = null)
     {
         var problems = new Problems();
         YamlMappingNode? root = null;
@@ -61,7 +61,7 @@ public static partial class SpecLoader
     }
 
 
-    private static VmSpec? Read(MapReader r, Host.HostConfig? host)
+    private static VmSpec? Read(MapReader r, HostNetworks? host)
     {
         var p = r.Problems;
         var name = r.String("name");
@@ -166,20 +166,20 @@ public static partial class SpecLoader
         return kernel is null ? null : new BootSpec(kernel, initrd, cmdline);
     }
 
-    private static NetworkSpec? ReadNetwork(MapReader n, Host.HostConfig? host)
+    private static NetworkSpec? ReadNetwork(MapReader n, HostNetworks? host)
     {
         var p = n.Problems;
         var ok = true;
         // A host network (network: NAME in the spec, networks: in host.yaml): its values fill what the spec leaves out.
         var hostName = n.String("network");
-        Host.HostNetwork? hn = null;
+        HostNetwork? hn = null;
         if (hostName is not null)
         {
-            if (host?.Networks.GetValueOrDefault(hostName) is { } found) hn = found;
+            if (host?.ByName.GetValueOrDefault(hostName) is { } found) hn = found;
             else
             {
-                var known = host is null || host.Networks.Count == 0 ? "it defines none" : $"it defines {string.Join(", ", host.Networks.Keys.Order(StringComparer.Ordinal))}";
-                p.Add(n.Child("network"), $"no host network {MapReader.Quote(hostName)} in {host?.Source ?? Host.HostConfig.DefaultPath} ({known}; `vmnet host networks` lists them); "
+                var known = host is null || host.ByName.Count == 0 ? "it defines none" : $"it defines {string.Join(", ", host.ByName.Keys.Order(StringComparer.Ordinal))}";
+                p.Add(n.Child("network"), $"no host network {MapReader.Quote(hostName)} in {host?.Source ?? "/etc/vmnet/host.yaml"} ({known}; `vmnet host networks` lists them); "
                     + "define it under networks: there, or leave network out and give the ports here", n.Get("network"));
                 ok = false;
             }

@@ -79,9 +79,9 @@ public sealed class HostCliTests : IDisposable
         Assert.Equal(0, summary.Code);
         var lines = summary.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(6, lines.Length);
-        Assert.Matches(@"^  PF +PCI +DRIVER +STATE +NODE +MTU +VFS +FREE +VMNET +OTHER +UNUSABLE +VMS$", lines[0]);
-        Assert.Matches(@"^  enp3s0f0np0 +\S+ +mlx5_core +up +0 +\d+ +3/16 +2 +1 +0 +0 +vm1$", lines[1]);
-        Assert.Matches(@"^  enp3s0f1np1 +\S+ +mlx5_core +up +0 +\d+ +3/16 +2 +1 +0 +0 +vm1$", lines[2]);
+        Assert.Matches(@"^  PF +PCI +DRIVER +STATE +NODE +MTU +VFS +FREE +VMNET +OTHER +UNUSABLE +GUARANTEED +VMS$", lines[0]);
+        Assert.Matches(@"^  enp3s0f0np0 +\S+ +mlx5_core +up +0 +\d+ +3/16 +2 +1 +0 +0 +0/100000 +vm1$", lines[1]);
+        Assert.Matches(@"^  enp3s0f1np1 +\S+ +mlx5_core +up +0 +\d+ +3/16 +2 +1 +0 +0 +0/100000 +vm1$", lines[2]);
         Assert.Equal("2 PFs, 6 VFs, 4 free", lines[3]);
         Assert.Matches(@"^  NODE +CPUS +DEDICATED +MEMORY +FREE +HUGEPAGES \(FREE/TOTAL\) +PFS$", lines[4]);
         Assert.Matches(@"^  0 +0-7 +- +32\.0 GiB +\S+ GiB +2MiB 0/0, 1GiB 0/0 +enp3s0f0np0,enp3s0f1np1$", lines[5]);
@@ -98,7 +98,7 @@ public sealed class HostCliTests : IDisposable
         var free = Vmnet("host", "--free");
         Assert.Equal(0, free.Code);
         Assert.DoesNotContain("vm1", free.Out);
-        Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(free.Out, @"VFs 3/16  free 2  node 0  PCIe 8 GT/s x16\n").Count);
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(free.Out, @"VFs 3/16  free 2  node 0  PCIe 8 GT/s x16  guaranteed 0/100000 Mbit/s\n").Count);
         Assert.Equal(4, System.Text.RegularExpressions.Regex.Matches(free.Out, @"^  \d +0000:\S+ .* free$", System.Text.RegularExpressions.RegexOptions.Multiline).Count);
         var freeJson = System.Text.Json.JsonDocument.Parse(Vmnet("host", "ls", "--free", "--json").Out).RootElement;
         Assert.Equal(4, freeJson.GetProperty("pfs").EnumerateArray().Sum(pf => pf.GetProperty("vfs").GetArrayLength()));

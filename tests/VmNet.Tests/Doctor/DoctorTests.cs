@@ -107,7 +107,7 @@ public class HostInventoryTests
 
         Assert.Equal(0, code);
         var lines = o.ToString().Split('\n');
-        Assert.Equal("enp3s0f0np0  0000:03:00.0  mlx5_core  up  mtu 9000  VFs 8/16  free 6  node 0  PCIe 8 GT/s x16", lines[0]);
+        Assert.Equal("enp3s0f0np0  0000:03:00.0  mlx5_core  up  mtu 9000  VFs 8/16  free 6  node 0  PCIe 8 GT/s x16  guaranteed 0/100000 Mbit/s", lines[0]);
         Assert.Contains("  0   0000:03:00.2  vfio-pci   -           vfio   00:00:00:00:00:00  -     in use (not vmnet)", lines);
         Assert.Contains("  1   0000:03:00.3  mlx5_core  enp3s0f0v1  down   00:00:00:00:00:00  -     ceph-osd-1/storage", lines);
         Assert.Contains(lines, l => l.StartsWith("  1   0000:03:02.3  mlx5_core  enp3s0f1v1  up", StringComparison.Ordinal) && l.EndsWith("in use (not vmnet)", StringComparison.Ordinal));

@@ -141,7 +141,7 @@ public class NumaCliTests
         var (code, output, _) = Run("host", "--host-root", host, "--state-dir", dir["state"]);
         Assert.Equal(0, code);
         var lines = output.Split('\n');
-        Assert.Equal("enp3s0f0np0  0000:03:00.0  mlx5_core  up  mtu 1500  VFs 8/16  free 8  node 1  PCIe 8 GT/s x8", lines[0]);
+        Assert.Equal("enp3s0f0np0  0000:03:00.0  mlx5_core  up  mtu 1500  VFs 8/16  free 8  node 1  PCIe 8 GT/s x8  guaranteed 0/100000 Mbit/s", lines[0]);
         Assert.Contains("  PCIe link trained below the card's: 8.0 GT/s PCIe x8 (max 8.0 GT/s PCIe x16) (a slower or narrower slot caps both ports; `vmnet doctor` says more)", lines);
         Assert.Contains(lines, l => l.StartsWith("  0     0-3   -          32.0 GiB", StringComparison.Ordinal) && l.Contains("1GiB 4/4") && l.EndsWith('-'));
         Assert.Contains(lines, l => l.StartsWith("  1     4-7   -          32.0 GiB", StringComparison.Ordinal) && l.Contains("1GiB 4/4") && l.EndsWith("enp3s0f0np0,enp3s0f1np1", StringComparison.Ordinal));

@@ -243,3 +243,52 @@ public sealed class PlacementTests : IDisposable
         Assert.StartsWith($"the CPU lease {_state.CpuLeaseFile(15)} is corrupt", e.Message);
     }
 }
+
+/// <summary>Capacity (seed 003): a PF's guaranteed bandwidth (its VFs' min_tx_rate) against its link's speed.</summary>
+public sealed class CapacityTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+    private readonly StateDir _state;
+    private readonly CancellationToken _ct = TestContext.Current.CancellationToken;
+
+    public CapacityTests()
+    {
+        SimHost.Create(_dir["host"], NicShape.ConnectX5(), pfs: 2, numVfs: 8);
+        _state = new StateDir(_dir["state"]);
+    }
+
+    public void Dispose() => _dir.Dispose();
+
+    private static VmSpec Spec(string name, int min) => SpecLoader.Load($"""
+        name: {name}
+        disk: {"{"}image: /img.qcow2{"}"}
+        networks:
+          - name: storage
+            ports: [enp3s0f0np0, enp3s0f1np1]
+            address: dhcp
+            minTxRate: {min}
+        """);
+
+    [Fact]
+    public async Task A_spec_whose_guarantee_would_oversubscribe_a_pf_is_refused_with_exit_3_naming_who_holds_the_rest()
+    {
+        var ops = new HostOps(new SimulatedKernel(new HostRoot(_dir["host"])), _state);
+        await ops.UpAsync(Spec("a", 40000), _ct);
+        await ops.UpAsync(Spec("b", 40000), _ct);
+
+        var e = await Assert.ThrowsAsync<HostException>(() => ops.UpAsync(Spec("c", 30000), _ct));
+
+        Assert.Equal(ExitCodes.HostCannotServe, e.ExitCode);
+        Assert.Equal(string.Join("\n", new[] { "enp3s0f0np0", "enp3s0f1np1" }.Select(pf =>
+            $"networks[0].minTxRate: 30000 Mbit/s guaranteed on {pf} would make 110000 of its 100000 Mbit/s link; 80000 of it guaranteed to a (40000), b (40000); "
+            + "lower minTxRate, give the VM another port, or free a VM's VFs there (`vmnet host` shows each PF's guarantees)")), e.Message);
+        Assert.Empty(ops.Ledger.Store.OfVm("c"));
+        // What fits is taken, and a VM planned again does not count against itself.
+        await ops.UpAsync(Spec("c", 20000), _ct);
+        await ops.UpAsync(Spec("c", 20000), _ct);
+
+        var (o, err) = (new StringWriter(), new StringWriter());
+        Assert.Equal(0, VmNet.Cli.VmNetCli.Run(["host", "--host-root", _dir["host"], "--state-dir", _state.Path], o, err));
+        Assert.Contains("  guaranteed 100000/100000 Mbit/s", o.ToString().Split('\n')[0]);
+    }
+}

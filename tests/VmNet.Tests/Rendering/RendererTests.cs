@@ -31,6 +31,7 @@ public class RendererTests
         public string? MacOwner(string mac) => null;
         public IReadOnlySet<int> LeasedVfIndices(string pfPci) => new HashSet<int>();
         public IReadOnlyList<CpuLease> CpuLeases() => [];
+        public Lease? Find(string pci) => null;
     }
 
     public static TheoryData<string> RenderSpecs() => new("example", "igb-dhcp", "arp-ipv6-qemu");

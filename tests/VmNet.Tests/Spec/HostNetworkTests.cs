@@ -62,7 +62,7 @@ public sealed class HostNetworkTests
     [Fact]
     public void A_spec_naming_a_host_network_gets_its_ports_and_settings()
     {
-        var n = SpecLoader.Load(Spec("{name: storage, network: storage, address: 192.168.40.11/24}"), host: Host()).Networks[0];
+        var n = SpecLoader.Load(Spec("{name: storage, network: storage, address: 192.168.40.11/24}"), host: Host().Named).Networks[0];
 
         Assert.Equal("storage", n.HostNetwork);
         Assert.Equal(["enp3s0f0np0", "enp3s0f1np1"], n.Ports);
@@ -75,10 +75,10 @@ public sealed class HostNetworkTests
     [Fact]
     public void A_spec_may_narrow_what_the_host_fixes_and_set_what_it_leaves_open()
     {
-        var n = SpecLoader.Load(Spec("{name: storage, network: storage, address: 192.168.40.11/24, mtu: 1500, maxTxRate: 5000, minTxRate: 500, vlan: 40}"), host: Host()).Networks[0];
+        var n = SpecLoader.Load(Spec("{name: storage, network: storage, address: 192.168.40.11/24, mtu: 1500, maxTxRate: 5000, minTxRate: 500, vlan: 40}"), host: Host().Named).Networks[0];
         Assert.Equal((1500, new TxRates(5000, 500)), (n.Mtu, n.Rates));
 
-        var open = SpecLoader.Load(Spec("{name: pub, network: public, address: dhcp, vlan: 10, trust: true}"), host: Host()).Networks[0];
+        var open = SpecLoader.Load(Spec("{name: pub, network: public, address: dhcp, vlan: 10, trust: true}"), host: Host().Named).Networks[0];
         Assert.Equal((new VlanTag(10), true, "enp3s0f1np1"), (open.Vlan, open.Trust, open.Ports[0]));
     }
 
@@ -87,7 +87,7 @@ public sealed class HostNetworkTests
     {
         var e = Assert.Throws<SpecException>(() => SpecLoader.Load(Spec(
             "{name: storage, network: storage, address: 192.168.40.11/24, vlan: 41, qos: 0, trust: true, spoofCheck: false, mtu: 9216, maxTxRate: 0, minTxRate: 2000, ports: [enp3s0f1np1, enp3s0f0np0]}"),
-            host: Host()));
+            host: Host().Named));
 
         Assert.Equal(ExitCodes.InvalidInput, e.ExitCode);
         var errors = e.Errors.Select(x => x.ToString()).ToList();
@@ -109,7 +109,7 @@ public sealed class HostNetworkTests
     [Fact]
     public void A_spec_naming_a_network_the_host_does_not_define_is_refused_with_those_it_does()
     {
-        var e = Assert.Throws<SpecException>(() => SpecLoader.Load(Spec("{name: storage, network: san, address: dhcp}"), host: Host()));
+        var e = Assert.Throws<SpecException>(() => SpecLoader.Load(Spec("{name: storage, network: san, address: dhcp}"), host: Host().Named));
         Assert.StartsWith("networks[0].network: no host network \"san\" in /etc/vmnet/host.yaml (it defines public, storage; `vmnet host networks` lists them)",
             Assert.Single(e.Errors).ToString());
 
