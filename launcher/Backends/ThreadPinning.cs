@@ -40,7 +40,7 @@ public static partial class ThreadPinner
         foreach (var tid in vcpus.Keys.Where(t => !threads.Contains(t)))
             throw new VmNetException($"QEMU's vCPU thread {tid} is not a thread of pid {pid} (/proc/{pid}/task); cannot pin it", ExitCodes.Failure);
         foreach (var tid in threads)
-            Set(tid, vcpus.TryGetValue(tid, out var index) ? pinning.ForVcpu(index) : pinning.Emulator);
+            Set(tid, vcpus.TryGetValue(tid, out var index) ? pinning.ForVcpu(index) : pinning.Emulator, mayBeGone: !vcpus.ContainsKey(tid));
         await qmp.ExecuteAsync("cont", ct).ConfigureAwait(false);
     }
 
@@ -63,7 +63,10 @@ public static partial class ThreadPinner
         }
     }
 
-    private static unsafe void Set(int tid, IReadOnlyList<int> cpus)
+    private const int Esrch = 3;
+
+    /// <param name="mayBeGone">A worker thread may exit between the listing and the call (ESRCH): nothing to pin then.</param>
+    private static unsafe void Set(int tid, IReadOnlyList<int> cpus, bool mayBeGone)
     {
         var bytes = new byte[(cpus.Max() / 64 + 1) * 8];
         foreach (var c in cpus) bytes[c / 8] |= (byte)(1 << (c % 8));
@@ -72,6 +75,7 @@ public static partial class ThreadPinner
             if (sched_setaffinity(tid, (nuint)bytes.Length, mask) != 0)
             {
                 var errno = Marshal.GetLastPInvokeError();
+                if (errno == Esrch && mayBeGone) return;
                 throw new VmNetException($"cannot pin QEMU thread {tid} to CPUs {CpuList.Format(cpus)}: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}); "
                     + "are those CPUs online and in vmnet's cpuset?", ExitCodes.Failure);
             }

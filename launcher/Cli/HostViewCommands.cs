@@ -104,7 +104,8 @@ internal static class HostViewCommands
         cmd.SetAction(async (r, ct) =>
         {
             var root = new HostRoot(r.GetValue(VmNetCli.HostRootOption)!);
-            var checks = await new HostDoctor(root, root.IsRealHost ? new CliToolRunner() : null).Run(ct);
+            var ledger = new LeaseLedger(new StateDir(r.GetValue(VmNetCli.StateDirOption)!));
+            var checks = await new HostDoctor(root, root.IsRealHost ? new CliToolRunner() : null, ledger.Cpus.Held()).Run(ct);
             if (r.GetValue(json))
             {
                 var failures = checks.Count(c => c.Status == CheckStatus.Fail);

@@ -292,7 +292,7 @@ public static class VmNetCli
             { spec, dryRun, json, outDir, templates, backend, connect, noWait, waitTimeout, noStart, hostConfig };
         cmd.SetAction(async (r, ct) =>
         {
-            var vm = SpecLoader.LoadFile(r.GetValue(spec)!, HostConfig.ForSpecs(r.GetValue(hostConfig))?.Named);
+            var vm = SpecLoader.LoadFile(r.GetValue(spec)!, () => HostConfig.ForSpecs(r.GetValue(hostConfig))?.Named);
             var dry = r.GetValue(dryRun);
             var launch = new LaunchOptions
             {
@@ -333,7 +333,7 @@ public static class VmNetCli
                 ValidateDocument document;
                 try
                 {
-                    var loaded = SpecLoader.LoadFile(path, HostConfig.ForSpecs(r.GetValue(hostConfig))?.Named);
+                    var loaded = SpecLoader.LoadFile(path, () => HostConfig.ForSpecs(r.GetValue(hostConfig))?.Named);
                     document = new ValidateDocument(path, true, loaded.Name, loaded.Networks.Count, loaded.Networks.Sum(n => n.Ports.Count), []);
                 }
                 catch (SpecException e)
@@ -347,7 +347,7 @@ public static class VmNetCli
                 stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(document, OutputJson.Default.ValidateDocument));
                 return document.Valid ? ExitCodes.Ok : ExitCodes.InvalidInput;
             }
-            var vm = SpecLoader.LoadFile(path, HostConfig.ForSpecs(r.GetValue(hostConfig))?.Named);
+            var vm = SpecLoader.LoadFile(path, () => HostConfig.ForSpecs(r.GetValue(hostConfig))?.Named);
             stdout.WriteLine($"{path}: valid ({vm.Name}: {vm.Networks.Count} network{(vm.Networks.Count == 1 ? "" : "s")}, {vm.Networks.Sum(n => n.Ports.Count)} VFs)");
             return ExitCodes.Ok;
         });

@@ -18,7 +18,8 @@ public interface IToolRunner
 /// Preflight checks of a host for VmNet: IOMMU, vfio-pci, each SR-IOV PF (capability, VFs, link, MTU), mlx5
 /// firmware limits and eswitch mode, memlock. Reads through a <see cref="HostRoot"/>; tools run only on a real host.
 /// </summary>
-public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
+/// <param name="dedicated">The CPUs leased to VMs for dedicated pinning (the ledger's), checked against isolcpus.</param>
+public sealed class HostDoctor(HostRoot root, IToolRunner? tools, IReadOnlyList<Leases.CpuLease>? dedicated = null)
 {
     public async Task<IReadOnlyList<Check>> Run(CancellationToken ct)
     {
@@ -34,7 +35,9 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
             if (pf.Link is { } link) checks.Add(PcieCheck(pf, link));
             if (pf.Driver == "mlx5_core") checks.AddRange(await Mlx5Checks(pf, ct));
         }
-        checks.AddRange(NumaChecks(pfs, scanner.Numa()));
+        var numa = scanner.Numa();
+        checks.AddRange(NumaChecks(pfs, numa));
+        if (dedicated is { Count: > 0 }) checks.Add(IsolationCheck(dedicated, numa));
         checks.Add(Memlock());
         return checks;
     }
@@ -138,6 +141,22 @@ public sealed class HostDoctor(HostRoot root, IToolRunner? tools)
                 ? $"{cpus}{iso}; hugepages {string.Join(", ", reserved.Select(h => $"{h.Size} {h.Free} free of {h.Total}"))}"
                 : $"{cpus}{iso}; no hugepages reserved beside the NICs, so guest memory comes from ordinary pages (to reserve them: {how})");
         }
+    }
+
+    /// <summary>
+    /// Dedicated pinning keeps other guests off a VM's CPUs; the kernel's isolcpus keeps the host's own tasks off them
+    /// too. Dedicated CPUs outside isolcpus are named with the command line that isolates them.
+    /// </summary>
+    private static Check IsolationCheck(IReadOnlyList<Leases.CpuLease> dedicated, NumaTopology numa)
+    {
+        var cpus = dedicated.Select(c => c.Cpu).Distinct().Order().ToList();
+        var shared = cpus.Except(numa.IsolatedCpus).ToList();
+        var vms = string.Join(", ", dedicated.Where(c => shared.Contains(c.Cpu)).Select(c => c.Vm).Distinct().Order(StringComparer.Ordinal));
+        return shared.Count == 0
+            ? new Check("dedicated CPUs", CheckStatus.Ok, $"CPUs {CpuList.Format(cpus)} are dedicated to VMs and isolated from the host's scheduler (isolcpus)")
+            : new Check("dedicated CPUs", CheckStatus.Warn,
+                $"CPUs {CpuList.Format(shared)} are dedicated to {vms} but not isolated: the host's own tasks and interrupts run there too",
+                $"add isolcpus=managed_irq,domain,{CpuList.Format(shared)} nohz_full={CpuList.Format(shared)} to the kernel command line and reboot (VMs then take isolated CPUs first)");
     }
 
     private async Task<IEnumerable<Check>> Mlx5Checks(PhysicalFunction pf, CancellationToken ct)

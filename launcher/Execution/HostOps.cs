@@ -123,7 +123,10 @@ public sealed class HostOps(IKernel kernel, StateDir state, ApplyHooks? hooks = 
         reverter.OnCommit(() =>
         {
             using (Ledger.Lock(CancellationToken.None))
+            {
                 foreach (var (now, _) in claimed) Ledger.Finish(now.Pci);
+                Ledger.Cpus.Restore(spec.Name, plan.CpuLeases); // the CPUs the VM held and no longer needs
+            }
         });
         var runners = new List<IStepRunner> { new HostStepRunner(Kernel, Ledger), new LeaseStepRunner(Ledger, plan.Vfs.Select(a => a.Vf.Pci).ToList()) };
         if (options.Start) runners.Add(new LaunchStepRunner(plan, backend!, Ledger, progress));

@@ -30,7 +30,10 @@ internal sealed partial class CpuLeaseJson : JsonSerializerContext;
 public sealed class CpuLedger(StateDir state, ILeaseView vfs)
 {
     /// <summary>Every CPU lease, by CPU; a corrupt file is refused naming it, never taken as free.</summary>
-    public IReadOnlyList<CpuLease> All()
+    public IReadOnlyList<CpuLease> All() => Read(strict: true);
+
+    /// <param name="strict">False: a corrupt file is skipped (for what serves one VM: its rm, its status), true: refused.</param>
+    private IReadOnlyList<CpuLease> Read(bool strict)
     {
         var dir = state.CpusDir;
         if (!Directory.Exists(dir)) return [];
@@ -49,8 +52,11 @@ public sealed class CpuLedger(StateDir state, ILeaseView vfs)
                 lease = null;
             }
             if (lease is null || lease.Vm is null || lease.Cpu.ToString(CultureInfo.InvariantCulture) != name || lease.Version != CpuLease.CurrentVersion)
+            {
+                if (!strict) continue;
                 throw new VmNetException($"the CPU lease {file} is corrupt or of another vmnet; VmNet will not guess who holds CPU {name}. " +
                     "Inspect it; if no VM is pinned to that CPU, delete the file", ExitCodes.Failure);
+            }
             result.Add(lease);
         }
         result.Sort((a, b) => a.Cpu.CompareTo(b.Cpu));
@@ -67,34 +73,39 @@ public sealed class CpuLedger(StateDir state, ILeaseView vfs)
         return leases.Where(l => holds.TryGetValue(l.Vm, out var h) ? h : holds[l.Vm] = vfs.OfVm(l.Vm).Count > 0).ToList();
     }
 
-    public IReadOnlyList<CpuLease> OfVm(string vm) => All().Where(l => l.Vm == vm).ToList();
+    /// <summary><paramref name="vm"/>'s CPU leases; a corrupt file is skipped (it is no proof of this VM's).</summary>
+    public IReadOnlyList<CpuLease> OfVm(string vm) => Read(strict: false).Where(l => l.Vm == vm).ToList();
 
     /// <summary>
-    /// Makes <paramref name="wanted"/> the CPU leases of <paramref name="vm"/>: writes each, drops the VM's others.
-    /// Returns the VM's leases before, for <see cref="Restore"/>. Call under the ledger's lock.
+    /// Adds <paramref name="wanted"/> to <paramref name="vm"/>'s CPU leases, keeping the ones it held: as with VFs, a VM
+    /// keeps what it held until the change is done (<see cref="Restore"/> with <paramref name="wanted"/> on commit drops
+    /// the rest; with the result on rollback, the new ones), so no other VM can take a CPU the rollback gives back.
+    /// Returns the VM's leases before. Call under the ledger's lock.
     /// </summary>
     public IReadOnlyList<CpuLease> Claim(string vm, IReadOnlyList<CpuLease> wanted)
     {
         DropStale(); // the CPUs of a VM whose VFs were reclaimed as orphans go with them
-        var all = All();
-        var before = all.Where(l => l.Vm == vm).ToList();
+        var before = All().Where(l => l.Vm == vm).ToList();
         var held = Held().ToDictionary(l => l.Cpu);
         foreach (var want in wanted)
             if (held.TryGetValue(want.Cpu, out var other) && other.Vm != vm)
                 throw new VmNetException($"CPU {want.Cpu} is leased by {other.Vm}; the plan was made without the lock. This is a bug in vmnet; report it");
-        Restore(vm, wanted);
+        var wantedCpus = wanted.Select(w => w.Cpu).ToHashSet();
+        foreach (var l in wanted.Concat(before.Where(b => !wantedCpus.Contains(b.Cpu)))) Write(l);
         return before;
     }
 
-    /// <summary>Puts <paramref name="vm"/>'s CPU leases back to exactly <paramref name="leases"/> (none: all released).</summary>
+    /// <summary>Makes <paramref name="vm"/>'s CPU leases exactly <paramref name="leases"/> (none: all released).</summary>
     public void Restore(string vm, IReadOnlyList<CpuLease> leases)
     {
         var keep = leases.Select(l => l.Cpu).ToHashSet();
-        foreach (var l in leases)
-            AtomicFile.Write(state.CpuLeaseFile(l.Cpu), JsonSerializer.Serialize(l, CpuLeaseJson.Default.CpuLease), mode: AtomicFile.Private);
-        foreach (var old in All().Where(l => l.Vm == vm && !keep.Contains(l.Cpu)))
+        foreach (var l in leases) Write(l);
+        foreach (var old in OfVm(vm).Where(l => !keep.Contains(l.Cpu)))
             File.Delete(state.CpuLeaseFile(old.Cpu));
     }
+
+    private void Write(CpuLease l) =>
+        AtomicFile.Write(state.CpuLeaseFile(l.Cpu), JsonSerializer.Serialize(l, CpuLeaseJson.Default.CpuLease), mode: AtomicFile.Private);
 
     public void Release(string vm) => Restore(vm, []);
 

@@ -133,7 +133,6 @@ public static class SpecFields
             var n = spec.Networks[i];
             var p = $"networks[{i}].";
             f.Add(p + "name", n.Name);
-            f.Add(p + "network", n.HostNetwork);
             f.Add(p + "ports", List(n.Ports));
             f.Add(p + "address", n.Address.ToString());
             f.Add(p + "gateway", n.Gateway);

@@ -64,8 +64,13 @@ public static class PlacementPlanner
         var multi = numa.Nodes.Count > 1;
         var dedicatedElsewhere = others.Select(l => l.Cpu).ToHashSet();
         if (p.Numa == NumaPolicy.Any)
-            return dedicatedElsewhere.Count == 0 ? Placement.None
-                : Placement.None with { SharedCpus = numa.Nodes.SelectMany(n => n.Cpus).Except(numa.IsolatedCpus).Where(c => !dedicatedElsewhere.Contains(c)).Order().ToList() };
+        {
+            if (dedicatedElsewhere.Count == 0) return Placement.None;
+            var anyCpu = numa.Nodes.SelectMany(n => n.Cpus).Except(numa.IsolatedCpus).Where(c => !dedicatedElsewhere.Contains(c)).Order().ToList();
+            if (anyCpu.Count == 0)
+                throw new HostException("placement.numa: any: no CPU of the host is left for shared vCPUs (all are isolated or dedicated to VMs); free some with `vmnet rm`");
+            return Placement.None with { SharedCpus = anyCpu };
+        }
 
         var warnings = new List<string>();
         var byNode = vfs.GroupBy(v => numa.NodeOf(v.Pf.NumaNode)).OrderBy(g => g.Key).ToList();

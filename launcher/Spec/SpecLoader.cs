@@ -12,10 +12,11 @@ namespace VmNet.Spec;
 /// </summary>
 public static partial class SpecLoader
 {
-    public static VmSpec LoadFile(string path) => LoadFile(path, null);
+    public static VmSpec LoadFile(string path) => LoadFile(path, () => null);
 
-    /// <param name="host">The host config whose named networks the spec may use (<c>network: NAME</c>); null: none.</param>
-    public static VmSpec LoadFile(string path, HostNetworks? host)
+    /// <param name="host">The host config whose named networks the spec may use (<c>network: NAME</c>), read only when
+    /// a network names one (a spec that names none does not depend on it); null: none.</param>
+    public static VmSpec LoadFile(string path, Func<HostNetworks?> host)
     {
         string text;
         try
@@ -36,10 +37,12 @@ public static partial class SpecLoader
     internal static void Declare(string text, SchemaRecorder recorder)
     {
         var problems = new Problems { Recorder = recorder };
-        if (YamlInput.Parse(text, "schema").Documents is [{ RootNode: YamlMappingNode root }]) Read(new MapReader(root, "", problems), null);
+        if (YamlInput.Parse(text, "schema").Documents is [{ RootNode: YamlMappingNode root }]) Read(new MapReader(root, "", problems), () => null);
     }
 
-    public static VmSpec Load(string text, string source = "vm.yaml", HostNetworks? host = null)
+    public static VmSpec Load(string text, string source = "vm.yaml", HostNetworks? host = null) => Load(text, source, () => host);
+
+    public static VmSpec Load(string text, string source, Func<HostNetworks?> host)
     {
         var problems = new Problems();
         YamlMappingNode? root = null;
@@ -61,7 +64,7 @@ public static partial class SpecLoader
     }
 
 
-    private static VmSpec? Read(MapReader r, HostNetworks? host)
+    private static VmSpec? Read(MapReader r, Func<HostNetworks?>? host)
     {
         var p = r.Problems;
         var name = r.String("name");
@@ -166,15 +169,17 @@ public static partial class SpecLoader
         return kernel is null ? null : new BootSpec(kernel, initrd, cmdline);
     }
 
-    private static NetworkSpec? ReadNetwork(MapReader n, HostNetworks? host)
+    private static NetworkSpec? ReadNetwork(MapReader n, Func<HostNetworks?>? hostConfig)
     {
         var p = n.Problems;
         var ok = true;
         // A host network (network: NAME in the spec, networks: in host.yaml): its values fill what the spec leaves out.
         var hostName = n.String("network");
         HostNetwork? hn = null;
+        HostNetworks? host = null;
         if (hostName is not null)
         {
+            host = hostConfig?.Invoke();
             if (host?.ByName.GetValueOrDefault(hostName) is { } found) hn = found;
             else
             {
@@ -196,7 +201,7 @@ public static partial class SpecLoader
         var vlan = n.Int("vlan", 1, 4094, null);
         var qos = n.Int("qos", 0, 7, null);
         var protocol = n.Choice("vlanProtocol", ProtocolChoices);
-        if (vlan is null && n.Get("vlan") is null)
+        if (vlan is null && n.Get("vlan") is null && !(hostName is not null && host?.ByName.GetValueOrDefault(hostName)?.Vlan is not null))
         {
             if (qos is > 0) p.Add(n.Child("qos"), "needs a vlan: the priority is carried in the VLAN tag", n.Get("qos"));
             if (protocol == VlanProtocol.Dot1Ad) p.Add(n.Child("vlanProtocol"), "needs a vlan", n.Get("vlanProtocol"));
@@ -283,11 +288,13 @@ public static partial class SpecLoader
             // What the host fixes wins; the spec may narrow it (lower MTU or rate, spoof checking on, trust off), never widen it.
             void Widens(string key, string value, string hostValue) =>
                 p.Add(n.Child(key), $"{value} widens host network {hn.Name} ({hostValue} in {host!.Source}); leave {key} out, or narrow it", n.Get(key));
+            void Fixed(string key, string value, string hostValue) =>
+                p.Add(n.Child(key), $"{value} differs from host network {hn.Name}, which fixes it ({hostValue} in {host!.Source}); leave {key} out", n.Get(key));
             if (hn.Vlan is { } hv)
             {
-                if (n.Get("vlan") is not null && vlan != hv.Id) Widens("vlan", $"{vlan}", hv.ToString());
-                if (n.Get("qos") is not null && qos != hv.Qos) Widens("qos", $"{qos}", hv.ToString());
-                if (n.Get("vlanProtocol") is not null && protocol != hv.Protocol) Widens("vlanProtocol", SpecNames.Of(protocol ?? Defaults.Protocol), hv.ToString());
+                if (n.Get("vlan") is not null && vlan != hv.Id) Fixed("vlan", $"{vlan}", hv.ToString());
+                if (n.Get("qos") is not null && qos != hv.Qos) Fixed("qos", $"{qos}", hv.ToString());
+                if (n.Get("vlanProtocol") is not null && protocol != hv.Protocol) Fixed("vlanProtocol", SpecNames.Of(protocol ?? Defaults.Protocol), hv.ToString());
                 tag = hv;
             }
             if (hn.Mtu is { } hm)
@@ -301,13 +308,16 @@ public static partial class SpecLoader
             if (n.Get("trust") is null && hn.Trust is { } ht) trust = ht;
             if (hn.LinkState is { } hl)
             {
-                if (n.Get("linkState") is not null && linkState != hl) Widens("linkState", SpecNames.Of(linkState), $"linkState {SpecNames.Of(hl)}");
+                if (n.Get("linkState") is not null && linkState != hl) Fixed("linkState", SpecNames.Of(linkState), $"linkState {SpecNames.Of(hl)}");
                 linkState = hl;
             }
             if (hn.MaxTxRate is > 0 and var hmax && maxTx is { } smax && (smax == 0 || smax > hmax)) Widens("maxTxRate", $"{smax}", $"maxTxRate {hmax}");
             maxTx ??= hn.MaxTxRate;
             if (hn.MinTxRate is { } hmin && minTx > hmin) Widens("minTxRate", $"{minTx}", $"minTxRate {hmin}");
             minTx ??= hn.MinTxRate;
+            if (maxTx is > 0 && minTx > maxTx && (n.Get("minTxRate") is null || n.Get("maxTxRate") is null)) // both the spec's: refused above
+                p.Add(n.Child(n.Get("minTxRate") is not null ? "minTxRate" : "maxTxRate"),
+                    $"minTxRate {minTx} must not exceed maxTxRate {maxTx} Mbit/s (with host network {hn.Name}'s rates from {host!.Source})", n.Get("minTxRate") ?? n.Get("maxTxRate"));
             if (p.Any) return null;
         }
         TxRates? rates = maxTx is null && minTx is null ? null : new TxRates(maxTx ?? 0, minTx ?? 0);

@@ -85,6 +85,28 @@ public sealed class ProvisioningTests : IDisposable
         Assert.Equal("2 leased VFs looked at, 2 prepared", done.Lines().Last());
     }
 
+    /// <summary>The boot unit gives a VF of a host network (host.yaml networks:) what the host fixed, from its lease.</summary>
+    [Fact]
+    public async Task Prepare_after_a_reboot_gives_a_host_networks_vfs_the_hosts_settings()
+    {
+        var host = HostConfig.Load("networks:\n  storage: {ports: [enp1s0, enp2s0], vlan: 41, qos: 2, trust: false}\n", "host.yaml");
+        var vm = SpecLoader.Load("name: vm2\ndisk: {image: /i}\nnetworks:\n  - {name: s, network: storage, address: dhcp}\n", host: host.Named);
+        var up = await _ops.UpAsync(vm, _ct);
+        foreach (var pf in new[] { "0000:01:00.0", "0000:02:00.0" })
+            await _ops.Kernel.WriteSysfsAsync($"/sys/bus/pci/devices/{pf}/sriov_numvfs", "0", _ct);
+        await _prov.ApplyAsync(Config(2, 2), _ct);
+
+        var done = await _prov.PrepareLeasesAsync(_ct);
+
+        Assert.Equal(2, done.Prepared.Count);
+        foreach (var a in up.Plan.Vfs)
+        {
+            var link = (await _ops.Kernel.ReadLinkAsync(a.Pf.Name, _ct)).Vf(a.Vf.Index)!;
+            Assert.Equal((new VlanTag(41, 2), false), (link.Settings.Vlan, link.Settings.Trust));
+            Assert.Equal("storage", _ops.Ledger.Store.Find(a.Vf.Pci)!.HostNetwork);
+        }
+    }
+
     /// <summary>A VM whose VFs cannot be prepared is named, its VFs put back as they were before the prepare (still on
     /// the host driver, without the lease's settings), and the other VMs are still prepared.</summary>
     [Fact]

@@ -233,6 +233,52 @@ public sealed class PlacementTests : IDisposable
     }
 
     [Fact]
+    public async Task Doctor_names_dedicated_cpus_the_kernel_does_not_isolate_with_the_command_line_that_does()
+    {
+        string Doctor(string host)
+        {
+            var (o, e) = (new StringWriter(), new StringWriter());
+            VmNet.Cli.VmNetCli.Run(["doctor", "--host-root", host, "--state-dir", _state.Path], o, e);
+            return o.ToString();
+        }
+        var host = Host();
+        await Ops(host).UpAsync(Spec("{cpuPinning: dedicated}"), _ct);
+
+        Assert.Contains("warn  dedicated CPUs: CPUs 13-15 are dedicated to vm1 but not isolated: the host's own tasks and interrupts run there too\n"
+            + "      fix: add isolcpus=managed_irq,domain,13-15 nohz_full=13-15 to the kernel command line and reboot (VMs then take isolated CPUs first)", Doctor(host));
+        File.WriteAllText(Path.Join(host, "proc/cmdline"), "BOOT_IMAGE=/vmlinuz intel_iommu=on iommu=pt isolcpus=managed_irq,domain,12-15\n");
+        Assert.Contains("ok    dedicated CPUs: CPUs 13-15 are dedicated to VMs and isolated from the host's scheduler (isolcpus)", Doctor(host));
+    }
+
+    /// <summary>
+    /// A re-up that needs fewer CPUs keeps all it held until it is done: no other VM can take one of them meanwhile, and
+    /// a rollback gives the VM exactly what it held (never a CPU another VM took in between).
+    /// </summary>
+    [Fact]
+    public async Task A_failed_re_up_keeps_every_cpu_the_vm_held_until_the_end_and_gives_it_back_exactly()
+    {
+        var host = Host();
+        await Ops(host).UpAsync(Spec("{cpuPinning: dedicated}"), _ct);
+        var ledger = new LeaseLedger(_state);
+        var before = ledger.Cpus.OfVm("vm1");
+        Assert.Equal([13, 14, 15], before.Select(c => c.Cpu));
+
+        // The claim of a plan with one vCPU (14 for it, 15 for the emulator): 13 stays the VM's while the change runs.
+        ledger.Cpus.Claim("vm1", [new CpuLease(CpuLease.CurrentVersion, "vm1", 14, 1, 0), new CpuLease(CpuLease.CurrentVersion, "vm1", 15, 1, null)]);
+        Assert.Equal([13, 14, 15], ledger.Cpus.OfVm("vm1").Select(c => c.Cpu));
+        Assert.Equal("10,11 +12", Pins(Make(Spec("{cpuPinning: dedicated}", name: "vm2"), host).Placement));
+        ledger.Cpus.Restore("vm1", before);
+
+        var failing = new HostOps(new SimulatedKernel(new HostRoot(host)), _state, new ApplyHooks(FailAtStep: 1));
+        await Assert.ThrowsAnyAsync<VmNetException>(() => failing.UpAsync(Spec("{cpuPinning: dedicated}", cpus: 1), _ct));
+        Assert.Equal(before.Select(c => (c.Cpu, c.Vcpu)), ledger.Cpus.OfVm("vm1").Select(c => (c.Cpu, c.Vcpu)));
+
+        // Committed, the re-up drops what it no longer needs.
+        await Ops(host).UpAsync(Spec("{cpuPinning: dedicated}", cpus: 1), _ct);
+        Assert.Equal([14, 15], ledger.Cpus.OfVm("vm1").Select(c => c.Cpu));
+    }
+
+    [Fact]
     public void A_corrupt_cpu_lease_is_refused_by_name_not_taken_as_free()
     {
         Directory.CreateDirectory(_state.CpusDir);

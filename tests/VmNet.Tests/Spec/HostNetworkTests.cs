@@ -94,8 +94,8 @@ public sealed class HostNetworkTests
         string[] expected =
         [
             "networks[0].ports: host network storage fixes its ports [enp3s0f0np0, enp3s0f1np1] (/etc/vmnet/host.yaml); leave ports out",
-            "networks[0].vlan: 41 widens host network storage (vlan 40 qos 3 in /etc/vmnet/host.yaml); leave vlan out, or narrow it",
-            "networks[0].qos: 0 widens host network storage (vlan 40 qos 3 in /etc/vmnet/host.yaml); leave qos out, or narrow it",
+            "networks[0].vlan: 41 differs from host network storage, which fixes it (vlan 40 qos 3 in /etc/vmnet/host.yaml); leave vlan out",
+            "networks[0].qos: 0 differs from host network storage, which fixes it (vlan 40 qos 3 in /etc/vmnet/host.yaml); leave qos out",
             "networks[0].mtu: 9216 widens host network storage (mtu 9000 in /etc/vmnet/host.yaml); leave mtu out, or narrow it",
             "networks[0].spoofCheck: false widens host network storage (spoofCheck true in /etc/vmnet/host.yaml); leave spoofCheck out, or narrow it",
             "networks[0].trust: true widens host network storage (trust false in /etc/vmnet/host.yaml); leave trust out, or narrow it",
@@ -104,6 +104,28 @@ public sealed class HostNetworkTests
         ];
         foreach (var want in expected) Assert.Contains(errors, x => x.StartsWith(want, StringComparison.Ordinal));
         Assert.Equal(expected.Length, errors.Count);
+    }
+
+    [Fact]
+    public void A_spec_repeating_the_hosts_values_is_accepted_and_the_merged_rates_are_checked_together()
+    {
+        var same = SpecLoader.Load(Spec("{name: storage, network: storage, address: dhcp, qos: 3, vlan: 40, trust: false, mtu: 9000}"), host: Host().Named).Networks[0];
+        Assert.Equal(new VlanTag(40, 3), same.Vlan);
+
+        // The host guarantees 1000 Mbit/s; a spec that narrows the limit below it contradicts itself once merged.
+        var e = Assert.Throws<SpecException>(() => SpecLoader.Load(Spec("{name: storage, network: storage, address: dhcp, maxTxRate: 500}"), host: Host().Named));
+        Assert.StartsWith("networks[0].maxTxRate: minTxRate 1000 must not exceed maxTxRate 500 Mbit/s (with host network storage's rates from /etc/vmnet/host.yaml)",
+            Assert.Single(e.Errors).ToString());
+    }
+
+    [Fact]
+    public void A_spec_that_names_no_host_network_does_not_read_the_host_config()
+    {
+        var read = false;
+        var spec = SpecLoader.Load(Spec("{name: storage, ports: [enp1s0], address: dhcp}"), "vm.yaml", () => { read = true; throw new InvalidOperationException("read"); });
+
+        Assert.False(read);
+        Assert.Null(spec.Networks[0].HostNetwork);
     }
 
     [Fact]

@@ -12,8 +12,9 @@ namespace VmNet.Tests.Boots.Lab;
 /// </summary>
 public sealed class LabLibvirtFixture : IAsyncLifetime
 {
-    public const string Pf0 = LabVmNetFixture.Pf0;
-    public const string Pf1 = LabVmNetFixture.Pf1;
+    /// <summary>The PFs of the one-node lab host (LabVmNetFixture's two-node one has them behind a pxb-pcie).</summary>
+    public const string Pf0 = "0000:01:00.0";
+    public const string Pf1 = "0000:02:00.0";
     public const string Vm = "lv";
     public const int Qos = 3;
     private string? _problem;
